@@ -1,0 +1,397 @@
+//! Profiles (one YAML file per role profile) and the machine inventory
+//! (MAC → profile, hostname, optional fixed IP). Loading validates everything and
+//! reports every problem with its file and line; lookups are pure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::config::{Config, DhcpMode};
+use crate::mac::Mac;
+use crate::problems::Problems;
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Controlplane,
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    #[default]
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+/// A role profile as written in `profiles/<name>.yaml`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(skip)]
+    pub name: String,
+    pub role: Role,
+    /// Talos release booted by this profile, e.g. `v1.13.0`.
+    pub talos_version: String,
+    #[serde(default)]
+    pub arch: Arch,
+    #[serde(default)]
+    pub install_disk: Option<String>,
+    /// Extra kernel arguments appended after Talos's own.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+    /// Console arguments; default `console=tty0 console=ttyS0` (amd64).
+    #[serde(default)]
+    pub console: Option<Vec<String>>,
+    /// Kernel: a path under boot_assets, or an http(s) URL. Default
+    /// `talos/<talos_version>/vmlinuz-<arch>`.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Initramfs, as `kernel`. Default `talos/<talos_version>/initramfs-<arch>.xz`.
+    #[serde(default)]
+    pub initramfs: Option<String>,
+    /// Config patches applied last (used by config generation).
+    #[serde(default)]
+    pub patches: Vec<PathBuf>,
+}
+
+impl Profile {
+    pub fn kernel_ref(&self) -> String {
+        self.kernel.clone().unwrap_or_else(|| {
+            format!("talos/{}/vmlinuz-{}", self.talos_version, self.arch.as_str())
+        })
+    }
+    pub fn initramfs_ref(&self) -> String {
+        self.initramfs.clone().unwrap_or_else(|| {
+            format!("talos/{}/initramfs-{}.xz", self.talos_version, self.arch.as_str())
+        })
+    }
+}
+
+/// Whether an asset reference is a remote URL rather than a file under boot_assets.
+pub fn is_url(r: &str) -> bool {
+    r.starts_with("http://") || r.starts_with("https://")
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Machine {
+    pub mac: Mac,
+    pub hostname: String,
+    pub profile: String,
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MachinesFile {
+    #[serde(default)]
+    machines: Vec<MachineWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MachineWire {
+    mac: Spanned<String>,
+    hostname: Spanned<String>,
+    profile: Spanned<String>,
+    #[serde(default)]
+    ip: Option<Spanned<Ipv4Addr>>,
+}
+
+/// Profiles and machines, validated together; immutable once built (a reload
+/// builds a new one and swaps it in).
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub profiles: BTreeMap<String, Profile>,
+    machines: Vec<Machine>,
+    by_mac: HashMap<Mac, usize>,
+}
+
+pub type SharedInventory = Arc<Inventory>;
+
+impl Inventory {
+    pub fn machine(&self, mac: &Mac) -> Option<&Machine> {
+        self.by_mac.get(mac).map(|&i| &self.machines[i])
+    }
+
+    pub fn machines(&self) -> &[Machine] {
+        &self.machines
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
+    /// Addresses reserved for inventory machines (never handed to anyone else).
+    pub fn reserved_ips(&self) -> impl Iterator<Item = (Ipv4Addr, Mac)> + '_ {
+        self.machines.iter().filter_map(|m| m.ip.map(|ip| (ip, m.mac)))
+    }
+
+    /// Load and cross-check profiles and machines against `cfg`.
+    pub fn load(cfg: &Config) -> Result<Inventory, Problems> {
+        let mut problems = Problems::default();
+        let profiles = load_profiles(&cfg.profiles, &mut problems);
+        let machines = load_machines(cfg, &profiles, &mut problems);
+        if let Some(dp) = &cfg.default_profile {
+            if !profiles.contains_key(dp) {
+                problems.push(&cfg.file, "default_profile", format!("unknown profile {dp:?}"));
+            }
+        } else if cfg.unknown_machines == crate::config::UnknownMachines::Boot {
+            problems.push(
+                &cfg.file,
+                "default_profile",
+                "unknown_machines: boot needs a default_profile to boot them with",
+            );
+        }
+        let by_mac = machines.iter().enumerate().map(|(i, m)| (m.mac, i)).collect();
+        problems.into_result(Inventory {
+            profiles,
+            machines,
+            by_mac,
+        })
+    }
+
+    /// Build directly (tests and tools).
+    pub fn from_parts(profiles: Vec<Profile>, machines: Vec<Machine>) -> Inventory {
+        let by_mac = machines.iter().enumerate().map(|(i, m)| (m.mac, i)).collect();
+        Inventory {
+            profiles: profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            machines,
+            by_mac,
+        }
+    }
+}
+
+fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Profile> {
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(dir, "", format!("cannot read profiles directory: {e}"));
+            return out;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    for f in files {
+        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let text = match std::fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(&f, "", format!("cannot read: {e}"));
+                continue;
+            }
+        };
+        match serde_saphyr::from_str::<Profile>(&text) {
+            Ok(mut p) => {
+                p.name = name.clone();
+                if !valid_version(&p.talos_version) {
+                    problems.push(
+                        &f,
+                        "talos_version",
+                        format!("{:?} is not a Talos version like v1.13.0", p.talos_version),
+                    );
+                }
+                if out.insert(name.clone(), p).is_some() {
+                    problems.push(&f, "", format!("profile {name:?} is defined twice (.yaml and .yml)"));
+                }
+            }
+            Err(e) => problems.push(&f, "", yaml_error(&e)),
+        }
+    }
+    if out.is_empty() && problems.is_empty() {
+        problems.push(dir, "", "no profiles (*.yaml) found");
+    }
+    out
+}
+
+fn valid_version(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('v') else { return false };
+    let core = rest.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// serde_saphyr errors already carry line and column; keep them on one line.
+pub fn yaml_error(e: &serde_saphyr::Error) -> String {
+    e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+}
+
+fn load_machines(cfg: &Config, profiles: &BTreeMap<String, Profile>, problems: &mut Problems) -> Vec<Machine> {
+    let path = &cfg.machines;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(path, "", format!("cannot read inventory: {e}"));
+            return Vec::new();
+        }
+    };
+    let file: MachinesFile = match serde_saphyr::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(path, "", yaml_error(&e));
+            return Vec::new();
+        }
+    };
+    let subnets = match &cfg.dhcp {
+        DhcpMode::Full(f) => f.subnets.clone(),
+        DhcpMode::Proxy => Vec::new(),
+    };
+    let mut out = Vec::new();
+    let mut macs: HashMap<Mac, u64> = HashMap::new();
+    let mut hosts: HashMap<String, u64> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, u64> = HashMap::new();
+    for (i, w) in file.machines.into_iter().enumerate() {
+        let line = w.mac.referenced.line();
+        let at = |l: u64| format!("line {l}: machines[{i}]");
+        let mut ok = true;
+        let mac = match w.mac.value.parse::<Mac>() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(path, &format!("{}.mac", at(line)), e.to_string());
+                ok = false;
+                None
+            }
+        };
+        if let Some(m) = mac {
+            if let Some(first) = macs.insert(m, line) {
+                problems.push(path, &format!("{}.mac", at(line)), format!("duplicate MAC {m} (first at line {first})"));
+                ok = false;
+            }
+        }
+        let host = w.hostname.value.trim().to_ascii_lowercase();
+        let hl = w.hostname.referenced.line();
+        if !valid_hostname(&host) {
+            problems.push(path, &format!("{}.hostname", at(hl)), format!("{:?} is not a valid hostname (letters, digits, '-', at most 63)", w.hostname.value));
+            ok = false;
+        } else if let Some(first) = hosts.insert(host.clone(), hl) {
+            problems.push(path, &format!("{}.hostname", at(hl)), format!("duplicate hostname {host:?} (first at line {first})"));
+            ok = false;
+        }
+        let pl = w.profile.referenced.line();
+        if !profiles.contains_key(&w.profile.value) {
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            problems.push(path, &format!("{}.profile", at(pl)), format!("unknown profile {:?} (known: {})", w.profile.value, known.join(", ")));
+            ok = false;
+        }
+        let ip = w.ip.map(|s| {
+            let il = s.referenced.line();
+            let ip = s.value;
+            if let Some(first) = ips.insert(ip, il) {
+                problems.push(path, &format!("{}.ip", at(il)), format!("duplicate address {ip} (first at line {first})"));
+                ok = false;
+            }
+            if !subnets.is_empty() {
+                match subnets.iter().find(|s| s.net.contains(&ip)) {
+                    None => {
+                        let nets: Vec<String> = subnets.iter().map(|s| s.net.to_string()).collect();
+                        problems.push(path, &format!("{}.ip", at(il)), format!("{ip} is outside the DHCP subnet ({})", nets.join(", ")));
+                        ok = false;
+                    }
+                    Some(s) if ip == s.net.network() || ip == s.net.broadcast() || Some(ip) == s.router || ip == cfg.server_address => {
+                        problems.push(path, &format!("{}.ip", at(il)), format!("{ip} is not assignable in {} (network, broadcast, router or kiln's own address)", s.net));
+                        ok = false;
+                    }
+                    _ => {}
+                }
+            }
+            ip
+        });
+        if let (true, Some(mac)) = (ok, mac) {
+            out.push(Machine {
+                mac,
+                hostname: host,
+                profile: w.profile.value,
+                ip,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn setup(machines: &str) -> (tempfile::TempDir, Result<Inventory, Problems>) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("profiles")).unwrap();
+        std::fs::write(d.path().join("profiles/controlplane.yaml"), "role: controlplane\ntalos_version: v1.13.0\n").unwrap();
+        std::fs::write(d.path().join("profiles/worker.yaml"), "role: worker\ntalos_version: v1.13.0\ninstall_disk: /dev/sda\n").unwrap();
+        std::fs::write(d.path().join("machines.yaml"), machines).unwrap();
+        std::fs::write(
+            d.path().join("kiln.yaml"),
+            "interface: br0\nserver_address: 10.99.0.1\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&d.path().join("kiln.yaml")).unwrap();
+        let inv = Inventory::load(&cfg);
+        (d, inv)
+    }
+
+    #[test]
+    fn loads_and_matches_mac_variants() {
+        let (_d, inv) = setup(
+            "machines:\n  - mac: 52:54:00:AA:bb:01\n    hostname: cp-1\n    profile: controlplane\n    ip: 10.99.0.11\n  - mac: 52-54-00-aa-bb-02\n    hostname: w-1\n    profile: worker\n",
+        );
+        let inv = inv.unwrap();
+        let m = inv.machine(&"52:54:00:aa:bb:01".parse().unwrap()).unwrap();
+        assert_eq!(m.hostname, "cp-1");
+        assert_eq!(m.ip, Some("10.99.0.11".parse().unwrap()));
+        assert!(inv.machine(&"52:54:00:AA:BB:02".parse().unwrap()).is_some());
+        assert!(inv.machine(&"52:54:00:aa:bb:03".parse().unwrap()).is_none());
+        assert_eq!(inv.profile("worker").unwrap().install_disk.as_deref(), Some("/dev/sda"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let (_d, inv) = setup(
+            "machines:\n  - mac: 52:54:00:aa:bb:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52-54-00-AA-BB-01\n    hostname: cp-1\n    profile: nosuch\n  - mac: 52:54:00:zz:bb:03\n    hostname: w-3\n    profile: worker\n    ip: 10.98.0.5\n",
+        );
+        let e = inv.unwrap_err().to_string();
+        assert!(e.contains("line 5: machines[1].mac: duplicate MAC 52:54:00:aa:bb:01 (first at line 2)"), "{e}");
+        assert!(e.contains("line 6: machines[1].hostname: duplicate hostname \"cp-1\""), "{e}");
+        assert!(e.contains("machines[1].profile: unknown profile \"nosuch\" (known: controlplane, worker)"), "{e}");
+        assert!(e.contains("line 8: machines[2].mac: malformed MAC"), "{e}");
+        assert!(e.contains("machines[2].ip: 10.98.0.5 is outside the DHCP subnet (10.99.0.0/24)"), "{e}");
+        assert!(e.contains("machines.yaml"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_versions_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Problems::default();
+        std::fs::write(d.path().join("a.yaml"), "role: worker\ntalos_version: 1.13\n").unwrap();
+        std::fs::write(d.path().join("b.yaml"), "role: worker\ntalos_version: v1.13.0\ninstal_disk: /dev/sda\n").unwrap();
+        load_profiles(d.path(), &mut p);
+        let e = p.to_string();
+        assert!(e.contains("a.yaml: talos_version: \"1.13\" is not a Talos version"), "{e}");
+        assert!(e.contains("b.yaml") && e.contains("instal_disk"), "{e}");
+    }
+}

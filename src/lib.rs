@@ -1,0 +1,18 @@
+//! kiln: provisions Talos Linux clusters on bare metal.
+//!
+//! Layers (arrows point down only): `daemon` wires the protocol edges (`dhcp`,
+//! `tftp`, `http`) to the brain (`provision`), which reads `inventory` and keeps
+//! durable state in `store`. See docs/architecture.md.
+
+pub mod assets;
+pub mod config;
+pub mod daemon;
+pub mod dhcp;
+pub mod http;
+pub mod inventory;
+pub mod ipxe;
+pub mod mac;
+pub mod problems;
+pub mod provision;
+pub mod store;
+pub mod tftp;

@@ -1,0 +1,140 @@
+//! Durable state in one redb file under `state_dir` (mode 0600): DHCP leases now,
+//! machine and cluster records as they come. Every write is a committed, fsynced
+//! transaction before the caller acts on it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::dhcp::leases::{Lease, LeaseChange};
+
+const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("store {path}: {message}")]
+    Db { path: PathBuf, message: String },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+/// Create `dir` (0700) if needed.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let e = |source| StoreError::Dir { path: dir.to_path_buf(), source };
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(e)?;
+    } else {
+        let mode = std::fs::metadata(dir).map_err(e)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        ensure_private_dir(state_dir)?;
+        let path = state_dir.join("kiln.redb");
+        // Create it 0600 ourselves so there is no moment it is world-readable.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+            .map_err(|source| StoreError::Dir { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Db { path: path.clone(), message: e.to_string() })?;
+        let s = Store { db: Arc::new(db), path };
+        // Make sure the tables exist so readers never fail on a fresh file.
+        s.write(|tx| {
+            tx.open_table(LEASES)?;
+            Ok(())
+        })?;
+        Ok(s)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db { path: self.path.clone(), message: e.to_string() }
+    }
+
+    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Apply lease changes in one durable transaction.
+    pub fn apply(&self, changes: &[LeaseChange]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut t = tx.open_table(LEASES)?;
+            for c in changes {
+                match c {
+                    LeaseChange::Bind(l) => {
+                        let v = serde_json::to_vec(l).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                        t.insert(u32::from(l.ip), v.as_slice())?;
+                    }
+                    LeaseChange::Free(ip) => {
+                        t.remove(u32::from(*ip))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(LEASES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            match serde_json::from_slice::<Lease>(v.value()) {
+                Ok(l) if u32::from(l.ip) == k.value() => out.push(l),
+                _ => tracing::warn!(ip = %Ipv4Addr::from(k.value()), "skipping unreadable lease record"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn leases_survive_reopen_and_files_are_private() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        let l = Lease { ip: "10.0.0.5".parse().unwrap(), mac: "52:54:00:00:00:01".parse().unwrap(), expires: 99, hostname: Some("cp-1".into()) };
+        {
+            let s = Store::open(&dir).unwrap();
+            s.apply(&[LeaseChange::Bind(l.clone())]).unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.leases().unwrap(), vec![l.clone()]);
+        s.apply(&[LeaseChange::Free(l.ip)]).unwrap();
+        assert!(s.leases().unwrap().is_empty());
+        let mode = std::fs::metadata(dir.join("kiln.redb")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -1,0 +1,65 @@
+//! TFTP edge (async-tftp): read-only, serving boot_assets with the iPXE fallback
+//! directories. blksize, tsize, timeout and windowsize (RFC 7440) are negotiated by
+//! async-tftp; writes are refused; paths cannot leave the asset directories.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_tftp::packet;
+use async_tftp::server::{Handler, TftpServerBuilder};
+use blocking::{unblock, Unblock};
+
+use crate::assets;
+use crate::config::Config;
+
+pub struct AssetHandler {
+    cfg: Arc<Config>,
+}
+
+impl Handler for AssetHandler {
+    type Reader = Unblock<File>;
+    type Writer = Unblock<File>;
+
+    async fn read_req_open(&mut self, client: &SocketAddr, path: &Path) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+        let shown = path.display().to_string();
+        let Some(rel) = assets::clean_relative(&shown) else {
+            tracing::warn!(%client, path = %shown, "tftp: refused, path leaves the asset directory");
+            return Err(packet::Error::PermissionDenied);
+        };
+        let Some(file) = assets::resolve(&self.cfg, &rel) else {
+            tracing::info!(%client, path = %shown, "tftp: not found");
+            return Err(packet::Error::FileNotFound);
+        };
+        tracing::info!(%client, path = %shown, from = %file.display(), "tftp: sending");
+        let opened = unblock(move || {
+            let f = File::open(&file)?;
+            let len = f.metadata()?.len();
+            Ok::<_, std::io::Error>((f, len))
+        })
+        .await;
+        match opened {
+            Ok((f, len)) => Ok((Unblock::new(f), Some(len))),
+            Err(e) => {
+                tracing::warn!(%client, path = %shown, "tftp: cannot open: {e}");
+                Err(packet::Error::FileNotFound)
+            }
+        }
+    }
+
+    async fn write_req_open(&mut self, client: &SocketAddr, path: &Path, _size: Option<u64>) -> Result<Self::Writer, packet::Error> {
+        tracing::warn!(%client, path = %path.display(), "tftp: write refused (read-only server)");
+        Err(packet::Error::IllegalOperation)
+    }
+}
+
+/// Build the server on an already bound socket (so readiness means bound).
+pub async fn build(cfg: Arc<Config>, socket: std::net::UdpSocket) -> Result<async_tftp::server::TftpServer<AssetHandler>, async_tftp::Error> {
+    TftpServerBuilder::with_handler(AssetHandler { cfg })
+        .std_socket(socket)?
+        .block_size_limit(1468)
+        .window_size_limit(64)
+        .build()
+        .await
+}
