@@ -57,7 +57,10 @@ pub fn check(cfg: &Config, inv: &Inventory) -> Problems {
             problems.push(
                 &cfg.file,
                 "boot_assets",
-                format!("missing iPXE binary {f} (looked in {}; Debian: apt-get install ipxe)", dirs.join(", ")),
+                format!(
+                    "missing iPXE binary {f} (looked in {}; Debian: apt-get install ipxe)",
+                    dirs.join(", ")
+                ),
             );
         }
     }
@@ -71,7 +74,10 @@ pub fn check(cfg: &Config, inv: &Inventory) -> Problems {
                 problems.push(
                     &cfg.profiles.join(format!("{}.yaml", p.name)),
                     key,
-                    format!("missing boot asset {} (see boot-assets/README.md)", cfg.boot_assets.join(&r).display()),
+                    format!(
+                        "missing boot asset {} (see boot-assets/README.md)",
+                        cfg.boot_assets.join(&r).display()
+                    ),
                 );
             }
         }
@@ -85,8 +91,14 @@ mod tests {
 
     #[test]
     fn traversal_is_refused() {
-        assert_eq!(clean_relative("/undionly.kpxe"), Some(PathBuf::from("undionly.kpxe")));
-        assert_eq!(clean_relative("talos/./v1/x"), Some(PathBuf::from("talos/v1/x")));
+        assert_eq!(
+            clean_relative("/undionly.kpxe"),
+            Some(PathBuf::from("undionly.kpxe"))
+        );
+        assert_eq!(
+            clean_relative("talos/./v1/x"),
+            Some(PathBuf::from("talos/v1/x"))
+        );
         assert_eq!(clean_relative("../etc/passwd"), None);
         assert_eq!(clean_relative("a/../../b"), None);
         assert_eq!(clean_relative("/"), None);

@@ -4,7 +4,8 @@
 //! Environment mapping: `KILN_<KEY>` sets a top-level key, `__` descends into a
 //! section: `KILN_DHCP__MODE=full`, `KILN_PORTS__HTTP=8081`,
 //! `KILN_SERVER_ADDRESS=10.0.0.2`. Lists take YAML/TOML-ish values:
-//! `KILN_DHCP__DNS=[10.0.0.1,10.0.0.2]`.
+//! `KILN_DHCP__DNS=[10.0.0.1,10.0.0.2]`. `KILN_LOG` (log filter) and
+//! `KILN_CONFIG` (the config path) are not config keys.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -192,7 +193,16 @@ impl Config {
         }
         let wire: Wire = match Figment::new()
             .merge(serde_saphyr::figment::Yaml::file_exact(path))
-            .merge(Env::prefixed("KILN_").split("__"))
+            .merge(
+                Env::prefixed("KILN_")
+                    // KILN_LOG (log filter) and KILN_CONFIG (the file's path) are not keys.
+                    .filter(|k| {
+                        !["log", "config"]
+                            .iter()
+                            .any(|x| k.as_str().eq_ignore_ascii_case(x))
+                    })
+                    .split("__"),
+            )
             .extract()
         {
             Ok(w) => w,
@@ -263,8 +273,9 @@ impl Config {
             DhcpModeName::Full => full_dhcp(path, &wire.dhcp, wire.server_address, &mut problems),
         };
 
-        let boot_token_ttl = parse_duration(path, "boot_token_ttl", &wire.boot_token_ttl, &mut problems)
-            .unwrap_or(Duration::from_secs(3600));
+        let boot_token_ttl =
+            parse_duration(path, "boot_token_ttl", &wire.boot_token_ttl, &mut problems)
+                .unwrap_or(Duration::from_secs(3600));
 
         problems.into_result(Config {
             file: path.to_path_buf(),
@@ -298,7 +309,11 @@ fn parse_duration(file: &Path, key: &str, s: &str, problems: &mut Problems) -> O
             None
         }
         Err(e) => {
-            problems.push(file, key, format!("{s:?} is not a duration like 1h or 30m: {e}"));
+            problems.push(
+                file,
+                key,
+                format!("{s:?} is not a duration like 1h or 30m: {e}"),
+            );
             None
         }
     }
@@ -315,7 +330,11 @@ fn subnet(
 ) -> Option<Subnet> {
     let net = net.trunc();
     let [start, end] = range else {
-        problems.push(file, &format!("{key}range"), "must be [first, last], two addresses");
+        problems.push(
+            file,
+            &format!("{key}range"),
+            "must be [first, last], two addresses",
+        );
         return None;
     };
     let mut ok = true;
@@ -330,12 +349,20 @@ fn subnet(
         }
     }
     if start > end {
-        problems.push(file, &format!("{key}range"), format!("{start} comes after {end}"));
+        problems.push(
+            file,
+            &format!("{key}range"),
+            format!("{start} comes after {end}"),
+        );
         ok = false;
     }
     if let Some(r) = router {
         if !net.contains(&r) {
-            problems.push(file, &format!("{key}router"), format!("{r} is outside subnet {net}"));
+            problems.push(
+                file,
+                &format!("{key}router"),
+                format!("{r} is outside subnet {net}"),
+            );
             ok = false;
         }
     }
@@ -367,7 +394,11 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
             }
             if let Some(s) = subnet(file, "dhcp.", *net, range, w.router, &w.dns, problems) {
                 if s.in_range(server) {
-                    problems.push(file, "dhcp.range", format!("includes server_address {server}"));
+                    problems.push(
+                        file,
+                        "dhcp.range",
+                        format!("includes server_address {server}"),
+                    );
                 }
                 subnets.push(s);
             }
@@ -377,8 +408,14 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
     for (i, r) in w.relay_subnets.iter().enumerate() {
         let key = format!("dhcp.relay_subnets[{i}].");
         if let Some(s) = subnet(file, &key, r.subnet, &r.range, r.router, &r.dns, problems) {
-            if subnets.iter().any(|o: &Subnet| o.net.contains(&s.net.network()) || s.net.contains(&o.net.network())) {
-                problems.push(file, &format!("{key}subnet"), format!("{} overlaps another subnet", s.net));
+            if subnets.iter().any(|o: &Subnet| {
+                o.net.contains(&s.net.network()) || s.net.contains(&o.net.network())
+            }) {
+                problems.push(
+                    file,
+                    &format!("{key}subnet"),
+                    format!("{} overlaps another subnet", s.net),
+                );
             }
             subnets.push(s);
         }
@@ -410,9 +447,14 @@ mod tests {
         let c = Config::load(&p).unwrap();
         assert_eq!(c.state_dir, d.path().join("st"));
         assert_eq!(c.ports, Ports::default());
-        let DhcpMode::Full(f) = c.dhcp else { panic!("not full") };
+        let DhcpMode::Full(f) = c.dhcp else {
+            panic!("not full")
+        };
         assert_eq!(f.lease_time, Duration::from_secs(7200));
-        assert_eq!(f.subnets[0].range.1, "10.99.0.200".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            f.subnets[0].range.1,
+            "10.99.0.200".parse::<Ipv4Addr>().unwrap()
+        );
     }
 
     #[test]
@@ -423,9 +465,15 @@ mod tests {
             "interface: br0\nserver_address: 10.99.0.1\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.1.100, 10.99.0.200]\n  lease_time: soon\n",
         );
         let e = Config::load(&p).unwrap_err().to_string();
-        assert!(e.contains("kiln.yaml: dhcp.range: first address 10.99.1.100"), "{e}");
+        assert!(
+            e.contains("kiln.yaml: dhcp.range: first address 10.99.1.100"),
+            "{e}"
+        );
         assert!(e.contains("dhcp.lease_time"), "{e}");
-        let p = write(d.path(), "interface: br0\nserver_address: 10.99.0.1\nmode: full\n");
+        let p = write(
+            d.path(),
+            "interface: br0\nserver_address: 10.99.0.1\nmode: full\n",
+        );
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field") && e.contains("mode"), "{e}");
         let p = write(d.path(), "interface: br0\nserver_address: 10.99.0.300\n");

@@ -31,7 +31,11 @@ pub fn load(path: &Path) -> Result<(Config, Inventory), crate::problems::Problem
 fn reload(p: &Provisioner) {
     match Inventory::load(&p.cfg).and_then(|inv| assets::check(&p.cfg, &inv).into_result(inv)) {
         Ok(inv) => {
-            tracing::info!(profiles = inv.profiles.len(), machines = inv.machines().len(), "reloaded inventory");
+            tracing::info!(
+                profiles = inv.profiles.len(),
+                machines = inv.machines().len(),
+                "reloaded inventory"
+            );
             p.replace_inventory(inv);
         }
         Err(problems) => {
@@ -76,12 +80,26 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     let http_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(l, cfg.ports.http))
         .await
         .with_context(|| format!("binding HTTP on {}:{}", l, cfg.ports.http))?;
-    let tftp_server = tftp::build(Arc::new(cfg.clone()), tftp_sock).await.context("starting TFTP")?;
+    let tftp_server = tftp::build(Arc::new(cfg.clone()), tftp_sock)
+        .await
+        .context("starting TFTP")?;
 
     let persister = Persister::start(store);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(dhcp_server::serve(tokio::net::UdpSocket::from_std(dhcp_sock)?, Port::Dhcp, p.clone(), persister.clone(), stop_rx.clone()));
-    tasks.spawn(dhcp_server::serve(tokio::net::UdpSocket::from_std(proxy_sock)?, Port::Proxy, p.clone(), persister, stop_rx.clone()));
+    tasks.spawn(dhcp_server::serve(
+        tokio::net::UdpSocket::from_std(dhcp_sock)?,
+        Port::Dhcp,
+        p.clone(),
+        persister.clone(),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(dhcp_server::serve(
+        tokio::net::UdpSocket::from_std(proxy_sock)?,
+        Port::Proxy,
+        p.clone(),
+        persister,
+        stop_rx.clone(),
+    ));
     {
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
@@ -143,6 +161,9 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }

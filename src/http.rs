@@ -19,7 +19,10 @@ fn ipxe_text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-async fn boot_ipxe(State(p): State<Arc<Provisioner>>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+async fn boot_ipxe(
+    State(p): State<Arc<Provisioner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
     tracing::debug!(%peer, "boot.ipxe");
     ipxe_text(ipxe::boot_script(&p.cfg.http_base()))
 }
@@ -62,7 +65,10 @@ pub async fn serve(
     p: Arc<Provisioner>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(p).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(p).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

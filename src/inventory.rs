@@ -72,12 +72,20 @@ pub struct Profile {
 impl Profile {
     pub fn kernel_ref(&self) -> String {
         self.kernel.clone().unwrap_or_else(|| {
-            format!("talos/{}/vmlinuz-{}", self.talos_version, self.arch.as_str())
+            format!(
+                "talos/{}/vmlinuz-{}",
+                self.talos_version,
+                self.arch.as_str()
+            )
         })
     }
     pub fn initramfs_ref(&self) -> String {
         self.initramfs.clone().unwrap_or_else(|| {
-            format!("talos/{}/initramfs-{}.xz", self.talos_version, self.arch.as_str())
+            format!(
+                "talos/{}/initramfs-{}.xz",
+                self.talos_version,
+                self.arch.as_str()
+            )
         })
     }
 }
@@ -138,7 +146,9 @@ impl Inventory {
 
     /// Addresses reserved for inventory machines (never handed to anyone else).
     pub fn reserved_ips(&self) -> impl Iterator<Item = (Ipv4Addr, Mac)> + '_ {
-        self.machines.iter().filter_map(|m| m.ip.map(|ip| (ip, m.mac)))
+        self.machines
+            .iter()
+            .filter_map(|m| m.ip.map(|ip| (ip, m.mac)))
     }
 
     /// Load and cross-check profiles and machines against `cfg`.
@@ -148,7 +158,11 @@ impl Inventory {
         let machines = load_machines(cfg, &profiles, &mut problems);
         if let Some(dp) = &cfg.default_profile {
             if !profiles.contains_key(dp) {
-                problems.push(&cfg.file, "default_profile", format!("unknown profile {dp:?}"));
+                problems.push(
+                    &cfg.file,
+                    "default_profile",
+                    format!("unknown profile {dp:?}"),
+                );
             }
         } else if cfg.unknown_machines == crate::config::UnknownMachines::Boot {
             problems.push(
@@ -157,7 +171,11 @@ impl Inventory {
                 "unknown_machines: boot needs a default_profile to boot them with",
             );
         }
-        let by_mac = machines.iter().enumerate().map(|(i, m)| (m.mac, i)).collect();
+        let by_mac = machines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.mac, i))
+            .collect();
         problems.into_result(Inventory {
             profiles,
             machines,
@@ -167,7 +185,11 @@ impl Inventory {
 
     /// Build directly (tests and tools).
     pub fn from_parts(profiles: Vec<Profile>, machines: Vec<Machine>) -> Inventory {
-        let by_mac = machines.iter().enumerate().map(|(i, m)| (m.mac, i)).collect();
+        let by_mac = machines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.mac, i))
+            .collect();
         Inventory {
             profiles: profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
             machines,
@@ -191,7 +213,11 @@ fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Profil
         .collect();
     files.sort();
     for f in files {
-        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         let text = match std::fs::read_to_string(&f) {
             Ok(t) => t,
             Err(e) => {
@@ -210,7 +236,11 @@ fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Profil
                     );
                 }
                 if out.insert(name.clone(), p).is_some() {
-                    problems.push(&f, "", format!("profile {name:?} is defined twice (.yaml and .yml)"));
+                    problems.push(
+                        &f,
+                        "",
+                        format!("profile {name:?} is defined twice (.yaml and .yml)"),
+                    );
                 }
             }
             Err(e) => problems.push(&f, "", yaml_error(&e)),
@@ -223,15 +253,25 @@ fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Profil
 }
 
 fn valid_version(v: &str) -> bool {
-    let Some(rest) = v.strip_prefix('v') else { return false };
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
     let core = rest.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
-    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// serde_saphyr errors already carry line and column; keep them on one line.
 pub fn yaml_error(e: &serde_saphyr::Error) -> String {
-    e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn valid_hostname(h: &str) -> bool {
@@ -242,7 +282,11 @@ fn valid_hostname(h: &str) -> bool {
         && !h.ends_with('-')
 }
 
-fn load_machines(cfg: &Config, profiles: &BTreeMap<String, Profile>, problems: &mut Problems) -> Vec<Machine> {
+fn load_machines(
+    cfg: &Config,
+    profiles: &BTreeMap<String, Profile>,
+    problems: &mut Problems,
+) -> Vec<Machine> {
     let path = &cfg.machines;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -280,23 +324,46 @@ fn load_machines(cfg: &Config, profiles: &BTreeMap<String, Profile>, problems: &
         };
         if let Some(m) = mac {
             if let Some(first) = macs.insert(m, line) {
-                problems.push(path, &format!("{}.mac", at(line)), format!("duplicate MAC {m} (first at line {first})"));
+                problems.push(
+                    path,
+                    &format!("{}.mac", at(line)),
+                    format!("duplicate MAC {m} (first at line {first})"),
+                );
                 ok = false;
             }
         }
         let host = w.hostname.value.trim().to_ascii_lowercase();
         let hl = w.hostname.referenced.line();
         if !valid_hostname(&host) {
-            problems.push(path, &format!("{}.hostname", at(hl)), format!("{:?} is not a valid hostname (letters, digits, '-', at most 63)", w.hostname.value));
+            problems.push(
+                path,
+                &format!("{}.hostname", at(hl)),
+                format!(
+                    "{:?} is not a valid hostname (letters, digits, '-', at most 63)",
+                    w.hostname.value
+                ),
+            );
             ok = false;
         } else if let Some(first) = hosts.insert(host.clone(), hl) {
-            problems.push(path, &format!("{}.hostname", at(hl)), format!("duplicate hostname {host:?} (first at line {first})"));
+            problems.push(
+                path,
+                &format!("{}.hostname", at(hl)),
+                format!("duplicate hostname {host:?} (first at line {first})"),
+            );
             ok = false;
         }
         let pl = w.profile.referenced.line();
         if !profiles.contains_key(&w.profile.value) {
             let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
-            problems.push(path, &format!("{}.profile", at(pl)), format!("unknown profile {:?} (known: {})", w.profile.value, known.join(", ")));
+            problems.push(
+                path,
+                &format!("{}.profile", at(pl)),
+                format!(
+                    "unknown profile {:?} (known: {})",
+                    w.profile.value,
+                    known.join(", ")
+                ),
+            );
             ok = false;
         }
         let ip = w.ip.map(|s| {
@@ -342,8 +409,16 @@ mod tests {
     fn setup(machines: &str) -> (tempfile::TempDir, Result<Inventory, Problems>) {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("profiles")).unwrap();
-        std::fs::write(d.path().join("profiles/controlplane.yaml"), "role: controlplane\ntalos_version: v1.13.0\n").unwrap();
-        std::fs::write(d.path().join("profiles/worker.yaml"), "role: worker\ntalos_version: v1.13.0\ninstall_disk: /dev/sda\n").unwrap();
+        std::fs::write(
+            d.path().join("profiles/controlplane.yaml"),
+            "role: controlplane\ntalos_version: v1.13.0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("profiles/worker.yaml"),
+            "role: worker\ntalos_version: v1.13.0\ninstall_disk: /dev/sda\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("machines.yaml"), machines).unwrap();
         std::fs::write(
             d.path().join("kiln.yaml"),
@@ -366,7 +441,10 @@ mod tests {
         assert_eq!(m.ip, Some("10.99.0.11".parse().unwrap()));
         assert!(inv.machine(&"52:54:00:AA:BB:02".parse().unwrap()).is_some());
         assert!(inv.machine(&"52:54:00:aa:bb:03".parse().unwrap()).is_none());
-        assert_eq!(inv.profile("worker").unwrap().install_disk.as_deref(), Some("/dev/sda"));
+        assert_eq!(
+            inv.profile("worker").unwrap().install_disk.as_deref(),
+            Some("/dev/sda")
+        );
     }
 
     #[test]
@@ -375,11 +453,27 @@ mod tests {
             "machines:\n  - mac: 52:54:00:aa:bb:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52-54-00-AA-BB-01\n    hostname: cp-1\n    profile: nosuch\n  - mac: 52:54:00:zz:bb:03\n    hostname: w-3\n    profile: worker\n    ip: 10.98.0.5\n",
         );
         let e = inv.unwrap_err().to_string();
-        assert!(e.contains("line 5: machines[1].mac: duplicate MAC 52:54:00:aa:bb:01 (first at line 2)"), "{e}");
-        assert!(e.contains("line 6: machines[1].hostname: duplicate hostname \"cp-1\""), "{e}");
-        assert!(e.contains("machines[1].profile: unknown profile \"nosuch\" (known: controlplane, worker)"), "{e}");
+        assert!(
+            e.contains(
+                "line 5: machines[1].mac: duplicate MAC 52:54:00:aa:bb:01 (first at line 2)"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("line 6: machines[1].hostname: duplicate hostname \"cp-1\""),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "machines[1].profile: unknown profile \"nosuch\" (known: controlplane, worker)"
+            ),
+            "{e}"
+        );
         assert!(e.contains("line 8: machines[2].mac: malformed MAC"), "{e}");
-        assert!(e.contains("machines[2].ip: 10.98.0.5 is outside the DHCP subnet (10.99.0.0/24)"), "{e}");
+        assert!(
+            e.contains("machines[2].ip: 10.98.0.5 is outside the DHCP subnet (10.99.0.0/24)"),
+            "{e}"
+        );
         assert!(e.contains("machines.yaml"), "{e}");
     }
 
@@ -387,11 +481,22 @@ mod tests {
     fn unknown_keys_and_bad_versions_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let mut p = Problems::default();
-        std::fs::write(d.path().join("a.yaml"), "role: worker\ntalos_version: 1.13\n").unwrap();
-        std::fs::write(d.path().join("b.yaml"), "role: worker\ntalos_version: v1.13.0\ninstal_disk: /dev/sda\n").unwrap();
+        std::fs::write(
+            d.path().join("a.yaml"),
+            "role: worker\ntalos_version: 1.13\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("b.yaml"),
+            "role: worker\ntalos_version: v1.13.0\ninstal_disk: /dev/sda\n",
+        )
+        .unwrap();
         load_profiles(d.path(), &mut p);
         let e = p.to_string();
-        assert!(e.contains("a.yaml: talos_version: \"1.13\" is not a Talos version"), "{e}");
+        assert!(
+            e.contains("a.yaml: talos_version: \"1.13\" is not a Talos version"),
+            "{e}"
+        );
         assert!(e.contains("b.yaml") && e.contains("instal_disk"), "{e}");
     }
 }

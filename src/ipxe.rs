@@ -123,7 +123,10 @@ pub fn machine_script(p: &BootParams<'_>) -> String {
 
 /// For machines kiln will not boot: say why, then let firmware try the next device.
 pub fn refuse_script(mac: &str, why: &str) -> String {
-    let why: String = why.chars().filter(|c| !c.is_control() && *c != '$').collect();
+    let why: String = why
+        .chars()
+        .filter(|c| !c.is_control() && *c != '$')
+        .collect();
     format!("#!ipxe\necho kiln: {mac}: {why}\necho kiln: not booting this machine from the network\nexit\n")
 }
 
@@ -157,7 +160,12 @@ mod tests {
 
     #[test]
     fn script_has_kernel_initrd_and_talos_args() {
-        let m = Machine { mac: "52:54:00:aa:00:01".parse().unwrap(), hostname: "cp-1".into(), profile: "controlplane".into(), ip: None };
+        let m = Machine {
+            mac: "52:54:00:aa:00:01".parse().unwrap(),
+            hostname: "cp-1".into(),
+            profile: "controlplane".into(),
+            ip: None,
+        };
         let p = profile();
         let s = machine_script(&BootParams {
             http_base: "http://10.0.0.1:8080",
@@ -169,10 +177,21 @@ mod tests {
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains("kernel http://10.0.0.1:8080/assets/talos/v1.13.0/vmlinuz-amd64 initrd=initramfs-amd64.xz talos.platform=metal "), "{s}");
         assert!(s.contains("initrd http://10.0.0.1:8080/assets/talos/v1.13.0/initramfs-amd64.xz"));
-        for a in ["init_on_alloc=1", "slab_nomerge", "pti=on", "console=ttyS0", "net.ifnames=0", "talos.config=http://10.0.0.1:8080/config/x?mac=${mac}", "proc_mem.force_override=never"] {
+        for a in [
+            "init_on_alloc=1",
+            "slab_nomerge",
+            "pti=on",
+            "console=ttyS0",
+            "net.ifnames=0",
+            "talos.config=http://10.0.0.1:8080/config/x?mac=${mac}",
+            "proc_mem.force_override=never",
+        ] {
             assert!(s.contains(a), "{a} missing in {s}");
         }
-        assert!(!s.contains("console=tty0"), "profile console replaces the default");
+        assert!(
+            !s.contains("console=tty0"),
+            "profile console replaces the default"
+        );
     }
 
     #[test]
@@ -180,7 +199,11 @@ mod tests {
         let v18 = talos_default_args("v1.8.4", Arch::Amd64).join(" ");
         assert!(v18.contains("ima_hash=sha512") && !v18.contains("selinux"));
         let v114 = talos_default_args("v1.14.0", Arch::Amd64).join(" ");
-        assert!(!v114.contains("init_on_alloc") && !v114.contains("nvme_core") && v114.contains("module.sig_enforce=1"));
+        assert!(
+            !v114.contains("init_on_alloc")
+                && !v114.contains("nvme_core")
+                && v114.contains("module.sig_enforce=1")
+        );
         let arm = talos_default_args("v1.13.0", Arch::Arm64).join(" ");
         assert!(arm.contains("console=ttyAMA0"));
     }

@@ -105,7 +105,12 @@ mod tests {
 
     #[test]
     fn malformed_is_rejected_with_the_input_named() {
-        for s in ["52:54:00:aa:bb", "zz:54:00:aa:bb:01", "", "52:54:00:aa:bb:01:02"] {
+        for s in [
+            "52:54:00:aa:bb",
+            "zz:54:00:aa:bb:01",
+            "",
+            "52:54:00:aa:bb:01:02",
+        ] {
             let e = s.parse::<Mac>().unwrap_err();
             assert!(e.to_string().contains("malformed MAC"), "{e}");
         }

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Provision Talos Linux clusters on bare metal")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Provision Talos Linux clusters on bare metal"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -16,12 +20,22 @@ struct Cli {
 enum Cmd {
     /// Run the daemon: DHCP, TFTP and HTTP for netbooting the inventory.
     Serve {
-        #[arg(short, long, env = "KILN_CONFIG", default_value = "/etc/kiln/kiln.yaml")]
+        #[arg(
+            short,
+            long,
+            env = "KILN_CONFIG",
+            default_value = "/etc/kiln/kiln.yaml"
+        )]
         config: PathBuf,
     },
     /// Validate the config, profiles, inventory and boot assets; exit non-zero on any problem.
     Check {
-        #[arg(short, long, env = "KILN_CONFIG", default_value = "/etc/kiln/kiln.yaml")]
+        #[arg(
+            short,
+            long,
+            env = "KILN_CONFIG",
+            default_value = "/etc/kiln/kiln.yaml"
+        )]
         config: PathBuf,
     },
 }
@@ -30,7 +44,11 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn main() -> ExitCode {

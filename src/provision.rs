@@ -12,7 +12,10 @@ use crate::mac::Mac;
 use crate::store::{Store, StoreError};
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub struct Provisioner {
@@ -34,18 +37,29 @@ impl Provisioner {
     pub fn new(cfg: Config, inventory: Inventory, store: Store) -> Result<Provisioner, StoreError> {
         let mut pool = Pool::new(store.leases()?);
         pool.set_reservations(inventory.reserved_ips());
-        Ok(Provisioner { cfg, inventory: RwLock::new(Arc::new(inventory)), store, pool: Mutex::new(pool) })
+        Ok(Provisioner {
+            cfg,
+            inventory: RwLock::new(Arc::new(inventory)),
+            store,
+            pool: Mutex::new(pool),
+        })
     }
 
     pub fn inventory(&self) -> Arc<Inventory> {
         // A poisoned lock only means a panic elsewhere while swapping an Arc; the
         // Arc inside is still whole.
-        self.inventory.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inventory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Swap in a newly validated inventory.
     pub fn replace_inventory(&self, inv: Inventory) {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).set_reservations(inv.reserved_ips());
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_reservations(inv.reserved_ips());
         *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inv);
     }
 
@@ -71,14 +85,23 @@ impl Provisioner {
         let inv = self.inventory();
         let Some(machine) = self.machine_for(&inv, mac) else {
             let why = "not in the inventory (unknown_machines: ignore)";
-            return Script { body: ipxe::refuse_script(&mac.to_string(), why), why: why.into() };
+            return Script {
+                body: ipxe::refuse_script(&mac.to_string(), why),
+                why: why.into(),
+            };
         };
         let Some(profile) = inv.profile(&machine.profile) else {
             let why = format!("profile {:?} is gone", machine.profile);
-            return Script { body: ipxe::refuse_script(&mac.to_string(), &why), why };
+            return Script {
+                body: ipxe::refuse_script(&mac.to_string(), &why),
+                why,
+            };
         };
         let base = self.cfg.http_base();
-        let config_url = format!("{base}/config/{}?uuid=${{uuid}}&mac=${{mac}}", mac.hyphenated());
+        let config_url = format!(
+            "{base}/config/{}?uuid=${{uuid}}&mac=${{mac}}",
+            mac.hyphenated()
+        );
         let body = ipxe::machine_script(&ipxe::BootParams {
             http_base: &base,
             machine: &machine,
@@ -86,6 +109,12 @@ impl Provisioner {
             config_url: Some(config_url),
             extra_args: Vec::new(),
         });
-        Script { body, why: format!("boot {} as {} with profile {}", profile.talos_version, machine.hostname, profile.name) }
+        Script {
+            body,
+            why: format!(
+                "boot {} as {} with profile {}",
+                profile.talos_version, machine.hostname, profile.name
+            ),
+        }
     }
 }

@@ -15,7 +15,10 @@ const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path}: {message}")]
     Db { path: PathBuf, message: String },
 }
@@ -35,9 +38,16 @@ impl std::fmt::Debug for Store {
 /// Create `dir` (0700) if needed.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let e = |source| StoreError::Dir { path: dir.to_path_buf(), source };
+    let e = |source| StoreError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(e)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(e)?;
     } else {
         let mode = std::fs::metadata(dir).map_err(e)?.permissions().mode();
         if mode & 0o077 != 0 {
@@ -59,9 +69,18 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
-            .map_err(|source| StoreError::Dir { path: path.clone(), source })?;
-        let db = Database::create(&path).map_err(|e| StoreError::Db { path: path.clone(), message: e.to_string() })?;
-        let s = Store { db: Arc::new(db), path };
+            .map_err(|source| StoreError::Dir {
+                path: path.clone(),
+                source,
+            })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Db {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let s = Store {
+            db: Arc::new(db),
+            path,
+        };
         // Make sure the tables exist so readers never fail on a fresh file.
         s.write(|tx| {
             tx.open_table(LEASES)?;
@@ -71,10 +90,16 @@ impl Store {
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db { path: self.path.clone(), message: e.to_string() }
+        StoreError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
-    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         f(&tx).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
@@ -87,7 +112,8 @@ impl Store {
             for c in changes {
                 match c {
                     LeaseChange::Bind(l) => {
-                        let v = serde_json::to_vec(l).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                        let v = serde_json::to_vec(l)
+                            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
                         t.insert(u32::from(l.ip), v.as_slice())?;
                     }
                     LeaseChange::Free(ip) => {
@@ -107,7 +133,9 @@ impl Store {
             let (k, v) = row.map_err(|e| self.err(e))?;
             match serde_json::from_slice::<Lease>(v.value()) {
                 Ok(l) if u32::from(l.ip) == k.value() => out.push(l),
-                _ => tracing::warn!(ip = %Ipv4Addr::from(k.value()), "skipping unreadable lease record"),
+                _ => {
+                    tracing::warn!(ip = %Ipv4Addr::from(k.value()), "skipping unreadable lease record")
+                }
             }
         }
         Ok(out)
@@ -123,7 +151,12 @@ mod tests {
     fn leases_survive_reopen_and_files_are_private() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("state");
-        let l = Lease { ip: "10.0.0.5".parse().unwrap(), mac: "52:54:00:00:00:01".parse().unwrap(), expires: 99, hostname: Some("cp-1".into()) };
+        let l = Lease {
+            ip: "10.0.0.5".parse().unwrap(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            expires: 99,
+            hostname: Some("cp-1".into()),
+        };
         {
             let s = Store::open(&dir).unwrap();
             s.apply(&[LeaseChange::Bind(l.clone())]).unwrap();
@@ -132,7 +165,10 @@ mod tests {
         assert_eq!(s.leases().unwrap(), vec![l.clone()]);
         s.apply(&[LeaseChange::Free(l.ip)]).unwrap();
         assert!(s.leases().unwrap().is_empty());
-        let mode = std::fs::metadata(dir.join("kiln.redb")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("kiln.redb"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);

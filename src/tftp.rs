@@ -22,7 +22,11 @@ impl Handler for AssetHandler {
     type Reader = Unblock<File>;
     type Writer = Unblock<File>;
 
-    async fn read_req_open(&mut self, client: &SocketAddr, path: &Path) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+    async fn read_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
         let shown = path.display().to_string();
         let Some(rel) = assets::clean_relative(&shown) else {
             tracing::warn!(%client, path = %shown, "tftp: refused, path leaves the asset directory");
@@ -48,14 +52,22 @@ impl Handler for AssetHandler {
         }
     }
 
-    async fn write_req_open(&mut self, client: &SocketAddr, path: &Path, _size: Option<u64>) -> Result<Self::Writer, packet::Error> {
+    async fn write_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+        _size: Option<u64>,
+    ) -> Result<Self::Writer, packet::Error> {
         tracing::warn!(%client, path = %path.display(), "tftp: write refused (read-only server)");
         Err(packet::Error::IllegalOperation)
     }
 }
 
 /// Build the server on an already bound socket (so readiness means bound).
-pub async fn build(cfg: Arc<Config>, socket: std::net::UdpSocket) -> Result<async_tftp::server::TftpServer<AssetHandler>, async_tftp::Error> {
+pub async fn build(
+    cfg: Arc<Config>,
+    socket: std::net::UdpSocket,
+) -> Result<async_tftp::server::TftpServer<AssetHandler>, async_tftp::Error> {
     TftpServerBuilder::with_handler(AssetHandler { cfg })
         .std_socket(socket)?
         .block_size_limit(1468)

@@ -85,7 +85,14 @@ impl Pool {
                 self.entries.remove(&old);
             }
         }
-        if let Some(prev) = self.entries.insert(ip, Entry { mac, expires, state }) {
+        if let Some(prev) = self.entries.insert(
+            ip,
+            Entry {
+                mac,
+                expires,
+                state,
+            },
+        ) {
             if prev.mac != mac && self.by_mac.get(&prev.mac) == Some(&ip) {
                 self.by_mac.remove(&prev.mac);
             }
@@ -101,7 +108,12 @@ impl Pool {
             .entries
             .iter()
             .filter(|(_, e)| e.state == State::Bound && e.expires > now)
-            .map(|(ip, e)| Lease { ip: *ip, mac: e.mac, expires: e.expires, hostname: None })
+            .map(|(ip, e)| Lease {
+                ip: *ip,
+                mac: e.mac,
+                expires: e.expires,
+                hostname: None,
+            })
             .collect();
         v.sort_by_key(|l| l.ip);
         v
@@ -129,18 +141,37 @@ impl Pool {
     }
 
     /// Choose an address for `mac` and set it aside for a short while (DISCOVER).
-    pub fn offer(&mut self, mac: Mac, subnet: &Subnet, requested: Option<Ipv4Addr>, now: u64) -> Result<Ipv4Addr, PoolError> {
+    pub fn offer(
+        &mut self,
+        mac: Mac,
+        subnet: &Subnet,
+        requested: Option<Ipv4Addr>,
+        now: u64,
+    ) -> Result<Ipv4Addr, PoolError> {
         let ip = self.choose(&mac, subnet, requested, now)?;
-        let current = self.entries.get(&ip).filter(|e| e.mac == mac && e.state == State::Bound && e.expires > now);
+        let current = self
+            .entries
+            .get(&ip)
+            .filter(|e| e.mac == mac && e.state == State::Bound && e.expires > now);
         if current.is_none() {
             self.insert(ip, mac, now + OFFER_HOLD_SECS, State::Offered);
         }
         Ok(ip)
     }
 
-    fn choose(&self, mac: &Mac, subnet: &Subnet, requested: Option<Ipv4Addr>, now: u64) -> Result<Ipv4Addr, PoolError> {
+    fn choose(
+        &self,
+        mac: &Mac,
+        subnet: &Subnet,
+        requested: Option<Ipv4Addr>,
+        now: u64,
+    ) -> Result<Ipv4Addr, PoolError> {
         // 1. A fixed address from the inventory.
-        if let Some(r) = self.reserved_by_mac.get(mac).filter(|r| subnet.net.contains(*r)) {
+        if let Some(r) = self
+            .reserved_by_mac
+            .get(mac)
+            .filter(|r| subnet.net.contains(*r))
+        {
             return match self.holder(*r, mac, now) {
                 None => Ok(*r),
                 Some(holder) => Err(PoolError::Taken { ip: *r, holder }),
@@ -174,19 +205,36 @@ impl Pool {
                 _ => {}
             }
         }
-        oldest.map(|(_, ip)| ip).ok_or_else(|| PoolError::Exhausted(subnet.net.to_string()))
+        oldest
+            .map(|(_, ip)| ip)
+            .ok_or_else(|| PoolError::Exhausted(subnet.net.to_string()))
     }
 
     /// Bind `ip` to `mac` (REQUEST). The returned change must be made durable
     /// before the ACK goes out.
-    pub fn bind(&mut self, mac: Mac, subnet: &Subnet, ip: Ipv4Addr, lease_secs: u64, now: u64) -> Result<Lease, PoolError> {
+    pub fn bind(
+        &mut self,
+        mac: Mac,
+        subnet: &Subnet,
+        ip: Ipv4Addr,
+        lease_secs: u64,
+        now: u64,
+    ) -> Result<Lease, PoolError> {
         if !self.allowed(ip, &mac, subnet) {
-            return Err(PoolError::WrongAddress { ip, net: subnet.net.to_string() });
+            return Err(PoolError::WrongAddress {
+                ip,
+                net: subnet.net.to_string(),
+            });
         }
         if let Some(holder) = self.holder(ip, &mac, now) {
             return Err(PoolError::Taken { ip, holder });
         }
-        let lease = Lease { ip, mac, expires: now + lease_secs, hostname: None };
+        let lease = Lease {
+            ip,
+            mac,
+            expires: now + lease_secs,
+            hostname: None,
+        };
         self.insert(ip, mac, lease.expires, State::Bound);
         Ok(lease)
     }
@@ -209,7 +257,14 @@ impl Pool {
         match self.entries.get(&ip) {
             Some(e) if e.mac == *mac => {
                 self.by_mac.remove(mac);
-                self.entries.insert(ip, Entry { mac: Mac([0; 6]), expires: now + hold_secs, state: State::Declined });
+                self.entries.insert(
+                    ip,
+                    Entry {
+                        mac: Mac([0; 6]),
+                        expires: now + hold_secs,
+                        state: State::Declined,
+                    },
+                );
                 true
             }
             _ => false,
@@ -243,9 +298,18 @@ mod tests {
         let a = p.offer(m(1), &s, None, 100).unwrap();
         assert_eq!(p.offer(m(1), &s, None, 101).unwrap(), a);
         let b = p.offer(m(2), &s, Some(a), 101).unwrap();
-        assert_ne!(a, b, "an address offered to one MAC is not offered to another");
+        assert_ne!(
+            a, b,
+            "an address offered to one MAC is not offered to another"
+        );
         p.bind(m(1), &s, a, 3600, 102).unwrap();
-        assert_eq!(p.bind(m(2), &s, a, 3600, 103), Err(PoolError::Taken { ip: a, holder: m(1) }));
+        assert_eq!(
+            p.bind(m(2), &s, a, 3600, 103),
+            Err(PoolError::Taken {
+                ip: a,
+                holder: m(1)
+            })
+        );
     }
 
     #[test]
@@ -256,7 +320,10 @@ mod tests {
             let a = p.offer(m(i), &s, None, 0).unwrap();
             p.bind(m(i), &s, a, 100, 0).unwrap();
         }
-        assert!(matches!(p.offer(m(4), &s, None, 50), Err(PoolError::Exhausted(_))));
+        assert!(matches!(
+            p.offer(m(4), &s, None, 50),
+            Err(PoolError::Exhausted(_))
+        ));
         let a = p.offer(m(4), &s, None, 200).unwrap();
         p.bind(m(4), &s, a, 100, 200).unwrap();
         assert_eq!(p.lease_of(&m(4)), Some(a));
@@ -267,17 +334,38 @@ mod tests {
         let mut p = Pool::default();
         let s = subnet();
         p.set_reservations([(ip("10.0.0.10"), m(9)), (ip("10.0.0.50"), m(8))]);
-        assert_eq!(p.offer(m(1), &s, Some(ip("10.0.0.10")), 0).unwrap(), ip("10.0.0.11"));
-        assert_eq!(p.offer(m(8), &s, None, 0).unwrap(), ip("10.0.0.50"), "fixed address outside the range");
-        assert!(matches!(p.bind(m(8), &s, ip("10.0.0.12"), 60, 0), Err(PoolError::WrongAddress { .. })));
-        assert!(matches!(p.bind(m(1), &s, ip("10.0.0.10"), 60, 0), Err(PoolError::Taken { .. })));
+        assert_eq!(
+            p.offer(m(1), &s, Some(ip("10.0.0.10")), 0).unwrap(),
+            ip("10.0.0.11")
+        );
+        assert_eq!(
+            p.offer(m(8), &s, None, 0).unwrap(),
+            ip("10.0.0.50"),
+            "fixed address outside the range"
+        );
+        assert!(matches!(
+            p.bind(m(8), &s, ip("10.0.0.12"), 60, 0),
+            Err(PoolError::WrongAddress { .. })
+        ));
+        assert!(matches!(
+            p.bind(m(1), &s, ip("10.0.0.10"), 60, 0),
+            Err(PoolError::Taken { .. })
+        ));
     }
 
     #[test]
     fn restart_keeps_leases() {
         let s = subnet();
-        let mut p = Pool::new([Lease { ip: ip("10.0.0.10"), mac: m(1), expires: 1000, hostname: None }]);
-        assert_eq!(p.offer(m(2), &s, Some(ip("10.0.0.10")), 10).unwrap(), ip("10.0.0.11"));
+        let mut p = Pool::new([Lease {
+            ip: ip("10.0.0.10"),
+            mac: m(1),
+            expires: 1000,
+            hostname: None,
+        }]);
+        assert_eq!(
+            p.offer(m(2), &s, Some(ip("10.0.0.10")), 10).unwrap(),
+            ip("10.0.0.11")
+        );
         assert_eq!(p.offer(m(1), &s, None, 10).unwrap(), ip("10.0.0.10"));
     }
 

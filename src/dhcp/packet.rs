@@ -29,7 +29,11 @@ pub enum DecodeError {
     #[error("option {code} runs past the end of the packet")]
     Truncated { code: u8 },
     #[error("option {code} has length {len}, expected {want}")]
-    BadOptionLength { code: u8, len: usize, want: &'static str },
+    BadOptionLength {
+        code: u8,
+        len: usize,
+        want: &'static str,
+    },
     #[error("no DHCP message type (option 53)")]
     NoMessageType,
     #[error("undecodable: {0}")]
@@ -91,7 +95,12 @@ fn validate_options(mut b: &[u8]) -> Result<(), DecodeError> {
         let bad = |want| Err(DecodeError::BadOptionLength { code, len, want });
         match code {
             // read_u8 / read_bool
-            19 | 20 | 23 | 27 | 29 | 30 | 31 | 34 | 36 | 37 | 39 | 46 | 52 | 53 | 116 | 156 | 157 if len < 1 => bad("1"),
+            19 | 20 | 23 | 27 | 29 | 30 | 31 | 34 | 36 | 37 | 39 | 46 | 52 | 53 | 116 | 156
+            | 157
+                if len < 1 =>
+            {
+                bad("1")
+            }
             // read_u16
             13 | 22 | 26 | 57 | 93 if len < 2 => bad("2"),
             // read_u32 / read_i32; 152-155 also assert == 4
@@ -144,7 +153,10 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
         return Err(DecodeError::NotRequest(buf[0]));
     }
     if buf[1] != 1 || buf[2] != 6 {
-        return Err(DecodeError::NotEthernet { htype: buf[1], hlen: buf[2] });
+        return Err(DecodeError::NotEthernet {
+            htype: buf[1],
+            hlen: buf[2],
+        });
     }
     let magic: [u8; 4] = [buf[236], buf[237], buf[238], buf[239]];
     if magic != MAGIC {
@@ -315,7 +327,9 @@ pub fn encode(req: &Request, reply: &Reply) -> Vec<u8> {
             o.insert(DhcpOption::BootfileName(b.file.clone().into_bytes()));
         }
         if req.param_list.contains(&66) {
-            o.insert(DhcpOption::TFTPServerName(b.next_server.to_string().into_bytes()));
+            o.insert(DhcpOption::TFTPServerName(
+                b.next_server.to_string().into_bytes(),
+            ));
         }
         if let Some(vc) = b.vendor_class {
             o.insert(DhcpOption::ClassIdentifier(vc.as_bytes().to_vec()));
@@ -334,7 +348,8 @@ pub fn encode(req: &Request, reply: &Reply) -> Vec<u8> {
     }
     if let Some(r) = &req.relay_info {
         // RFC 3046: relay agent information is echoed unchanged.
-        m.opts_mut().insert(DhcpOption::RelayAgentInformation(r.clone()));
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(r.clone()));
     }
     let mut buf = Vec::with_capacity(576);
     let mut e = Encoder::new(&mut buf);
@@ -353,19 +368,25 @@ pub fn encode(req: &Request, reply: &Reply) -> Vec<u8> {
 /// Build a request (tests and tools use this to play clients).
 pub fn build_request(mac: Mac, msg_type: MessageType, xid: u32, opts: Vec<DhcpOption>) -> Vec<u8> {
     let mut m = Message::default();
-    m.set_opcode(Opcode::BootRequest).set_htype(HType::Eth).set_xid(xid).set_chaddr(&mac.octets());
+    m.set_opcode(Opcode::BootRequest)
+        .set_htype(HType::Eth)
+        .set_xid(xid)
+        .set_chaddr(&mac.octets());
     m.opts_mut().insert(DhcpOption::MessageType(msg_type));
     for o in opts {
         m.opts_mut().insert(o);
     }
     let mut buf = Vec::new();
-    m.encode(&mut Encoder::new(&mut buf)).expect("encoding a request into a Vec");
+    m.encode(&mut Encoder::new(&mut buf))
+        .expect("encoding a request into a Vec");
     buf
 }
 
 /// Parse a reply (tests and tools).
 pub fn parse_reply(buf: &[u8]) -> Option<Message> {
-    std::panic::catch_unwind(|| v4::Message::decode(&mut Decoder::new(buf)).ok()).ok().flatten()
+    std::panic::catch_unwind(|| v4::Message::decode(&mut Decoder::new(buf)).ok())
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -399,13 +420,21 @@ mod tests {
 
     #[test]
     fn ipxe_is_detected_by_user_class_or_option_175() {
-        let b = build_request(mac(), MessageType::Discover, 1, vec![DhcpOption::UserClass(b"iPXE".to_vec())]);
+        let b = build_request(
+            mac(),
+            MessageType::Discover,
+            1,
+            vec![DhcpOption::UserClass(b"iPXE".to_vec())],
+        );
         assert!(decode(&b).unwrap().ipxe);
         let b = build_request(
             mac(),
             MessageType::Discover,
             1,
-            vec![DhcpOption::Unknown(v4::UnknownOption::new(OptionCode::Unknown(175), vec![1, 1, 1]))],
+            vec![DhcpOption::Unknown(v4::UnknownOption::new(
+                OptionCode::Unknown(175),
+                vec![1, 1, 1],
+            ))],
         );
         assert!(decode(&b).unwrap().ipxe);
     }
@@ -413,7 +442,10 @@ mod tests {
     #[test]
     fn malformed_packets_are_errors_not_panics() {
         let good = build_request(mac(), MessageType::Discover, 1, vec![]);
-        assert!(matches!(decode(&good[..100]), Err(DecodeError::TooShort(100))));
+        assert!(matches!(
+            decode(&good[..100]),
+            Err(DecodeError::TooShort(100))
+        ));
         let mut reply = good.clone();
         reply[0] = 2;
         assert!(matches!(decode(&reply), Err(DecodeError::NotRequest(2))));
@@ -421,17 +453,31 @@ mod tests {
         magic[236] = 0;
         assert!(matches!(decode(&magic), Err(DecodeError::BadMagic(_))));
         // Options dhcproto would assert or underflow on.
-        for (code, len) in [(94u8, 2u8), (80, 1), (152, 3), (81, 1), (151, 0), (93, 1), (57, 1)] {
+        for (code, len) in [
+            (94u8, 2u8),
+            (80, 1),
+            (152, 3),
+            (81, 1),
+            (151, 0),
+            (93, 1),
+            (57, 1),
+        ] {
             let mut b = good[..240].to_vec();
             b.extend([53, 1, 1, code, len]);
             b.extend(std::iter::repeat_n(0xff, len as usize));
             b.push(255);
             let e = decode(&b).unwrap_err();
-            assert!(matches!(e, DecodeError::BadOptionLength { .. }), "{code}: {e}");
+            assert!(
+                matches!(e, DecodeError::BadOptionLength { .. }),
+                "{code}: {e}"
+            );
         }
         let mut b = good[..240].to_vec();
         b.extend([53, 1, 1, 60, 40, 1]);
-        assert!(matches!(decode(&b), Err(DecodeError::Truncated { code: 60 })));
+        assert!(matches!(
+            decode(&b),
+            Err(DecodeError::Truncated { code: 60 })
+        ));
     }
 
     proptest! {

@@ -24,7 +24,11 @@ pub enum Decision {
     /// Say nothing; the reason is logged.
     Ignore(String),
     /// Answer; if `change` is set it is made durable first.
-    Reply { reply: Box<Reply>, change: Option<LeaseChange>, why: String },
+    Reply {
+        reply: Box<Reply>,
+        change: Option<LeaseChange>,
+        why: String,
+    },
 }
 
 /// Boot file names, relative to the TFTP root.
@@ -58,7 +62,9 @@ pub fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, String> {
         (ClientClass::Http, 16) => Ok(mk(format!("{http}/assets/{X64_EFI_IPXE}"))),
         (ClientClass::Http, 19) => Ok(mk(format!("{http}/assets/{ARM64_EFI_IPXE}"))),
         (ClientClass::Other, _) => Err("not a PXE or HTTP-boot client".into()),
-        (_, a) => Err(format!("client architecture {a} (option 93) has no iPXE build kiln serves")),
+        (_, a) => Err(format!(
+            "client architecture {a} (option 93) has no iPXE build kiln serves"
+        )),
     }
 }
 
@@ -103,12 +109,20 @@ fn proxy(ctx: &Ctx<'_>, req: &Request, port: Port) -> Decision {
     let msg_type = match (port, req.msg_type) {
         (Port::Dhcp, MessageType::Discover) => MessageType::Offer,
         (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,
-        (p, t) => return Decision::Ignore(format!("proxyDHCP does not answer {t:?} on the {p:?} port")),
+        (p, t) => {
+            return Decision::Ignore(format!("proxyDHCP does not answer {t:?} on the {p:?} port"))
+        }
     };
     match boot_for(req, ctx.cfg) {
         Ok(boot) => Decision::Reply {
             why: format!("proxy {msg_type:?}: boot {}", boot.file),
-            reply: Box::new(Reply { msg_type, server_id: ctx.cfg.server_address, assign: None, boot: Some(boot), message: None }),
+            reply: Box::new(Reply {
+                msg_type,
+                server_id: ctx.cfg.server_address,
+                assign: None,
+                boot: Some(boot),
+                message: None,
+            }),
             change: None,
         },
         Err(e) => Decision::Ignore(e),
@@ -127,19 +141,37 @@ fn assign(full: &FullDhcp, subnet: &Subnet, ip: Ipv4Addr, hostname: Option<Strin
     }
 }
 
-fn full(ctx: &Ctx<'_>, full: &FullDhcp, req: &Request, pool: &mut Pool, hostname: Option<String>) -> Decision {
+fn full(
+    ctx: &Ctx<'_>,
+    full: &FullDhcp,
+    req: &Request,
+    pool: &mut Pool,
+    hostname: Option<String>,
+) -> Decision {
     let Some(subnet) = subnet_for(full, req) else {
-        return Decision::Ignore(format!("relayed through {} but no subnet configured contains it", req.giaddr));
+        return Decision::Ignore(format!(
+            "relayed through {} but no subnet configured contains it",
+            req.giaddr
+        ));
     };
     let server_id = ctx.cfg.server_address;
     // Boot information only for firmware that asks for it; an OS's DHCP client
     // (Talos after boot) gets an address and nothing else.
-    let boot = if req.is_pxe() || req.ipxe { boot_for(req, ctx.cfg).ok() } else { None };
+    let boot = if req.is_pxe() || req.ipxe {
+        boot_for(req, ctx.cfg).ok()
+    } else {
+        None
+    };
     let lease_secs = full.lease_time.as_secs();
     match req.msg_type {
         MessageType::Discover => match pool.offer(req.mac, subnet, req.requested_ip, ctx.now) {
             Ok(ip) => Decision::Reply {
-                why: format!("offer {ip}{}", boot.as_ref().map(|b| format!(", boot {}", b.file)).unwrap_or_default()),
+                why: format!(
+                    "offer {ip}{}",
+                    boot.as_ref()
+                        .map(|b| format!(", boot {}", b.file))
+                        .unwrap_or_default()
+                ),
                 reply: Box::new(Reply {
                     msg_type: MessageType::Offer,
                     server_id,
@@ -180,7 +212,13 @@ fn full(ctx: &Ctx<'_>, full: &FullDhcp, req: &Request, pool: &mut Pool, hostname
                     let msg = e.to_string();
                     Decision::Reply {
                         why: format!("nak {ip}: {msg}"),
-                        reply: Box::new(Reply { msg_type: MessageType::Nak, server_id, assign: None, boot: None, message: Some(msg) }),
+                        reply: Box::new(Reply {
+                            msg_type: MessageType::Nak,
+                            server_id,
+                            assign: None,
+                            boot: None,
+                            message: Some(msg),
+                        }),
                         change: None,
                     }
                 }
@@ -189,7 +227,13 @@ fn full(ctx: &Ctx<'_>, full: &FullDhcp, req: &Request, pool: &mut Pool, hostname
         MessageType::Release => match pool.release(&req.mac, req.ciaddr) {
             Some(change) => Decision::Reply {
                 why: format!("released {}", req.ciaddr),
-                reply: Box::new(Reply { msg_type: MessageType::Release, server_id, assign: None, boot: None, message: None }),
+                reply: Box::new(Reply {
+                    msg_type: MessageType::Release,
+                    server_id,
+                    assign: None,
+                    boot: None,
+                    message: None,
+                }),
                 change: Some(change),
             },
             None => Decision::Ignore(format!("release of {} it does not hold", req.ciaddr)),
@@ -199,7 +243,13 @@ fn full(ctx: &Ctx<'_>, full: &FullDhcp, req: &Request, pool: &mut Pool, hostname
             if pool.decline(&req.mac, ip, lease_secs, ctx.now) {
                 Decision::Reply {
                     why: format!("declined {ip}: held out of the pool"),
-                    reply: Box::new(Reply { msg_type: MessageType::Decline, server_id, assign: None, boot: None, message: None }),
+                    reply: Box::new(Reply {
+                        msg_type: MessageType::Decline,
+                        server_id,
+                        assign: None,
+                        boot: None,
+                        message: None,
+                    }),
                     change: Some(LeaseChange::Free(ip)),
                 }
             } else {
@@ -212,7 +262,10 @@ fn full(ctx: &Ctx<'_>, full: &FullDhcp, req: &Request, pool: &mut Pool, hostname
 
 /// Whether a decision is a message to send (RELEASE/DECLINE only change state).
 pub fn sends(reply: &Reply) -> bool {
-    matches!(reply.msg_type, MessageType::Offer | MessageType::Ack | MessageType::Nak)
+    matches!(
+        reply.msg_type,
+        MessageType::Offer | MessageType::Ack | MessageType::Nak
+    )
 }
 
 #[cfg(test)]

@@ -30,8 +30,18 @@ fn cfg(full: bool) -> Config {
         dhcp: if full {
             DhcpMode::Full(FullDhcp {
                 subnets: vec![
-                    Subnet { net: "10.99.0.0/24".parse().unwrap(), range: (ip("10.99.0.100"), ip("10.99.0.200")), router: Some(ip("10.99.0.1")), dns: vec![ip("10.99.0.1")] },
-                    Subnet { net: "10.98.0.0/24".parse().unwrap(), range: (ip("10.98.0.100"), ip("10.98.0.200")), router: Some(ip("10.98.0.1")), dns: vec![] },
+                    Subnet {
+                        net: "10.99.0.0/24".parse().unwrap(),
+                        range: (ip("10.99.0.100"), ip("10.99.0.200")),
+                        router: Some(ip("10.99.0.1")),
+                        dns: vec![ip("10.99.0.1")],
+                    },
+                    Subnet {
+                        net: "10.98.0.0/24".parse().unwrap(),
+                        range: (ip("10.98.0.100"), ip("10.98.0.200")),
+                        router: Some(ip("10.98.0.1")),
+                        dns: vec![],
+                    },
                 ],
                 domain: Some("lab".into()),
                 lease_time: Duration::from_secs(3600),
@@ -66,8 +76,18 @@ fn inventory() -> Inventory {
     Inventory::from_parts(
         vec![p],
         vec![
-            Machine { mac: KNOWN.parse().unwrap(), hostname: "w-1".into(), profile: "worker".into(), ip: None },
-            Machine { mac: FIXED.parse().unwrap(), hostname: "w-2".into(), profile: "worker".into(), ip: Some(ip("10.99.0.12")) },
+            Machine {
+                mac: KNOWN.parse().unwrap(),
+                hostname: "w-1".into(),
+                profile: "worker".into(),
+                ip: None,
+            },
+            Machine {
+                mac: FIXED.parse().unwrap(),
+                hostname: "w-2".into(),
+                profile: "worker".into(),
+                ip: Some(ip("10.99.0.12")),
+            },
         ],
     )
 }
@@ -76,7 +96,9 @@ fn pxe(arch: u16) -> Vec<DhcpOption> {
     vec![
         DhcpOption::ClassIdentifier(format!("PXEClient:Arch:{arch:05}:UNDI:002001").into_bytes()),
         DhcpOption::ClientSystemArchitecture(Architecture(arch)),
-        DhcpOption::ClientMachineIdentifier(vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]),
+        DhcpOption::ClientMachineIdentifier(vec![
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+        ]),
     ]
 }
 
@@ -88,7 +110,16 @@ fn req(mac: &str, t: MessageType, opts: Vec<DhcpOption>) -> Request {
 fn run(c: &Config, r: &Request, port: Port, pool: &mut Pool) -> Decision {
     let inv = inventory();
     pool.set_reservations(inv.reserved_ips());
-    decide(&Ctx { cfg: c, inventory: &inv, now: 1000 }, r, port, pool)
+    decide(
+        &Ctx {
+            cfg: c,
+            inventory: &inv,
+            now: 1000,
+        },
+        r,
+        port,
+        pool,
+    )
 }
 
 fn reply(d: Decision) -> (Reply, Option<LeaseChange>) {
@@ -101,8 +132,18 @@ fn reply(d: Decision) -> (Reply, Option<LeaseChange>) {
 #[test]
 fn boot_file_per_architecture() {
     let c = cfg(false);
-    for (arch, file) in [(0u16, "undionly.kpxe"), (7, "ipxe.efi"), (9, "ipxe.efi"), (11, "ipxe-arm64.efi")] {
-        let (r, _) = reply(run(&c, &req(KNOWN, MessageType::Discover, pxe(arch)), Port::Dhcp, &mut Pool::default()));
+    for (arch, file) in [
+        (0u16, "undionly.kpxe"),
+        (7, "ipxe.efi"),
+        (9, "ipxe.efi"),
+        (11, "ipxe-arm64.efi"),
+    ] {
+        let (r, _) = reply(run(
+            &c,
+            &req(KNOWN, MessageType::Discover, pxe(arch)),
+            Port::Dhcp,
+            &mut Pool::default(),
+        ));
         let boot = r.boot.unwrap();
         assert_eq!(boot.file, file, "arch {arch}");
         assert_eq!(boot.next_server, ip("10.99.0.1"));
@@ -110,16 +151,35 @@ fn boot_file_per_architecture() {
         assert!(boot.pxe_vendor_options);
     }
     // UEFI HTTP boot: a URL, vendor class echoed.
-    for (arch, file) in [(16u16, "http://10.99.0.1:8080/assets/ipxe.efi"), (19, "http://10.99.0.1:8080/assets/ipxe-arm64.efi")] {
-        let opts = vec![DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016".to_vec()), DhcpOption::ClientSystemArchitecture(Architecture(arch))];
-        let (r, _) = reply(run(&c, &req(KNOWN, MessageType::Discover, opts), Port::Dhcp, &mut Pool::default()));
+    for (arch, file) in [
+        (16u16, "http://10.99.0.1:8080/assets/ipxe.efi"),
+        (19, "http://10.99.0.1:8080/assets/ipxe-arm64.efi"),
+    ] {
+        let opts = vec![
+            DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016".to_vec()),
+            DhcpOption::ClientSystemArchitecture(Architecture(arch)),
+        ];
+        let (r, _) = reply(run(
+            &c,
+            &req(KNOWN, MessageType::Discover, opts),
+            Port::Dhcp,
+            &mut Pool::default(),
+        ));
         let boot = r.boot.unwrap();
         assert_eq!(boot.file, file);
         assert_eq!(boot.vendor_class, Some("HTTPClient"));
     }
     // An architecture with no iPXE build is refused, not guessed.
-    let d = run(&c, &req(KNOWN, MessageType::Discover, pxe(6)), Port::Dhcp, &mut Pool::default());
-    assert!(matches!(d, Decision::Ignore(ref w) if w.contains("architecture 6")), "{d:?}");
+    let d = run(
+        &c,
+        &req(KNOWN, MessageType::Discover, pxe(6)),
+        Port::Dhcp,
+        &mut Pool::default(),
+    );
+    assert!(
+        matches!(d, Decision::Ignore(ref w) if w.contains("architecture 6")),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -127,7 +187,12 @@ fn ipxe_gets_the_script_not_the_binary() {
     let c = cfg(false);
     let mut opts = pxe(0);
     opts.push(DhcpOption::UserClass(b"iPXE".to_vec()));
-    let (r, _) = reply(run(&c, &req(KNOWN, MessageType::Discover, opts), Port::Dhcp, &mut Pool::default()));
+    let (r, _) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, opts),
+        Port::Dhcp,
+        &mut Pool::default(),
+    ));
     assert_eq!(r.boot.unwrap().file, "http://10.99.0.1:8080/boot.ipxe");
 }
 
@@ -135,27 +200,66 @@ fn ipxe_gets_the_script_not_the_binary() {
 fn proxy_mode_never_assigns_addresses() {
     let c = cfg(false);
     let mut pool = Pool::default();
-    let (r, change) = reply(run(&c, &req(KNOWN, MessageType::Discover, pxe(7)), Port::Dhcp, &mut pool));
+    let (r, change) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, pxe(7)),
+        Port::Dhcp,
+        &mut pool,
+    ));
     assert_eq!(r.msg_type, MessageType::Offer);
     assert!(r.assign.is_none() && change.is_none());
     // The PXE client's follow-up REQUEST on 4011 is acknowledged with the boot file.
-    let (r, _) = reply(run(&c, &req(KNOWN, MessageType::Request, pxe(7)), Port::Proxy, &mut pool));
+    let (r, _) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Request, pxe(7)),
+        Port::Proxy,
+        &mut pool,
+    ));
     assert_eq!(r.msg_type, MessageType::Ack);
     assert!(r.assign.is_none());
     assert_eq!(r.boot.unwrap().file, "ipxe.efi");
     // A REQUEST to the LAN's DHCP server on 67 is not ours to answer.
-    assert!(matches!(run(&c, &req(KNOWN, MessageType::Request, pxe(7)), Port::Dhcp, &mut pool), Decision::Ignore(_)));
+    assert!(matches!(
+        run(
+            &c,
+            &req(KNOWN, MessageType::Request, pxe(7)),
+            Port::Dhcp,
+            &mut pool
+        ),
+        Decision::Ignore(_)
+    ));
     // Nor is an ordinary (non-PXE) client.
-    assert!(matches!(run(&c, &req(KNOWN, MessageType::Discover, vec![]), Port::Dhcp, &mut pool), Decision::Ignore(_)));
+    assert!(matches!(
+        run(
+            &c,
+            &req(KNOWN, MessageType::Discover, vec![]),
+            Port::Dhcp,
+            &mut pool
+        ),
+        Decision::Ignore(_)
+    ));
 }
 
 #[test]
 fn unknown_macs_get_nothing_unless_configured() {
     let mut c = cfg(true);
-    let d = run(&c, &req(UNKNOWN, MessageType::Discover, pxe(0)), Port::Dhcp, &mut Pool::default());
-    assert!(matches!(d, Decision::Ignore(ref w) if w.contains("unknown MAC")), "{d:?}");
+    let d = run(
+        &c,
+        &req(UNKNOWN, MessageType::Discover, pxe(0)),
+        Port::Dhcp,
+        &mut Pool::default(),
+    );
+    assert!(
+        matches!(d, Decision::Ignore(ref w) if w.contains("unknown MAC")),
+        "{d:?}"
+    );
     c.unknown_machines = UnknownMachines::Boot;
-    let (r, _) = reply(run(&c, &req(UNKNOWN, MessageType::Discover, pxe(0)), Port::Dhcp, &mut Pool::default()));
+    let (r, _) = reply(run(
+        &c,
+        &req(UNKNOWN, MessageType::Discover, pxe(0)),
+        Port::Dhcp,
+        &mut Pool::default(),
+    ));
     assert_eq!(r.boot.unwrap().file, "undionly.kpxe");
 }
 
@@ -163,7 +267,12 @@ fn unknown_macs_get_nothing_unless_configured() {
 fn full_mode_dora_with_durable_change() {
     let c = cfg(true);
     let mut pool = Pool::default();
-    let (offer, change) = reply(run(&c, &req(KNOWN, MessageType::Discover, pxe(0)), Port::Dhcp, &mut pool));
+    let (offer, change) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, pxe(0)),
+        Port::Dhcp,
+        &mut pool,
+    ));
     assert!(change.is_none(), "an offer is not persisted");
     let a = offer.assign.unwrap();
     assert_eq!(a.yiaddr, ip("10.99.0.100"));
@@ -173,7 +282,12 @@ fn full_mode_dora_with_durable_change() {
     let mut opts = pxe(0);
     opts.push(DhcpOption::RequestedIpAddress(a.yiaddr));
     opts.push(DhcpOption::ServerIdentifier(ip("10.99.0.1")));
-    let (ack, change) = reply(run(&c, &req(KNOWN, MessageType::Request, opts), Port::Dhcp, &mut pool));
+    let (ack, change) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Request, opts),
+        Port::Dhcp,
+        &mut pool,
+    ));
     assert_eq!(ack.msg_type, MessageType::Ack);
     match change {
         Some(LeaseChange::Bind(l)) => {
@@ -183,7 +297,12 @@ fn full_mode_dora_with_durable_change() {
         other => panic!("{other:?}"),
     }
     // An OS DHCP client (no PXE) on the same machine gets the address, no boot file.
-    let (r, _) = reply(run(&c, &req(KNOWN, MessageType::Discover, vec![]), Port::Dhcp, &mut pool));
+    let (r, _) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, vec![]),
+        Port::Dhcp,
+        &mut pool,
+    ));
     assert_eq!(r.assign.unwrap().yiaddr, a.yiaddr);
     assert!(r.boot.is_none());
 }
@@ -192,14 +311,40 @@ fn full_mode_dora_with_durable_change() {
 fn fixed_addresses_and_naks() {
     let c = cfg(true);
     let mut pool = Pool::default();
-    let (offer, _) = reply(run(&c, &req(FIXED, MessageType::Discover, vec![]), Port::Dhcp, &mut pool));
+    let (offer, _) = reply(run(
+        &c,
+        &req(FIXED, MessageType::Discover, vec![]),
+        Port::Dhcp,
+        &mut pool,
+    ));
     assert_eq!(offer.assign.unwrap().yiaddr, ip("10.99.0.12"));
     // Asking for another address is refused with a NAK (authoritative).
-    let (nak, change) = reply(run(&c, &req(FIXED, MessageType::Request, vec![DhcpOption::RequestedIpAddress(ip("10.99.0.150"))]), Port::Dhcp, &mut pool));
+    let (nak, change) = reply(run(
+        &c,
+        &req(
+            FIXED,
+            MessageType::Request,
+            vec![DhcpOption::RequestedIpAddress(ip("10.99.0.150"))],
+        ),
+        Port::Dhcp,
+        &mut pool,
+    ));
     assert_eq!(nak.msg_type, MessageType::Nak);
     assert!(change.is_none());
     // Another server was chosen: silence.
-    let d = run(&c, &req(KNOWN, MessageType::Request, vec![DhcpOption::RequestedIpAddress(ip("10.99.0.100")), DhcpOption::ServerIdentifier(ip("10.99.0.254"))]), Port::Dhcp, &mut pool);
+    let d = run(
+        &c,
+        &req(
+            KNOWN,
+            MessageType::Request,
+            vec![
+                DhcpOption::RequestedIpAddress(ip("10.99.0.100")),
+                DhcpOption::ServerIdentifier(ip("10.99.0.254")),
+            ],
+        ),
+        Port::Dhcp,
+        &mut pool,
+    );
     assert!(matches!(d, Decision::Ignore(_)));
 }
 
@@ -213,9 +358,14 @@ fn relayed_requests_use_the_relay_subnet() {
     let a = offer.assign.unwrap();
     assert_eq!(a.yiaddr, ip("10.98.0.100"));
     assert_eq!(a.router, Some(ip("10.98.0.1")));
-    assert_eq!(crate::dhcp::server::destination(&r, Port::Dhcp, "10.98.0.1:67".parse().unwrap(), 67), "10.98.0.1:67".parse().unwrap());
+    assert_eq!(
+        crate::dhcp::server::destination(&r, Port::Dhcp, "10.98.0.1:67".parse().unwrap(), 67),
+        "10.98.0.1:67".parse().unwrap()
+    );
     r.giaddr = ip("10.97.0.1");
-    assert!(matches!(run(&c, &r, Port::Dhcp, &mut pool), Decision::Ignore(ref w) if w.contains("no subnet")));
+    assert!(
+        matches!(run(&c, &r, Port::Dhcp, &mut pool), Decision::Ignore(ref w) if w.contains("no subnet"))
+    );
 }
 
 #[test]
@@ -229,8 +379,25 @@ fn encoded_replies_carry_pxe_options() {
     assert_eq!(m.xid(), 0x1234);
     assert_eq!(m.siaddr(), ip("10.99.0.1"));
     assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
-    assert_eq!(m.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)), "undionly.kpxe");
-    assert_eq!(m.opts().get(dhcproto::v4::OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec())));
-    assert!(m.opts().get(dhcproto::v4::OptionCode::ClientMachineIdentifier).is_some(), "option 97 echoed");
-    assert_eq!(m.opts().get(dhcproto::v4::OptionCode::VendorExtensions), Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255])));
+    assert_eq!(
+        m.fname_str()
+            .unwrap()
+            .unwrap()
+            .trim_end_matches(char::from(0)),
+        "undionly.kpxe"
+    );
+    assert_eq!(
+        m.opts().get(dhcproto::v4::OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    assert!(
+        m.opts()
+            .get(dhcproto::v4::OptionCode::ClientMachineIdentifier)
+            .is_some(),
+        "option 97 echoed"
+    );
+    assert_eq!(
+        m.opts().get(dhcproto::v4::OptionCode::VendorExtensions),
+        Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+    );
 }

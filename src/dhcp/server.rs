@@ -21,7 +21,11 @@ pub const CLIENT_PORT: u16 = 68;
 /// Bind a DHCP socket on `interface` (SO_BINDTODEVICE, so broadcasts go out of and
 /// come in on that link only). Binding to the device needs CAP_NET_RAW; without
 /// it kiln warns and listens on all interfaces.
-pub fn bind_udp(addr: SocketAddrV4, interface: Option<&str>, broadcast: bool) -> std::io::Result<std::net::UdpSocket> {
+pub fn bind_udp(
+    addr: SocketAddrV4,
+    interface: Option<&str>,
+    broadcast: bool,
+) -> std::io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     if broadcast {
@@ -30,9 +34,15 @@ pub fn bind_udp(addr: SocketAddrV4, interface: Option<&str>, broadcast: bool) ->
     if let Some(ifname) = interface {
         if let Err(e) = s.bind_device(Some(ifname.as_bytes())) {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
-                tracing::warn!(interface = ifname, "cannot bind to the interface (needs CAP_NET_RAW): listening on all interfaces");
+                tracing::warn!(
+                    interface = ifname,
+                    "cannot bind to the interface (needs CAP_NET_RAW): listening on all interfaces"
+                );
             } else {
-                return Err(std::io::Error::new(e.kind(), format!("interface {ifname}: {e}")));
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("interface {ifname}: {e}"),
+                ));
             }
         }
     }
@@ -62,11 +72,18 @@ impl Persister {
                         break;
                     }
                 }
-                let changes: Vec<LeaseChange> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+                let changes: Vec<LeaseChange> =
+                    batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
                 let store = store.clone();
-                let res: Result<(), StoreError> = tokio::task::spawn_blocking(move || store.apply(&changes))
-                    .await
-                    .unwrap_or_else(|e| Err(StoreError::Db { path: Default::default(), message: e.to_string() }));
+                let res: Result<(), StoreError> =
+                    tokio::task::spawn_blocking(move || store.apply(&changes))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(StoreError::Db {
+                                path: Default::default(),
+                                message: e.to_string(),
+                            })
+                        });
                 let res = res.map_err(|e| e.to_string());
                 for (_, done) in batch {
                     let _ = done.send(res.clone());
@@ -78,13 +95,21 @@ impl Persister {
 
     pub async fn commit(&self, changes: Vec<LeaseChange>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.tx.send((changes, done)).await.map_err(|_| "store writer stopped".to_string())?;
+        self.tx
+            .send((changes, done))
+            .await
+            .map_err(|_| "store writer stopped".to_string())?;
         wait.await.map_err(|_| "store writer stopped".to_string())?
     }
 }
 
 /// Where a reply goes (RFC 2131 4.1).
-pub fn destination(req: &packet::Request, port: Port, src: SocketAddr, server_port: u16) -> SocketAddr {
+pub fn destination(
+    req: &packet::Request,
+    port: Port,
+    src: SocketAddr,
+    server_port: u16,
+) -> SocketAddr {
     if req.relayed() {
         return SocketAddr::V4(SocketAddrV4::new(req.giaddr, server_port));
     }
@@ -98,7 +123,13 @@ pub fn destination(req: &packet::Request, port: Port, src: SocketAddr, server_po
 }
 
 /// Handle one datagram; returns the bytes and the destination to send, if any.
-async fn handle(p: &Provisioner, persister: &Persister, buf: &[u8], src: SocketAddr, port: Port) -> Option<(Vec<u8>, SocketAddr)> {
+async fn handle(
+    p: &Provisioner,
+    persister: &Persister,
+    buf: &[u8],
+    src: SocketAddr,
+    port: Port,
+) -> Option<(Vec<u8>, SocketAddr)> {
     let req = match packet::decode(buf) {
         Ok(r) => r,
         Err(e) => {
@@ -110,7 +141,11 @@ async fn handle(p: &Provisioner, persister: &Persister, buf: &[u8], src: SocketA
     async move {
         let inv = p.inventory();
         let decision = {
-            let ctx = Ctx { cfg: &p.cfg, inventory: &inv, now: now() };
+            let ctx = Ctx {
+                cfg: &p.cfg,
+                inventory: &inv,
+                now: now(),
+            };
             let mut pool = p.pool.lock().unwrap_or_else(|e| e.into_inner());
             policy::decide(&ctx, &req, port, &mut pool)
         };
@@ -145,7 +180,13 @@ async fn handle(p: &Provisioner, persister: &Persister, buf: &[u8], src: SocketA
 
 /// Serve one socket until shutdown. Requests are handled concurrently (bounded),
 /// so one slow disk write does not hold up the others.
-pub async fn serve(sock: UdpSocket, port: Port, p: Arc<Provisioner>, persister: Persister, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    sock: UdpSocket,
+    port: Port,
+    p: Arc<Provisioner>,
+    persister: Persister,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let sock = Arc::new(sock);
     let limit = Arc::new(tokio::sync::Semaphore::new(1024));
     let mut buf = vec![0u8; 1500];
@@ -160,7 +201,9 @@ pub async fn serve(sock: UdpSocket, port: Port, p: Arc<Provisioner>, persister: 
             },
             _ = shutdown.changed() => break,
         };
-        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
         let data = buf[..n].to_vec();
         let (p, persister, sock) = (p.clone(), persister.clone(), sock.clone());
         tokio::spawn(async move {

@@ -1,0 +1,173 @@
+//! `kiln check`, refusal to start, environment overrides, live reload.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab};
+
+fn yaml(http: u16) -> String {
+    let (t, d, p) = (free_port(), free_port(), free_port());
+    format!("interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {d}, proxy_dhcp: {p}, tftp: {t}, http: {http}}}\nipxe_dirs: [./ipxe]\n")
+}
+
+fn with_ipxe(lab: &Lab) {
+    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi"] {
+        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
+    }
+}
+
+#[test]
+fn shipped_example_checks_clean() {
+    if skip_unless(
+        std::path::Path::new("/usr/lib/ipxe/undionly.kpxe").exists(),
+        "Debian's ipxe package (/usr/lib/ipxe)",
+    ) {
+        return;
+    }
+    let out = Command::new(kiln_bin())
+        .args(["check", "--config", "examples/lab/kiln.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 profiles, 4 machines)"));
+}
+
+#[test]
+fn check_names_file_line_and_problem_and_serve_refuses() {
+    let lab = Lab::new(
+        &format!("{}dhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n", yaml(free_port())).replace("server_address: 127.0.0.1", "server_address: 10.99.0.1"),
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52-54-00-AA-00-01\n    hostname: cp-1\n    profile: gpu\n    ip: 10.1.0.5\n  - mac: 52:54:00:aa:00\n    hostname: w-1\n    profile: worker\n",
+    );
+    // No iPXE binaries anywhere, no kernel for the worker profile.
+    std::fs::remove_file(lab.path().join("boot-assets/talos/v1.13.9/vmlinuz-amd64")).unwrap();
+    let out = Command::new(kiln_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(lab.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "machines.yaml: line 5: machines[1].mac: duplicate MAC 52:54:00:aa:00:01 (first at line 2)",
+        "machines.yaml: line 6: machines[1].hostname: duplicate hostname \"cp-1\"",
+        "machines.yaml: line 7: machines[1].profile: unknown profile \"gpu\"",
+        "machines.yaml: line 8: machines[1].ip: 10.1.0.5 is outside the DHCP subnet (10.99.0.0/24)",
+        "machines.yaml: line 9: machines[2].mac: malformed MAC address \"52:54:00:aa:00\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // Fix the inventory; what is left is assets.
+    std::fs::write(
+        lab.path().join("machines.yaml"),
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
+    )
+    .unwrap();
+    let out = Command::new(kiln_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(lab.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("kiln.yaml: boot_assets: missing iPXE binary undionly.kpxe"),
+        "{err}"
+    );
+    assert!(
+        err.contains("controlplane.yaml: kernel: missing boot asset"),
+        "{err}"
+    );
+    // serve refuses on the same problems, before binding anything.
+    let out = Command::new(kiln_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(lab.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing iPXE binary") && err.contains("refusing to start"),
+        "{err}"
+    );
+    // A config error names the key.
+    let out = Command::new(kiln_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(lab.path().join("nope.yaml"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.yaml: config file not found"));
+}
+
+#[test]
+fn environment_overrides_and_live_reload() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let lab = Lab::new(
+        &yaml(1),
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
+    );
+    with_ipxe(&lab);
+    let http = free_port();
+    // KILN_PORTS__HTTP overrides ports.http (1 in the file).
+    std::env::set_var("KILN_PORTS__HTTP", http.to_string());
+    let mut k = Kiln::start(&lab.config(), None);
+    std::env::remove_var("KILN_PORTS__HTTP");
+    let get = |mac: &str| {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{http}/ipxe/{mac}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(get("52-54-00-aa-00-02").contains("not in the inventory"));
+
+    // Add a machine and send SIGHUP: it boots at once.
+    std::fs::write(
+        lab.path().join("machines.yaml"),
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n",
+    )
+    .unwrap();
+    k.signal(libc::SIGHUP);
+    k.wait_for("reloaded inventory", Duration::from_secs(10));
+    assert!(get("52-54-00-aa-00-02").contains("profile worker"));
+
+    // A broken edit (picked up by the file watcher) is refused; the last good
+    // inventory stays in service.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        lab.path().join("machines.yaml"),
+        "machines:\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: nosuch\n",
+    )
+    .unwrap();
+    k.wait_for(
+        "reload refused, keeping the last good inventory",
+        Duration::from_secs(10),
+    );
+    assert!(
+        k.logs().contains("unknown profile \\\"nosuch\\\"")
+            || k.logs().contains("unknown profile \"nosuch\""),
+        "{}",
+        k.logs()
+    );
+    assert!(get("52-54-00-aa-00-02").contains("profile worker"));
+    assert!(get("52-54-00-aa-00-01").contains("profile controlplane"));
+    k.stop();
+    assert!(k.logs().contains("shutting down"));
+}

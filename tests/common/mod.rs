@@ -1,0 +1,181 @@
+//! Shared test harness: skip rules, the kiln process, network namespaces.
+#![allow(dead_code)]
+
+pub mod netns;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Tests that need root, namespaces, QEMU or outside tools skip with a message
+/// where those are missing, except in CI (`KILN_REQUIRE_PRIVILEGED_TESTS=1`),
+/// where a missing prerequisite is a failure: CI must not skip.
+pub fn skip_unless(ok: bool, what: &str) -> bool {
+    if ok {
+        return false;
+    }
+    if std::env::var("KILN_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+        panic!("prerequisite missing in CI: {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+    true
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// An unused TCP/UDP port on loopback.
+pub fn free_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+pub fn kiln_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
+}
+
+/// A running `kiln serve`, logging to a file; killed on drop.
+pub struct Kiln {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Kiln {
+    /// Start kiln (inside `netns` if given) and wait until it says it is ready.
+    pub fn start(config: &Path, netns: Option<&str>) -> Kiln {
+        let log = config.with_extension(format!("log.{}", std::process::id()));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(kiln_bin());
+                c
+            }
+            None => Command::new(kiln_bin()),
+        };
+        cmd.arg("serve").arg("--config").arg(config);
+        cmd.env("KILN_LOG", "info,tower_http=debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd.spawn().expect("spawn kiln");
+        let mut k = Kiln { child, log };
+        k.wait_for("kiln ready", Duration::from_secs(20));
+        k
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let t0 = Instant::now();
+        loop {
+            if self.logs().contains(needle) {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("kiln exited ({st}) before {needle:?}:\n{}", self.logs());
+            }
+            if t0.elapsed() > timeout {
+                panic!("timed out waiting for {needle:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Kiln {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- kiln log ---\n{}", self.logs());
+        }
+    }
+}
+
+/// A scratch lab: profiles, machines and a kiln.yaml in a temp dir.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+pub const WORKER_PROFILE: &str = "role: worker\ntalos_version: v1.13.9\nconsole: [console=ttyS0]\n";
+pub const CP_PROFILE: &str =
+    "role: controlplane\ntalos_version: v1.13.9\nconsole: [console=ttyS0]\n";
+
+impl Lab {
+    pub fn new(kiln_yaml: &str, machines: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("profiles")).unwrap();
+        std::fs::write(p.join("profiles/worker.yaml"), WORKER_PROFILE).unwrap();
+        std::fs::write(p.join("profiles/controlplane.yaml"), CP_PROFILE).unwrap();
+        std::fs::create_dir_all(p.join("boot-assets/talos/v1.13.9")).unwrap();
+        std::fs::write(
+            p.join("boot-assets/talos/v1.13.9/vmlinuz-amd64"),
+            vec![0x4b; 4096],
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("boot-assets/talos/v1.13.9/initramfs-amd64.xz"),
+            (0..100_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        std::fs::write(p.join("machines.yaml"), machines).unwrap();
+        std::fs::write(p.join("kiln.yaml"), kiln_yaml).unwrap();
+        Lab { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("kiln.yaml")
+    }
+}

@@ -1,0 +1,178 @@
+//! Network namespaces built by a test and torn down on drop: a "server" namespace
+//! holding a bridge with kiln's address, and client namespaces each wired to the
+//! bridge by a veth pair. Traffic never leaves these namespaces.
+
+use std::process::{Command, Stdio};
+
+use super::{have, is_root, skip_unless};
+
+pub fn sh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = sh(args) {
+        panic!("{e}");
+    }
+}
+
+/// Whether namespaces can be made here (root, iproute2, kernel support).
+pub fn available() -> bool {
+    if !is_root() || !have("ip") {
+        return false;
+    }
+    let probe = format!("kiln-probe-{}", std::process::id());
+    let ok = sh(&["ip", "netns", "add", &probe]).is_ok();
+    let _ = sh(&["ip", "netns", "del", &probe]);
+    ok
+}
+
+/// Skip (or fail in CI) unless namespaces and `tools` are available.
+pub fn skip(tools: &[&str]) -> bool {
+    if skip_unless(available(), "root and network namespaces (ip netns)") {
+        return true;
+    }
+    for t in tools {
+        if skip_unless(have(t), &format!("tool {t}")) {
+            return true;
+        }
+    }
+    false
+}
+
+pub struct Net {
+    pub server: String,
+    pub clients: Vec<String>,
+    tag: String,
+}
+
+impl Net {
+    /// `tag` must be short (it names interfaces, 15 characters at most).
+    pub fn new(tag: &str, server_cidr: &str) -> Net {
+        let tag = format!("{tag}{}", std::process::id() % 10000);
+        let server = format!("ks-{tag}");
+        // The namespace gets its own resolv.conf before any `ip netns exec`, so
+        // nothing run inside can touch the host's.
+        make_resolv(&server);
+        let _ = sh(&["ip", "netns", "del", &server]);
+        must(&["ip", "netns", "add", &server]);
+        must(&["ip", "-n", &server, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", &server, "link", "add", "br0", "type", "bridge"]);
+        must(&[
+            "ip",
+            "-n",
+            &server,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &server,
+            "addr",
+            "add",
+            server_cidr,
+            "dev",
+            "br0",
+        ]);
+        must(&["ip", "-n", &server, "link", "set", "br0", "up"]);
+        Net {
+            server,
+            clients: Vec::new(),
+            tag,
+        }
+    }
+
+    /// A client namespace whose `eth0` (with `mac`) is on the bridge.
+    pub fn add_client(&mut self, mac: &str) -> String {
+        let i = self.clients.len();
+        let ns = format!("kc{i}-{}", self.tag);
+        make_resolv(&ns);
+        let _ = sh(&["ip", "netns", "del", &ns]);
+        must(&["ip", "netns", "add", &ns]);
+        let host_end = format!("v{i}{}", self.tag);
+        must(&[
+            "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        must(&["ip", "link", "set", &host_end, "netns", &self.server]);
+        must(&[
+            "ip",
+            "-n",
+            &self.server,
+            "link",
+            "set",
+            &host_end,
+            "master",
+            "br0",
+        ]);
+        must(&["ip", "-n", &self.server, "link", "set", &host_end, "up"]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "address", mac]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        self.clients.push(ns.clone());
+        ns
+    }
+
+    /// A tap device on the bridge for a QEMU guest.
+    pub fn add_tap(&self, name: &str) {
+        must(&[
+            "ip",
+            "-n",
+            &self.server,
+            "tuntap",
+            "add",
+            "dev",
+            name,
+            "mode",
+            "tap",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &self.server,
+            "link",
+            "set",
+            name,
+            "master",
+            "br0",
+        ]);
+        must(&["ip", "-n", &self.server, "link", "set", name, "up"]);
+    }
+}
+
+fn make_resolv(ns: &str) {
+    let d = format!("/etc/netns/{ns}");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(format!("{d}/resolv.conf"), "# kiln test namespace\n").unwrap();
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.clients.iter().chain(std::iter::once(&self.server)) {
+            // Kill anything still running inside, then remove the namespace.
+            if let Ok(pids) = sh(&["ip", "netns", "pids", ns]) {
+                for pid in pids.split_whitespace() {
+                    let _ = sh(&["kill", "-9", pid]);
+                }
+            }
+            let _ = sh(&["ip", "netns", "del", ns]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! HTTP and TFTP edges against real clients (curl, atftp, tftp-hpa), on loopback.
+
+mod common;
+
+use std::process::Command;
+
+use common::{free_port, have, skip_unless, Kiln, Lab};
+
+fn lab() -> (Lab, u16, u16) {
+    let (http, tftp, dhcp, proxy) = (free_port(), free_port(), free_port(), free_port());
+    let yaml = format!(
+        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\n"
+    );
+    let lab = Lab::new(
+        &yaml,
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
+    );
+    (lab, http, tftp)
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn http_scripts_and_assets_with_range_and_head() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let (lab, http, _) = lab();
+    let _k = Kiln::start(&lab.config(), None);
+    let base = format!("http://127.0.0.1:{http}");
+
+    let (body, _) = curl(&[&format!("{base}/boot.ipxe")]);
+    assert!(
+        body.starts_with("#!ipxe\n")
+            && body.contains(&format!("chain --autofree {base}/ipxe/${{mac:hexhyp}}")),
+        "{body}"
+    );
+
+    // The known machine's script: kernel, initrd and the Talos arguments.
+    let (body, _) = curl(&[&format!("{base}/ipxe/52-54-00-AA-00-01?uuid=1234")]);
+    assert!(body.contains(&format!("kernel {base}/assets/talos/v1.13.9/vmlinuz-amd64 initrd=initramfs-amd64.xz talos.platform=metal")), "{body}");
+    assert!(
+        body.contains(&format!(
+            "initrd {base}/assets/talos/v1.13.9/initramfs-amd64.xz"
+        )),
+        "{body}"
+    );
+    for a in [
+        "init_on_alloc=1",
+        "slab_nomerge",
+        "pti=on",
+        "console=ttyS0",
+        "talos.config=",
+    ] {
+        assert!(body.contains(a), "{a}: {body}");
+    }
+    // An unknown machine is told why and sent to its next boot device.
+    let (body, _) = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-99")]);
+    assert!(
+        body.contains("not in the inventory") && body.trim_end().ends_with("exit"),
+        "{body}"
+    );
+    let (code, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/ipxe/not-a-mac"),
+    ]);
+    assert_eq!(code, "400");
+
+    // Range: exactly the bytes asked for, 206.
+    let asset = lab
+        .path()
+        .join("boot-assets/talos/v1.13.9/initramfs-amd64.xz");
+    let full = std::fs::read(&asset).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-r",
+            "1000-1999",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz"),
+        ])
+        .output()
+        .unwrap();
+    let (data, code) = out.stdout.split_at(out.stdout.len() - 3);
+    assert_eq!(code, b"206");
+    assert_eq!(data, &full[1000..2000]);
+    // Whole file.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            &format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, full);
+    // HEAD: length, no body.
+    let (head, _) = curl(&[
+        "-I",
+        &format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz"),
+    ]);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", full.len())),
+        "{head}"
+    );
+    // No escaping the asset directory.
+    let (code, _) = curl(&[
+        "--path-as-is",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/assets/../kiln.yaml"),
+    ]);
+    assert_ne!(code, "200");
+    let (code, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/assets/%2e%2e/kiln.yaml"),
+    ]);
+    assert_ne!(code, "200");
+}
+
+#[test]
+fn tftp_serves_ipxe_with_options_and_refuses_traversal() {
+    if skip_unless(
+        have("atftp") && have("tftp") && have("curl"),
+        "tftp clients atftp, tftp-hpa and curl",
+    ) {
+        return;
+    }
+    let (lab, _, tftp) = lab();
+    // A file of our own in boot_assets, larger than one window of blocks.
+    let data: Vec<u8> = (0..850_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(lab.path().join("boot-assets/ipxe.efi"), &data).unwrap();
+    let _k = Kiln::start(&lab.config(), None);
+    let out = lab.path().join("got");
+    let port = tftp.to_string();
+
+    // atftp negotiates blksize and windowsize (RFC 7440).
+    let st = Command::new("atftp")
+        .args([
+            "--option",
+            "blksize 1468",
+            "--option",
+            "windowsize 8",
+            "--option",
+            "tsize 0",
+            "-g",
+            "-r",
+            "ipxe.efi",
+            "-l",
+        ])
+        .arg(&out)
+        .args(["127.0.0.1", &port])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        data,
+        "atftp with blksize+windowsize"
+    );
+
+    // curl with blksize.
+    let _ = std::fs::remove_file(&out);
+    let st = Command::new("curl")
+        .args(["-sS", "--tftp-blksize", "1024", "-o"])
+        .arg(&out)
+        .arg(format!("tftp://127.0.0.1:{port}/ipxe.efi"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(&out).unwrap(), data, "curl tftp");
+
+    // tftp-hpa, no options (512-byte blocks); the iPXE binary comes from the system
+    // directory when boot_assets lacks it.
+    if std::path::Path::new("/usr/lib/ipxe/undionly.kpxe").exists() {
+        let _ = std::fs::remove_file(&out);
+        let st = Command::new("tftp")
+            .args([
+                "127.0.0.1",
+                &port,
+                "-m",
+                "binary",
+                "-c",
+                "get",
+                "undionly.kpxe",
+            ])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read("/usr/lib/ipxe/undionly.kpxe").unwrap()
+        );
+    }
+
+    // Traversal and missing files are errors, and nothing is written.
+    for bad in ["../kiln.yaml", "/../../etc/passwd", "nosuch.efi"] {
+        let _ = std::fs::remove_file(&out);
+        let o = Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(&out)
+            .arg(format!("tftp://127.0.0.1:{port}/{bad}"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{bad} was served");
+        assert!(std::fs::read(&out).map(|d| d.is_empty()).unwrap_or(true));
+    }
+}
