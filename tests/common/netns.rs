@@ -176,3 +176,30 @@ impl Drop for Net {
         }
     }
 }
+
+/// Create a UDP socket inside namespace `ns` (on a helper thread that enters it);
+/// the socket stays in that namespace wherever it is used from.
+pub fn udp_socket_in(ns: &str, bind: std::net::SocketAddr) -> std::net::UdpSocket {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on this thread only, with a namespace fd we opened.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_broadcast(true).unwrap();
+        // Limited broadcast (255.255.255.255) needs an interface, as DHCP clients do.
+        s.bind_device(Some(b"eth0")).unwrap();
+        s.bind(&bind.into()).unwrap();
+        std::net::UdpSocket::from(s)
+    })
+    .join()
+    .unwrap()
+}
