@@ -1,6 +1,7 @@
 //! Shared test harness: skip rules, the kiln process, network namespaces.
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod netns;
 
 use std::io::Read;

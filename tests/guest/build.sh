@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Build the stand-in guest for netboot tests from Debian packages: the Debian
+# cloud kernel, and a busybox initramfs whose /init does what a netbooted Talos
+# does first (DHCP, fetch talos.config=) and reports on the serial console.
+# Usage: build.sh OUTDIR   -> OUTDIR/vmlinuz, OUTDIR/initramfs.gz (cached)
+set -euo pipefail
+out=$1
+[ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.gz" ] && exit 0
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+[ -n "$pkg" ] || { echo "cannot resolve linux-image-cloud-amd64 (apt-get update?)" >&2; exit 1; }
+apt-get download -q "$pkg" >/dev/null
+dpkg-deb -x ./*.deb kernel
+bb=$(command -v busybox)
+file "$bb" | grep -q 'statically linked' || bb=/bin/busybox
+mkdir -p root/bin root/lib/modules root/proc root/sys root/dev root/tmp root/etc
+cp "$bb" root/bin/busybox
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+  f=$(find kernel/lib/modules -name "$m.ko*" | head -1)
+  [ -n "$f" ] || continue
+  case "$f" in
+    *.xz) xz -dc "$f" > "root/lib/modules/$m.ko" ;;
+    *.zst) zstd -qdc "$f" > "root/lib/modules/$m.ko" ;;
+    *) cp "$f" "root/lib/modules/$m.ko" ;;
+  esac
+done
+cat > root/dhcp.sh <<'S'
+#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route add default via "${router%% *}" 2>/dev/null
+    echo "KILN-GUEST: dhcp $ip" ;;
+esac
+exit 0
+S
+cat > root/init <<'S'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+  [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
+done
+echo "KILN-GUEST: booted $(uname -r)"
+echo "KILN-GUEST: cmdline $(cat /proc/cmdline)"
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -q -n -t 10 -T 2 -s /dhcp.sh || echo "KILN-GUEST: dhcp-failed"
+url=$(sed -n 's/.*talos\.config=\([^ ]*\).*/\1/p' /proc/cmdline)
+echo "KILN-GUEST: config-url $url"
+if timeout 20 wget -q -O /tmp/config "$url"; then
+  echo "KILN-GUEST: config-begin"
+  cat /tmp/config
+  echo
+  echo "KILN-GUEST: config-end"
+else
+  echo "KILN-GUEST: config-fetch-failed"
+fi
+echo "KILN-GUEST: done"
+poweroff -f
+S
+chmod +x root/init root/dhcp.sh
+(cd root && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initramfs.gz.tmp"
+cp kernel/boot/vmlinuz-* "$out/vmlinuz.tmp"
+mv "$out/initramfs.gz.tmp" "$out/initramfs.gz"
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+echo "guest built in $out"
