@@ -151,7 +151,9 @@ async fn handle(
         };
         match decision {
             Decision::Ignore(why) => {
-                if inv.machine(&req.mac).is_some() {
+                if why.starts_with("no offer") {
+                    tracing::warn!(msg = ?req.msg_type, "ignored: {why}");
+                } else if inv.machine(&req.mac).is_some() {
                     tracing::info!(msg = ?req.msg_type, "ignored: {why}");
                 } else {
                     tracing::debug!(msg = ?req.msg_type, "ignored: {why}");

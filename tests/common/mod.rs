@@ -10,13 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Tests that need root, namespaces, QEMU or outside tools skip with a message
-/// where those are missing, except in CI (`KILN_REQUIRE_PRIVILEGED_TESTS=1`),
+/// where those are missing, except in CI (`KILNTEST_REQUIRE_ALL=1`),
 /// where a missing prerequisite is a failure: CI must not skip.
 pub fn skip_unless(ok: bool, what: &str) -> bool {
     if ok {
         return false;
     }
-    if std::env::var("KILN_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+    if std::env::var("KILNTEST_REQUIRE_ALL").as_deref() == Ok("1") {
         panic!("prerequisite missing in CI: {what}");
     }
     eprintln!("SKIPPED: {what}");
@@ -72,9 +72,12 @@ impl Kiln {
             None => Command::new(kiln_bin()),
         };
         cmd.arg("serve").arg("--config").arg(config);
-        cmd.env("KILN_LOG", "info,tower_http=debug")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
+        cmd.env(
+            "KILN_LOG",
+            std::env::var("KILNTEST_LOG").unwrap_or_else(|_| "info,tower_http=debug".into()),
+        )
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
         let child = cmd.spawn().expect("spawn kiln");
         let mut k = Kiln { child, log };
         k.wait_for("kiln ready", Duration::from_secs(20));

@@ -29,13 +29,16 @@ fn must(args: &[&str]) {
 
 /// Whether namespaces can be made here (root, iproute2, kernel support).
 pub fn available() -> bool {
-    if !is_root() || !have("ip") {
-        return false;
-    }
-    let probe = format!("kiln-probe-{}", std::process::id());
-    let ok = sh(&["ip", "netns", "add", &probe]).is_ok();
-    let _ = sh(&["ip", "netns", "del", &probe]);
-    ok
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        if !is_root() || !have("ip") {
+            return false;
+        }
+        let probe = format!("kiln-probe-{}", std::process::id());
+        let ok = sh(&["ip", "netns", "add", &probe]).is_ok();
+        let _ = sh(&["ip", "netns", "del", &probe]);
+        ok
+    })
 }
 
 /// Skip (or fail in CI) unless namespaces and `tools` are available.
