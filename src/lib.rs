@@ -15,4 +15,5 @@ pub mod mac;
 pub mod problems;
 pub mod provision;
 pub mod store;
+pub mod talos;
 pub mod tftp;

@@ -3,6 +3,7 @@
 
 pub mod guest;
 pub mod netns;
+pub mod shared;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,371 @@
+//! `talosctl gen config` in Rust: the machine config documents for one role and
+//! version contract, from a secrets bundle and options. Documents are JSON values
+//! with keys in Talos's struct order; golden outputs from Talos's own test data
+//! are the oracle (tests/talos_config.rs).
+
+use serde_json::{json, Map, Value};
+
+use super::contract::Contract;
+use super::secrets::{Bundle, CertAndKey};
+use crate::inventory::Role;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub contract: Contract,
+    pub cluster_name: String,
+    /// `https://host:port`
+    pub endpoint: String,
+    /// Without the leading `v`: `1.33.0`.
+    pub kubernetes_version: String,
+    pub install_disk: Option<String>,
+    pub install_image: Option<String>,
+    pub install_extra_kernel_args: Vec<String>,
+    pub additional_sans: Vec<String>,
+    pub dns_domain: String,
+    pub allow_scheduling_on_control_planes: bool,
+    pub local_api_server_port: Option<u16>,
+    pub sysctls: Vec<(String, String)>,
+    pub cni_custom_url: Option<String>,
+    pub registry_mirrors: Vec<(String, Vec<String>)>,
+    pub discovery: bool,
+}
+
+impl Options {
+    /// What `talosctl gen config NAME ENDPOINT` uses when no flag is given, minus
+    /// the CLI-only defaults (install disk and image).
+    pub fn new(contract: Contract, cluster_name: &str, endpoint: &str) -> Options {
+        Options {
+            contract,
+            cluster_name: cluster_name.into(),
+            endpoint: endpoint.into(),
+            kubernetes_version: contract.default_kubernetes().into(),
+            install_disk: None,
+            install_image: None,
+            install_extra_kernel_args: Vec::new(),
+            additional_sans: Vec::new(),
+            dns_domain: "cluster.local".into(),
+            allow_scheduling_on_control_planes: false,
+            local_api_server_port: None,
+            sysctls: Vec::new(),
+            cni_custom_url: None,
+            registry_mirrors: Vec::new(),
+            discovery: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GenError {
+    #[error("endpoint {0:?} is not a URL like https://10.0.0.10:6443")]
+    Endpoint(String),
+    #[error("cluster name {0:?} is not valid (letters, digits, '-', '.', at most 63)")]
+    ClusterName(String),
+    #[error("secrets bundle has no {0}")]
+    Secrets(&'static str),
+}
+
+/// The host part of `https://host:port/...` (brackets removed from IPv6).
+pub fn endpoint_host(endpoint: &str) -> Option<String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    let port_ok = match authority.rsplit_once("]:").map(|x| x.1).or_else(|| {
+        (!authority.starts_with('['))
+            .then(|| authority.split_once(':').map(|x| x.1))
+            .flatten()
+    }) {
+        Some(p) => p.parse::<u16>().is_ok(),
+        None => true,
+    };
+    (!host.is_empty() && port_ok).then(|| host.to_string())
+}
+
+fn ck(c: &Option<CertAndKey>, what: &'static str) -> Result<CertAndKey, GenError> {
+    c.clone().ok_or(GenError::Secrets(what))
+}
+
+fn pair(c: &CertAndKey) -> Value {
+    json!({ "crt": c.crt, "key": c.key })
+}
+
+fn pod_security() -> Value {
+    json!({
+        "name": "PodSecurity",
+        "configuration": {
+            "apiVersion": "pod-security.admission.config.k8s.io/v1alpha1",
+            "defaults": {
+                "audit": "restricted", "audit-version": "latest",
+                "enforce": "baseline", "enforce-version": "latest",
+                "warn": "restricted", "warn-version": "latest"
+            },
+            "exemptions": { "namespaces": ["kube-system"], "runtimeClasses": [], "usernames": [] },
+            "kind": "PodSecurityConfiguration"
+        }
+    })
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Generate the documents for `role`.
+pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenError> {
+    let c = o.contract;
+    let host = endpoint_host(&o.endpoint).ok_or_else(|| GenError::Endpoint(o.endpoint.clone()))?;
+    if o.cluster_name.is_empty()
+        || o.cluster_name.len() > 63
+        || !o
+            .cluster_name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+    {
+        return Err(GenError::ClusterName(o.cluster_name.clone()));
+    }
+    let cp = role == Role::Controlplane;
+    let os = ck(&b.certs.os, "certs.os")?;
+    let k8s = ck(&b.certs.k8s, "certs.k8s")?;
+    let kv = &o.kubernetes_version;
+
+    // ---- machine
+    let mut m = Map::new();
+    m.insert(
+        "type".into(),
+        json!(if cp { "controlplane" } else { "worker" }),
+    );
+    m.insert("token".into(), json!(b.trustdinfo.token));
+    m.insert(
+        "ca".into(),
+        if cp {
+            pair(&os)
+        } else {
+            json!({ "crt": os.crt, "key": "" })
+        },
+    );
+    m.insert("certSANs".into(), json!(o.additional_sans));
+    m.insert(
+        "kubelet".into(),
+        json!({
+            "image": format!("ghcr.io/siderolabs/kubelet:v{kv}"),
+            "defaultRuntimeSeccompProfileEnabled": true,
+            "disableManifestsDirectory": true
+        }),
+    );
+    if !c.multidoc_network_config() {
+        m.insert("network".into(), json!({}));
+    }
+    let mut install = Map::new();
+    if let Some(d) = &o.install_disk {
+        install.insert("disk".into(), json!(d));
+    }
+    if !o.install_extra_kernel_args.is_empty() {
+        install.insert("extraKernelArgs".into(), json!(o.install_extra_kernel_args));
+    }
+    if let Some(i) = &o.install_image {
+        install.insert("image".into(), json!(i));
+    }
+    install.insert("wipe".into(), json!(false));
+    if c.grub_use_uki_cmdline() {
+        install.insert("grubUseUKICmdline".into(), json!(true));
+    }
+    m.insert("install".into(), Value::Object(install));
+    if !o.sysctls.is_empty() {
+        let s: Map<String, Value> = o
+            .sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        m.insert("sysctls".into(), Value::Object(s));
+    }
+    if !c.multidoc_network_config() && !o.registry_mirrors.is_empty() {
+        let mirrors: Map<String, Value> = o
+            .registry_mirrors
+            .iter()
+            .map(|(h, eps)| (h.clone(), json!({ "endpoints": eps })))
+            .collect();
+        m.insert("registries".into(), json!({ "mirrors": mirrors }));
+    }
+    let mut features = Map::new();
+    if !c.hide_deprecated_machine_features() {
+        features.insert("rbac".into(), json!(true));
+        features.insert("stableHostname".into(), json!(true));
+        features.insert("apidCheckExtKeyUsage".into(), json!(true));
+    }
+    features.insert("diskQuotaSupport".into(), json!(true));
+    features.insert("kubePrism".into(), json!({ "enabled": true, "port": 7445 }));
+    let mut hostdns = obj(json!({ "enabled": true }));
+    if c.host_dns_forward_kube_dns() {
+        hostdns.insert("forwardKubeDNSToHost".into(), json!(true));
+    }
+    features.insert("hostDNS".into(), Value::Object(hostdns));
+    m.insert("features".into(), Value::Object(features));
+    if cp && c.add_exclude_from_external_lb() {
+        m.insert(
+            "nodeLabels".into(),
+            json!({ "node.kubernetes.io/exclude-from-external-load-balancers": "" }),
+        );
+    }
+
+    // ---- cluster
+    let mut cl = Map::new();
+    cl.insert("id".into(), json!(b.cluster.id));
+    cl.insert("secret".into(), json!(b.cluster.secret));
+    let mut cpl = obj(json!({ "endpoint": o.endpoint }));
+    if cp {
+        if let Some(p) = o.local_api_server_port {
+            cpl.insert("localAPIServerPort".into(), json!(p));
+        }
+    }
+    cl.insert("controlPlane".into(), Value::Object(cpl));
+    if cp || c.cluster_name_for_workers() {
+        cl.insert("clusterName".into(), json!(o.cluster_name));
+    }
+    let mut net = Map::new();
+    if let Some(u) = &o.cni_custom_url {
+        net.insert("cni".into(), json!({ "name": "custom", "urls": [u] }));
+    }
+    net.insert("dnsDomain".into(), json!(o.dns_domain));
+    net.insert("podSubnets".into(), json!(["10.244.0.0/16"]));
+    net.insert("serviceSubnets".into(), json!(["10.96.0.0/12"]));
+    cl.insert("network".into(), Value::Object(net));
+    cl.insert("token".into(), json!(b.secrets.bootstraptoken));
+    if cp {
+        match (
+            &b.secrets.secretboxencryptionsecret,
+            &b.secrets.aescbcencryptionsecret,
+        ) {
+            (Some(s), _) => cl.insert("secretboxEncryptionSecret".into(), json!(s)),
+            (None, Some(s)) => cl.insert("aescbcEncryptionSecret".into(), json!(s)),
+            (None, None) => return Err(GenError::Secrets("secrets.secretboxencryptionsecret")),
+        };
+        cl.insert("ca".into(), pair(&k8s));
+        cl.insert(
+            "aggregatorCA".into(),
+            pair(&ck(&b.certs.k8saggregator, "certs.k8saggregator")?),
+        );
+        cl.insert(
+            "serviceAccount".into(),
+            json!({ "key": ck(&b.certs.k8sserviceaccount, "certs.k8sserviceaccount")?.key }),
+        );
+        let mut api = obj(json!({ "image": format!("registry.k8s.io/kube-apiserver:v{kv}") }));
+        let mut sans: Vec<String> = Vec::new();
+        if c.populate_endpoint_sans() {
+            sans.push(host.clone());
+        }
+        for s in &o.additional_sans {
+            if !sans.contains(s) {
+                sans.push(s.clone());
+            }
+        }
+        if !sans.is_empty() {
+            api.insert("certSANs".into(), json!(sans));
+        }
+        if c.populate_endpoint_sans() {
+            api.insert("disablePodSecurityPolicy".into(), json!(true));
+        }
+        api.insert("admissionControl".into(), json!([pod_security()]));
+        api.insert("auditPolicy".into(), json!({ "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{ "level": "Metadata" }] }));
+        cl.insert("apiServer".into(), Value::Object(api));
+        cl.insert(
+            "controllerManager".into(),
+            json!({ "image": format!("registry.k8s.io/kube-controller-manager:v{kv}") }),
+        );
+        cl.insert(
+            "proxy".into(),
+            json!({ "image": format!("registry.k8s.io/kube-proxy:v{kv}") }),
+        );
+        cl.insert(
+            "scheduler".into(),
+            json!({ "image": format!("registry.k8s.io/kube-scheduler:v{kv}") }),
+        );
+    } else {
+        cl.insert("ca".into(), json!({ "crt": k8s.crt, "key": "" }));
+    }
+    if o.discovery {
+        let mut regs = Map::new();
+        if c.kubernetes_discovery_backend_disabled() {
+            regs.insert("kubernetes".into(), json!({ "disabled": true }));
+        }
+        regs.insert("service".into(), json!({}));
+        cl.insert(
+            "discovery".into(),
+            json!({ "enabled": true, "registries": regs }),
+        );
+    }
+    if cp {
+        cl.insert(
+            "etcd".into(),
+            json!({ "ca": pair(&ck(&b.certs.etcd, "certs.etcd")?) }),
+        );
+        if o.allow_scheduling_on_control_planes {
+            cl.insert("allowSchedulingOnControlPlanes".into(), json!(true));
+        }
+    }
+
+    let mut docs = vec![json!({
+        "version": "v1alpha1",
+        "debug": false,
+        "persist": true,
+        "machine": m,
+        "cluster": cl,
+    })];
+    if c.multidoc_network_config() {
+        let mut mirrors: Vec<&(String, Vec<String>)> = o.registry_mirrors.iter().collect();
+        mirrors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (h, eps) in mirrors {
+            let eps: Vec<Value> = eps.iter().map(|u| json!({ "url": u })).collect();
+            docs.push(json!({ "apiVersion": "v1alpha1", "kind": "RegistryMirrorConfig", "name": h, "endpoints": eps }));
+        }
+        docs.push(json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": "stable" }));
+    }
+    Ok(docs)
+}
+
+/// Documents as YAML, `---` between them, 4-space indentation like talosctl.
+pub fn to_yaml(docs: &[Value]) -> String {
+    let opts = serde_saphyr::ser_options! { indent_step: 4 };
+    let mut out = String::new();
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_saphyr::to_string_with_options(d, opts.clone()).unwrap_or_default());
+    }
+    out
+}
+
+/// Parse (possibly multi-document) YAML into JSON values.
+pub fn from_yaml(text: &str) -> Result<Vec<Value>, String> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple(text).map_err(|e| crate::inventory::yaml_error(&e))?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_hosts() {
+        assert_eq!(endpoint_host("https://base:6443").as_deref(), Some("base"));
+        assert_eq!(
+            endpoint_host("https://10.0.0.1:6443/").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            endpoint_host("https://[fd00::1]:6443").as_deref(),
+            Some("fd00::1")
+        );
+        assert_eq!(endpoint_host("https://k8s.lab").as_deref(), Some("k8s.lab"));
+        assert_eq!(endpoint_host("base:6443"), None);
+        assert_eq!(endpoint_host("https://base:port"), None);
+    }
+}
