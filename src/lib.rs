@@ -8,6 +8,7 @@ pub mod assets;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;
+pub mod gen;
 pub mod http;
 pub mod inventory;
 pub mod ipxe;

@@ -38,6 +38,58 @@ enum Cmd {
         )]
         config: PathBuf,
     },
+    /// Generate secrets or machine configs, as `talosctl gen` does.
+    Gen {
+        #[command(subcommand)]
+        what: GenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenCmd {
+    /// Generate a secrets bundle (talosctl's secrets.yaml format, mode 0600).
+    Secrets {
+        #[arg(short, long, default_value = "secrets.yaml")]
+        output_file: PathBuf,
+        /// Talos version the secrets are for (v1.8 .. v1.13).
+        #[arg(long)]
+        talos_version: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Generate controlplane.yaml, worker.yaml and talosconfig.
+    Config {
+        /// Cluster name.
+        cluster_name: String,
+        /// Kubernetes API endpoint, e.g. https://192.168.50.200:6443.
+        cluster_endpoint: String,
+        #[arg(long)]
+        with_secrets: Option<PathBuf>,
+        /// Patch for all machines: @file or inline YAML/JSON; repeatable, applied in order.
+        #[arg(long = "config-patch")]
+        config_patch: Vec<String>,
+        #[arg(long = "config-patch-control-plane")]
+        config_patch_control_plane: Vec<String>,
+        #[arg(long = "config-patch-worker")]
+        config_patch_worker: Vec<String>,
+        #[arg(long)]
+        kubernetes_version: Option<String>,
+        /// Version contract to generate for (v1.8 .. v1.13; default v1.13).
+        #[arg(long)]
+        talos_version: Option<String>,
+        #[arg(long, default_value = "/dev/sda")]
+        install_disk: String,
+        #[arg(long)]
+        install_image: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        additional_sans: Vec<String>,
+        #[arg(long, default_value = "cluster.local")]
+        dns_domain: String,
+        #[arg(short, long, default_value = ".")]
+        output: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn init_logging() {
@@ -70,6 +122,59 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Gen { what } => {
+            let r = match what {
+                GenCmd::Secrets {
+                    output_file,
+                    talos_version,
+                    force,
+                } => kiln::gen::gen_secrets(&output_file, talos_version.as_deref(), force)
+                    .map(|()| vec![output_file]),
+                GenCmd::Config {
+                    cluster_name,
+                    cluster_endpoint,
+                    with_secrets,
+                    config_patch,
+                    config_patch_control_plane,
+                    config_patch_worker,
+                    kubernetes_version,
+                    talos_version,
+                    install_disk,
+                    install_image,
+                    additional_sans,
+                    dns_domain,
+                    output,
+                    force,
+                } => kiln::gen::gen_config(&kiln::gen::GenConfig {
+                    cluster_name,
+                    endpoint: cluster_endpoint,
+                    with_secrets,
+                    config_patch,
+                    config_patch_control_plane,
+                    config_patch_worker,
+                    kubernetes_version,
+                    talos_version,
+                    install_disk,
+                    install_image,
+                    additional_sans,
+                    dns_domain,
+                    output,
+                    force,
+                }),
+            };
+            match r {
+                Ok(files) => {
+                    for f in files {
+                        println!("created {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kiln: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Serve { config } => {
             init_logging();
             let rt = match tokio::runtime::Runtime::new() {

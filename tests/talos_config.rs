@@ -35,6 +35,11 @@ fn base_configs_equal_talos_golden_outputs() {
         ] {
             let got = generate(&base_options(c), &bundle, role).unwrap();
             assert_eq!(got, golden(&dir, c, file), "{c} {file}");
+            // What kiln writes reads back as the same documents.
+            assert_eq!(
+                from_yaml(&kiln::talos::generate::to_yaml(&got)).unwrap(),
+                got
+            );
         }
     }
     // Contracts v1.8, v1.9 and v1.11 write what v1.10 writes (Talos's test data says so).

@@ -331,7 +331,7 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
 
 /// Documents as YAML, `---` between them, 4-space indentation like talosctl.
 pub fn to_yaml(docs: &[Value]) -> String {
-    let opts = serde_saphyr::ser_options! { indent_step: 4 };
+    let opts = super::yaml_options();
     let mut out = String::new();
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {

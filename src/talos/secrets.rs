@@ -182,7 +182,19 @@ fn ed25519_key() -> Result<(KeyPair, String), SecretsError> {
 fn p256_key() -> Result<(KeyPair, String), SecretsError> {
     use p256::pkcs8::EncodePrivateKey;
     let sk = p256::SecretKey::random(&mut OsRng);
-    let sec1 = sk.to_sec1_der().map_err(|e| SecretsError::Crypto {
+    // SEC1 with the named-curve parameters, as Go's x509.MarshalECPrivateKey
+    // writes it (p256's own encoder leaves them out, and Go then cannot tell the curve).
+    let private = sk.to_bytes();
+    let public =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&sk.public_key(), false);
+    let ec = sec1::EcPrivateKey {
+        private_key: &private,
+        parameters: Some(sec1::EcParameters::NamedCurve(
+            sec1::der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7"),
+        )),
+        public_key: Some(public.as_bytes()),
+    };
+    let sec1 = sec1::der::Encode::to_der(&ec).map_err(|e| SecretsError::Crypto {
         what: "P-256 key",
         message: e.to_string(),
     })?;
@@ -389,8 +401,7 @@ impl Bundle {
 
     /// talosctl's layout: go-yaml, 4-space indentation.
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string_with_options(self, serde_saphyr::ser_options! { indent_step: 4 })
-            .unwrap_or_default()
+        serde_saphyr::to_string_with_options(self, super::yaml_options()).unwrap_or_default()
     }
 
     /// Write to `path` with mode 0600 (refusing to overwrite unless `force`).
