@@ -58,38 +58,41 @@ enum GenCmd {
         force: bool,
     },
     /// Generate controlplane.yaml, worker.yaml and talosconfig.
-    Config {
-        /// Cluster name.
-        cluster_name: String,
-        /// Kubernetes API endpoint, e.g. https://192.168.50.200:6443.
-        cluster_endpoint: String,
-        #[arg(long)]
-        with_secrets: Option<PathBuf>,
-        /// Patch for all machines: @file or inline YAML/JSON; repeatable, applied in order.
-        #[arg(long = "config-patch")]
-        config_patch: Vec<String>,
-        #[arg(long = "config-patch-control-plane")]
-        config_patch_control_plane: Vec<String>,
-        #[arg(long = "config-patch-worker")]
-        config_patch_worker: Vec<String>,
-        #[arg(long)]
-        kubernetes_version: Option<String>,
-        /// Version contract to generate for (v1.8 .. v1.13; default v1.13).
-        #[arg(long)]
-        talos_version: Option<String>,
-        #[arg(long, default_value = "/dev/sda")]
-        install_disk: String,
-        #[arg(long)]
-        install_image: Option<String>,
-        #[arg(long, value_delimiter = ',')]
-        additional_sans: Vec<String>,
-        #[arg(long, default_value = "cluster.local")]
-        dns_domain: String,
-        #[arg(short, long, default_value = ".")]
-        output: PathBuf,
-        #[arg(long)]
-        force: bool,
-    },
+    Config(Box<ConfigArgs>),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Cluster name.
+    cluster_name: String,
+    /// Kubernetes API endpoint, e.g. https://192.168.50.200:6443.
+    cluster_endpoint: String,
+    #[arg(long)]
+    with_secrets: Option<PathBuf>,
+    /// Patch for all machines: @file or inline YAML/JSON; repeatable, applied in order.
+    #[arg(long = "config-patch")]
+    config_patch: Vec<String>,
+    #[arg(long = "config-patch-control-plane")]
+    config_patch_control_plane: Vec<String>,
+    #[arg(long = "config-patch-worker")]
+    config_patch_worker: Vec<String>,
+    #[arg(long)]
+    kubernetes_version: Option<String>,
+    /// Version contract to generate for (v1.8 .. v1.13; default v1.13).
+    #[arg(long)]
+    talos_version: Option<String>,
+    #[arg(long, default_value = "/dev/sda")]
+    install_disk: String,
+    #[arg(long)]
+    install_image: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    additional_sans: Vec<String>,
+    #[arg(long, default_value = "cluster.local")]
+    dns_domain: String,
+    #[arg(short, long, default_value = ".")]
+    output: PathBuf,
+    #[arg(long)]
+    force: bool,
 }
 
 fn init_logging() {
@@ -130,37 +133,25 @@ fn main() -> ExitCode {
                     force,
                 } => kiln::gen::gen_secrets(&output_file, talos_version.as_deref(), force)
                     .map(|()| vec![output_file]),
-                GenCmd::Config {
-                    cluster_name,
-                    cluster_endpoint,
-                    with_secrets,
-                    config_patch,
-                    config_patch_control_plane,
-                    config_patch_worker,
-                    kubernetes_version,
-                    talos_version,
-                    install_disk,
-                    install_image,
-                    additional_sans,
-                    dns_domain,
-                    output,
-                    force,
-                } => kiln::gen::gen_config(&kiln::gen::GenConfig {
-                    cluster_name,
-                    endpoint: cluster_endpoint,
-                    with_secrets,
-                    config_patch,
-                    config_patch_control_plane,
-                    config_patch_worker,
-                    kubernetes_version,
-                    talos_version,
-                    install_disk,
-                    install_image,
-                    additional_sans,
-                    dns_domain,
-                    output,
-                    force,
-                }),
+                GenCmd::Config(c) => {
+                    let c = *c;
+                    kiln::gen::gen_config(&kiln::gen::GenConfig {
+                        cluster_name: c.cluster_name,
+                        endpoint: c.cluster_endpoint,
+                        with_secrets: c.with_secrets,
+                        config_patch: c.config_patch,
+                        config_patch_control_plane: c.config_patch_control_plane,
+                        config_patch_worker: c.config_patch_worker,
+                        kubernetes_version: c.kubernetes_version,
+                        talos_version: c.talos_version,
+                        install_disk: c.install_disk,
+                        install_image: c.install_image,
+                        additional_sans: c.additional_sans,
+                        dns_domain: c.dns_domain,
+                        output: c.output,
+                        force: c.force,
+                    })
+                }
             };
             match r {
                 Ok(files) => {
