@@ -48,6 +48,36 @@ struct Wire {
     machines: PathBuf,
     #[serde(default = "default_token_ttl")]
     boot_token_ttl: String,
+    #[serde(default)]
+    clusters: std::collections::BTreeMap<String, ClusterWire>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterWire {
+    endpoint: String,
+    talos_version: Option<String>,
+    kubernetes_version: Option<String>,
+    secrets: Option<PathBuf>,
+    #[serde(default)]
+    additional_sans: Vec<String>,
+    dns_domain: Option<String>,
+    install_image: Option<String>,
+}
+
+/// One cluster kiln provisions: its endpoint, versions and secrets file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// `https://host:6443`: the VIP, a DNS name or a load balancer.
+    pub endpoint: String,
+    pub talos_version: Option<String>,
+    pub kubernetes_version: Option<String>,
+    /// Generated (0600) on first start when absent.
+    pub secrets: PathBuf,
+    pub additional_sans: Vec<String>,
+    pub dns_domain: String,
+    pub install_image: Option<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -176,6 +206,7 @@ pub struct Config {
     pub profiles: PathBuf,
     pub machines: PathBuf,
     pub boot_token_ttl: Duration,
+    pub clusters: std::collections::BTreeMap<String, ClusterSpec>,
 }
 
 impl Config {
@@ -277,6 +308,74 @@ impl Config {
             parse_duration(path, "boot_token_ttl", &wire.boot_token_ttl, &mut problems)
                 .unwrap_or(Duration::from_secs(3600));
 
+        let mut clusters = std::collections::BTreeMap::new();
+        for (name, c) in &wire.clusters {
+            let key = format!("clusters.{name}");
+            if name.is_empty()
+                || name.len() > 63
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+            {
+                problems.push(
+                    path,
+                    &key,
+                    "cluster name: letters, digits, '-', '.', at most 63",
+                );
+            }
+            if crate::talos::generate::endpoint_host(&c.endpoint).is_none()
+                || !c.endpoint.starts_with("https://")
+            {
+                problems.push(
+                    path,
+                    &format!("{key}.endpoint"),
+                    format!("{:?} is not a URL like https://10.0.0.10:6443", c.endpoint),
+                );
+            }
+            if let Some(v) = &c.talos_version {
+                if let Err(e) = crate::talos::contract::Contract::parse(v) {
+                    problems.push(path, &format!("{key}.talos_version"), e.to_string());
+                }
+            }
+            if let Some(k) = &c.kubernetes_version {
+                let k = k.trim_start_matches('v');
+                if k.split('.').count() != 3
+                    || !k
+                        .split('.')
+                        .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
+                {
+                    problems.push(
+                        path,
+                        &format!("{key}.kubernetes_version"),
+                        format!("{k:?} is not a version like 1.33.0"),
+                    );
+                }
+            }
+            clusters.insert(
+                name.clone(),
+                ClusterSpec {
+                    name: name.clone(),
+                    endpoint: c.endpoint.clone(),
+                    talos_version: c.talos_version.clone(),
+                    kubernetes_version: c
+                        .kubernetes_version
+                        .as_ref()
+                        .map(|k| k.trim_start_matches('v').to_string()),
+                    secrets: c
+                        .secrets
+                        .as_ref()
+                        .map(|p| rel(p))
+                        .unwrap_or_else(|| rel(&wire.state_dir).join(name).join("secrets.yaml")),
+                    additional_sans: c.additional_sans.clone(),
+                    dns_domain: c
+                        .dns_domain
+                        .clone()
+                        .unwrap_or_else(|| "cluster.local".into()),
+                    install_image: c.install_image.clone(),
+                },
+            );
+        }
+
         problems.into_result(Config {
             file: path.to_path_buf(),
             interface: wire.interface,
@@ -297,6 +396,7 @@ impl Config {
             profiles: rel(&wire.profiles),
             machines: rel(&wire.machines),
             boot_token_ttl,
+            clusters,
         })
     }
 }

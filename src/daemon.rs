@@ -20,12 +20,78 @@ use crate::provision::Provisioner;
 use crate::store::Store;
 use crate::{assets, http, tftp};
 
-/// Load config + inventory and check assets: the whole of `kiln check`.
+/// Load config + inventory and check assets: what `serve` needs to start.
 pub fn load(path: &Path) -> Result<(Config, Inventory), crate::problems::Problems> {
     let cfg = Config::load(path)?;
     let inv = Inventory::load(&cfg)?;
     let problems = assets::check(&cfg, &inv);
     problems.into_result((cfg, inv))
+}
+
+/// Render every machine's config, as `kiln check` does. Clusters whose secrets
+/// do not exist yet (they are made on first start) render with throwaway ones.
+pub fn check_configs(cfg: &Config, inv: &Inventory) -> crate::problems::Problems {
+    use crate::provision::render;
+    let mut problems = crate::problems::Problems::default();
+    let mut secrets = std::collections::BTreeMap::new();
+    for (name, c) in &cfg.clusters {
+        let b = if c.secrets.exists() {
+            crate::talos::secrets::Bundle::load(&c.secrets).map_err(|e| e.to_string())
+        } else {
+            crate::talos::secrets::Bundle::generate(crate::talos::contract::NEWEST)
+                .map_err(|e| e.to_string())
+        };
+        match b {
+            Ok(b) => {
+                secrets.insert(name.clone(), b);
+            }
+            Err(e) => problems.push(&c.secrets, "", e),
+        }
+    }
+    for m in inv.machines() {
+        let Some(p) = inv.profile(&m.profile) else {
+            continue;
+        };
+        if p.cluster.is_none() {
+            continue;
+        }
+        if let Err(e) = render::render(cfg, &secrets, m, p) {
+            problems.push(
+                &cfg.machines,
+                &format!("{} ({})", m.hostname, m.mac),
+                e.to_string(),
+            );
+        }
+    }
+    problems
+}
+
+/// Warnings that do not stop kiln but an operator should read.
+pub fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
+    let mut w = Vec::new();
+    for p in inv.profiles.values() {
+        if p.stable_interface_names
+            && crate::ipxe::parse_minor(&p.talos_version).is_some_and(|m| m >= 10)
+        {
+            let image = p
+                .cluster
+                .as_ref()
+                .and_then(|c| cfg.clusters.get(c))
+                .and_then(|c| c.install_image.clone());
+            if image.is_none() {
+                w.push(format!(
+                    "profile {}: stable_interface_names puts net.ifnames=0 on the PXE kernel line, but Talos {} installs take their kernel command line from the installer image: build one from an Image Factory schematic with customization.extraKernelArgs [net.ifnames=0] and set clusters.<name>.install_image",
+                    p.name, p.talos_version
+                ));
+            }
+        }
+        if p.role == crate::inventory::Role::Controlplane
+            && cfg.default_profile.as_deref() == Some(p.name.as_str())
+        {
+            w.push(format!("default_profile {} is a control-plane profile: unknown machines get no config from it (control-plane configs carry CA keys)", p.name));
+        }
+    }
+    w
 }
 
 fn reload(p: &Provisioner) {
@@ -64,8 +130,13 @@ fn fingerprint(cfg: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
 
 pub async fn serve(config_path: &Path) -> Result<()> {
     let (cfg, inv) = load(config_path).map_err(|p| anyhow!("{p}\nrefusing to start"))?;
+    for w in warnings(&cfg, &inv) {
+        tracing::warn!("{w}");
+    }
     let store = Store::open(&cfg.state_dir)?;
-    let p = Arc::new(Provisioner::new(cfg, inv, store.clone())?);
+    let secrets = crate::provision::render::load_or_create_secrets(&cfg)
+        .map_err(|e| anyhow!("{e}\nrefusing to start"))?;
+    let p = Arc::new(Provisioner::new(cfg, inv, store.clone())?.with_secrets(secrets));
     let cfg = &p.cfg;
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -166,4 +237,38 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     })
     .await;
     Ok(())
+}
+
+/// `kiln render`: the config a MAC would be served, with the real secrets.
+pub fn render_for(path: &Path, mac: &str) -> Result<String> {
+    let (cfg, inv) = load(path).map_err(|p| anyhow!("{p}"))?;
+    let mac: crate::mac::Mac = mac.parse()?;
+    let m = inv
+        .machine(&mac)
+        .ok_or_else(|| anyhow!("{mac} is not in {}", cfg.machines.display()))?;
+    let p = inv
+        .profile(&m.profile)
+        .ok_or_else(|| anyhow!("profile {:?} not found", m.profile))?;
+    let cluster = p.cluster.clone().ok_or_else(|| {
+        anyhow!(
+            "profile {} belongs to no cluster: define clusters: in {}",
+            p.name,
+            cfg.file.display()
+        )
+    })?;
+    let spec = &cfg.clusters[&cluster];
+    if !spec.secrets.exists() {
+        return Err(anyhow!(
+            "secrets for cluster {cluster} do not exist yet ({}): `kiln serve` makes them on first start, or run `kiln gen secrets -o {}`",
+            spec.secrets.display(),
+            spec.secrets.display()
+        ));
+    }
+    let mut secrets = std::collections::BTreeMap::new();
+    secrets.insert(
+        cluster.clone(),
+        crate::talos::secrets::Bundle::load(&spec.secrets)?,
+    );
+    let docs = crate::provision::render::render(&cfg, &secrets, m, p)?;
+    Ok(crate::talos::generate::to_yaml(&docs))
 }

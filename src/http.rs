@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -39,9 +39,73 @@ async fn machine_ipxe(
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
-    let s = p.script(mac);
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    let p2 = p.clone();
+    // Minting the boot token is a durable write: keep it off the async workers.
+    let s = match tokio::task::spawn_blocking(move || p2.script(mac, ip)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%mac, "machine script: {e}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
     tracing::info!(%mac, %peer, "machine script: {}", s.why);
     ipxe_text(s.body)
+}
+
+#[derive(serde::Deserialize)]
+struct ConfigQuery {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    uuid: String,
+}
+
+async fn machine_config(
+    State(p): State<Arc<Provisioner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+    Query(q): Query<ConfigQuery>,
+) -> Response {
+    use crate::provision::ConfigDecision;
+    let Ok(mac) = mac.parse::<Mac>() else {
+        tracing::warn!(%peer, path_mac = %mac, "config refused: malformed MAC");
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => return (StatusCode::FORBIDDEN, "forbidden\n").into_response(),
+        },
+    };
+    let p2 = p.clone();
+    let token = q.token.clone();
+    let d = match tokio::task::spawn_blocking(move || p2.config(mac, &token, ip)).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(%mac, "config: {e}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    // The SMBIOS UUID is logged so a machine can be told apart on multi-NIC servers.
+    match d {
+        ConfigDecision::Serve { body, hostname } => {
+            tracing::info!(%mac, %peer, uuid = %q.uuid, %hostname, "config served");
+            ([(header::CONTENT_TYPE, "application/yaml")], body).into_response()
+        }
+        ConfigDecision::Forbidden(why) => {
+            tracing::warn!(%mac, %peer, uuid = %q.uuid, "config refused: {why}");
+            (StatusCode::FORBIDDEN, "forbidden\n").into_response()
+        }
+        ConfigDecision::NotFound(why) => {
+            tracing::warn!(%mac, %peer, uuid = %q.uuid, "config refused: {why}");
+            (StatusCode::NOT_FOUND, "not found\n").into_response()
+        }
+    }
 }
 
 pub fn router(p: Arc<Provisioner>) -> Router {
@@ -54,6 +118,7 @@ pub fn router(p: Arc<Provisioner>) -> Router {
     Router::new()
         .route("/boot.ipxe", get(boot_ipxe))
         .route("/ipxe/{mac}", get(machine_ipxe))
+        .route("/config/{mac}", get(machine_config))
         .nest("/assets", assets_service)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(p)

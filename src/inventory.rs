@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -14,86 +13,7 @@ use crate::config::{Config, DhcpMode};
 use crate::mac::Mac;
 use crate::problems::Problems;
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Controlplane,
-    Worker,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    #[default]
-    Amd64,
-    Arm64,
-}
-
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-}
-
-/// A role profile as written in `profiles/<name>.yaml`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    #[serde(skip)]
-    pub name: String,
-    pub role: Role,
-    /// Talos release booted by this profile, e.g. `v1.13.0`.
-    pub talos_version: String,
-    #[serde(default)]
-    pub arch: Arch,
-    #[serde(default)]
-    pub install_disk: Option<String>,
-    /// Extra kernel arguments appended after Talos's own.
-    #[serde(default)]
-    pub kernel_args: Vec<String>,
-    /// Console arguments; default `console=tty0 console=ttyS0` (amd64).
-    #[serde(default)]
-    pub console: Option<Vec<String>>,
-    /// Kernel: a path under boot_assets, or an http(s) URL. Default
-    /// `talos/<talos_version>/vmlinuz-<arch>`.
-    #[serde(default)]
-    pub kernel: Option<String>,
-    /// Initramfs, as `kernel`. Default `talos/<talos_version>/initramfs-<arch>.xz`.
-    #[serde(default)]
-    pub initramfs: Option<String>,
-    /// Config patches applied last (used by config generation).
-    #[serde(default)]
-    pub patches: Vec<PathBuf>,
-}
-
-impl Profile {
-    pub fn kernel_ref(&self) -> String {
-        self.kernel.clone().unwrap_or_else(|| {
-            format!(
-                "talos/{}/vmlinuz-{}",
-                self.talos_version,
-                self.arch.as_str()
-            )
-        })
-    }
-    pub fn initramfs_ref(&self) -> String {
-        self.initramfs.clone().unwrap_or_else(|| {
-            format!(
-                "talos/{}/initramfs-{}.xz",
-                self.talos_version,
-                self.arch.as_str()
-            )
-        })
-    }
-}
-
-/// Whether an asset reference is a remote URL rather than a file under boot_assets.
-pub fn is_url(r: &str) -> bool {
-    r.starts_with("http://") || r.starts_with("https://")
-}
+pub use crate::profile::{is_url, Arch, Profile, Role};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Machine {
@@ -154,7 +74,7 @@ impl Inventory {
     /// Load and cross-check profiles and machines against `cfg`.
     pub fn load(cfg: &Config) -> Result<Inventory, Problems> {
         let mut problems = Problems::default();
-        let profiles = load_profiles(&cfg.profiles, &mut problems);
+        let profiles = crate::profile::load_profiles(cfg, &mut problems);
         let machines = load_machines(cfg, &profiles, &mut problems);
         if let Some(dp) = &cfg.default_profile {
             if !profiles.contains_key(dp) {
@@ -198,82 +118,6 @@ impl Inventory {
     }
 }
 
-fn load_profiles(dir: &Path, problems: &mut Problems) -> BTreeMap<String, Profile> {
-    let mut out = BTreeMap::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            problems.push(dir, "", format!("cannot read profiles directory: {e}"));
-            return out;
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    files.sort();
-    for f in files {
-        let name = f
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let text = match std::fs::read_to_string(&f) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(&f, "", format!("cannot read: {e}"));
-                continue;
-            }
-        };
-        match serde_saphyr::from_str::<Profile>(&text) {
-            Ok(mut p) => {
-                p.name = name.clone();
-                if !valid_version(&p.talos_version) {
-                    problems.push(
-                        &f,
-                        "talos_version",
-                        format!("{:?} is not a Talos version like v1.13.0", p.talos_version),
-                    );
-                }
-                if out.insert(name.clone(), p).is_some() {
-                    problems.push(
-                        &f,
-                        "",
-                        format!("profile {name:?} is defined twice (.yaml and .yml)"),
-                    );
-                }
-            }
-            Err(e) => problems.push(&f, "", yaml_error(&e)),
-        }
-    }
-    if out.is_empty() && problems.is_empty() {
-        problems.push(dir, "", "no profiles (*.yaml) found");
-    }
-    out
-}
-
-fn valid_version(v: &str) -> bool {
-    let Some(rest) = v.strip_prefix('v') else {
-        return false;
-    };
-    let core = rest.split(['-', '+']).next().unwrap_or_default();
-    let parts: Vec<&str> = core.split('.').collect();
-    (2..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-}
-
-/// serde_saphyr errors already carry line and column; keep them on one line.
-pub fn yaml_error(e: &serde_saphyr::Error) -> String {
-    e.to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 63
@@ -295,10 +139,10 @@ fn load_machines(
             return Vec::new();
         }
     };
-    let file: MachinesFile = match serde_saphyr::from_str(&text) {
+    let file: MachinesFile = match crate::problems::parse_yaml(&text) {
         Ok(f) => f,
         Err(e) => {
-            problems.push(path, "", yaml_error(&e));
+            problems.push(path, "", e);
             return Vec::new();
         }
     };
@@ -475,28 +319,5 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("machines.yaml"), "{e}");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_versions_are_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let mut p = Problems::default();
-        std::fs::write(
-            d.path().join("a.yaml"),
-            "role: worker\ntalos_version: 1.13\n",
-        )
-        .unwrap();
-        std::fs::write(
-            d.path().join("b.yaml"),
-            "role: worker\ntalos_version: v1.13.0\ninstal_disk: /dev/sda\n",
-        )
-        .unwrap();
-        load_profiles(d.path(), &mut p);
-        let e = p.to_string();
-        assert!(
-            e.contains("a.yaml: talos_version: \"1.13\" is not a Talos version"),
-            "{e}"
-        );
-        assert!(e.contains("b.yaml") && e.contains("instal_disk"), "{e}");
     }
 }

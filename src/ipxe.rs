@@ -145,16 +145,9 @@ mod tests {
 
     fn profile() -> Profile {
         Profile {
-            name: "controlplane".into(),
-            role: Role::Controlplane,
-            talos_version: "v1.13.0".into(),
-            arch: Arch::Amd64,
-            install_disk: None,
             kernel_args: vec!["net.ifnames=0".into()],
             console: Some(vec!["console=ttyS0".into()]),
-            kernel: None,
-            initramfs: None,
-            patches: vec![],
+            ..Profile::new("controlplane", Role::Controlplane, "v1.13.0")
         }
     }
 

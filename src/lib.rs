@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod ipxe;
 pub mod mac;
 pub mod problems;
+pub mod profile;
 pub mod provision;
 pub mod store;
 pub mod talos;

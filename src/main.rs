@@ -38,6 +38,18 @@ enum Cmd {
         )]
         config: PathBuf,
     },
+    /// Print the machine config a MAC would be served (it holds secrets: mind where it goes).
+    Render {
+        #[arg(
+            short,
+            long,
+            env = "KILN_CONFIG",
+            default_value = "/etc/kiln/kiln.yaml"
+        )]
+        config: PathBuf,
+        #[arg(long)]
+        mac: String,
+    },
     /// Generate secrets or machine configs, as `talosctl gen` does.
     Gen {
         #[command(subcommand)]
@@ -109,8 +121,13 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match kiln::daemon::load(&config) {
+        Cmd::Check { config } => match kiln::daemon::load(&config)
+            .and_then(|(cfg, inv)| kiln::daemon::check_configs(&cfg, &inv).into_result((cfg, inv)))
+        {
             Ok((cfg, inv)) => {
+                for w in kiln::daemon::warnings(&cfg, &inv) {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} profiles, {} machines)",
                     cfg.file.display(),
@@ -122,6 +139,16 @@ fn main() -> ExitCode {
             Err(problems) => {
                 eprintln!("{problems}");
                 eprintln!("{} problem(s) found", problems.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Render { config, mac } => match kiln::daemon::render_for(&config, &mac) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kiln: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -11,6 +11,17 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::dhcp::leases::{Lease, LeaseChange};
 
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
+const BOOT_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("boot_tokens");
+
+/// A per-boot token: it lets one machine fetch its config, from one address, for a while.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootToken {
+    pub mac: crate::mac::Mac,
+    /// The address that fetched the iPXE script carrying the token.
+    pub ip: Option<Ipv4Addr>,
+    /// Unix seconds.
+    pub expires: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -84,6 +95,7 @@ impl Store {
         // Make sure the tables exist so readers never fail on a fresh file.
         s.write(|tx| {
             tx.open_table(LEASES)?;
+            tx.open_table(BOOT_TOKENS)?;
             Ok(())
         })?;
         Ok(s)
@@ -123,6 +135,36 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Record a boot token, dropping expired ones.
+    pub fn put_token(&self, token: &str, t: &BootToken, now: u64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut tab = tx.open_table(BOOT_TOKENS)?;
+            let expired: Vec<String> = tab
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| {
+                    serde_json::from_slice::<BootToken>(v.value())
+                        .map(|b| b.expires <= now)
+                        .unwrap_or(true)
+                })
+                .map(|(k, _)| k.value().to_string())
+                .collect();
+            for k in expired {
+                tab.remove(k.as_str())?;
+            }
+            let v = serde_json::to_vec(t).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            tab.insert(token, v.as_slice())?;
+            Ok(())
+        })
+    }
+
+    pub fn token(&self, token: &str) -> Result<Option<BootToken>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BOOT_TOKENS).map_err(|e| self.err(e))?;
+        let v = t.get(token).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
     }
 
     pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {

@@ -9,7 +9,7 @@ use common::{free_port, have, skip_unless, Kiln, Lab};
 fn lab() -> (Lab, u16, u16) {
     let (http, tftp, dhcp, proxy) = (free_port(), free_port(), free_port(), free_port());
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\n"
+        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n"
     );
     let lab = Lab::new(
         &yaml,

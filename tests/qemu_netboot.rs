@@ -19,12 +19,12 @@ fn bios_ipxe_rom_boots_the_per_machine_script() {
     let net = Net::new("qb", "10.99.0.1/24");
     net.add_tap("tap0");
     let lab = Lab::new(
-        "interface: br0\nserver_address: 10.99.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\n",
+        "interface: br0\nserver_address: 10.99.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: guest\n    ip: 10.99.0.11\n",
     );
     std::fs::write(
         lab.path().join("profiles/guest.yaml"),
-        "role: controlplane\ntalos_version: v1.13.9\nconsole: [console=ttyS0]\nkernel_args: [panic=-1]\nkernel: guest/vmlinuz\ninitramfs: guest/initramfs.gz\n",
+        "role: controlplane\ntalos_version: v1.13.9\nconsole: [console=ttyS0]\nkernel_args: [panic=-1]\nkernel: guest/vmlinuz\ninitramfs: guest/initramfs.gz\ninstall_disk: /dev/vda\nvip: 10.99.0.5\n",
     )
     .unwrap();
     let g = lab.path().join("boot-assets/guest");
@@ -60,7 +60,7 @@ fn bios_ipxe_rom_boots_the_per_machine_script() {
         "slab_nomerge",
         "pti=on",
         "console=ttyS0",
-        "talos.config=http://10.99.0.1:8080/config/52-54-00-aa-00-01?uuid=",
+        "talos.config=http://10.99.0.1:8080/config/52-54-00-aa-00-01?token=",
     ] {
         assert!(cmdline.contains(a), "{a} not in {cmdline}");
     }

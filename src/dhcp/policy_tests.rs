@@ -9,7 +9,7 @@ use dhcproto::v4::{Architecture, DhcpOption, MessageType};
 use super::*;
 use crate::config::{Ports, Subnet};
 use crate::dhcp::packet::{build_request, decode};
-use crate::inventory::{Arch, Machine, Profile, Role};
+use crate::inventory::{Machine, Profile, Role};
 use crate::mac::Mac;
 
 const KNOWN: &str = "52:54:00:aa:00:01";
@@ -57,22 +57,12 @@ fn cfg(full: bool) -> Config {
         profiles: "profiles".into(),
         machines: "machines.yaml".into(),
         boot_token_ttl: Duration::from_secs(3600),
+        clusters: Default::default(),
     }
 }
 
 fn inventory() -> Inventory {
-    let p = Profile {
-        name: "worker".into(),
-        role: Role::Worker,
-        talos_version: "v1.13.0".into(),
-        arch: Arch::Amd64,
-        install_disk: None,
-        kernel_args: vec![],
-        console: None,
-        kernel: None,
-        initramfs: None,
-        patches: vec![],
-    };
+    let p = Profile::new("worker", Role::Worker, "v1.13.0");
     Inventory::from_parts(
         vec![p],
         vec![

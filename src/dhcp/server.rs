@@ -139,6 +139,19 @@ async fn handle(
     };
     let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
     async move {
+        // Proxy mode has no lease: remember the address the machine uses, which
+        // its config request must then come from.
+        let used = if !req.ciaddr.is_unspecified() {
+            Some(req.ciaddr)
+        } else {
+            match src.ip() {
+                std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !req.relayed() => Some(ip),
+                _ => None,
+            }
+        };
+        if let Some(ip) = used {
+            p.saw(req.mac, ip);
+        }
         let inv = p.inventory();
         let decision = {
             let ctx = Ctx {

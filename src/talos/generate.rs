@@ -344,8 +344,11 @@ pub fn to_yaml(docs: &[Value]) -> String {
 
 /// Parse (possibly multi-document) YAML into JSON values.
 pub fn from_yaml(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_str_multiple(text).map_err(|e| crate::inventory::yaml_error(&e))?;
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
+        text,
+        serde_saphyr::options! { with_snippet: false },
+    )
+    .map_err(|e| crate::problems::one_line(&e))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 

@@ -309,9 +309,9 @@ impl Bundle {
 
     /// Parse and validate a secrets.yaml text; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Bundle, SecretsError> {
-        let b: Bundle = serde_saphyr::from_str(text).map_err(|e| {
+        let b: Bundle = crate::problems::parse_yaml(text).map_err(|e| {
             let mut p = Problems::default();
-            p.push(file, "", crate::inventory::yaml_error(&e));
+            p.push(file, "", e);
             SecretsError::Invalid(p)
         })?;
         b.validate(file).map_err(SecretsError::Invalid)?;

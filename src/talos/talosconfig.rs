@@ -35,7 +35,7 @@ impl TalosConfig {
     }
 
     pub fn parse(text: &str) -> Result<TalosConfig, String> {
-        serde_saphyr::from_str(text).map_err(|e| crate::inventory::yaml_error(&e))
+        crate::problems::parse_yaml(text)
     }
 
     /// Add or replace contexts from `other`; `other`'s current context wins.

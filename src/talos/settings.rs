@@ -1,0 +1,139 @@
+//! First-class profile settings, rendered into config patches per contract: what
+//! the seed did with seven patch files, a profile says in a few keys.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::contract::Contract;
+use crate::inventory::Role;
+
+/// kubelet-serving-cert-approver, the manifest the seed's kubelet-certificates patch adds.
+pub const CERT_APPROVER: &str = "https://raw.githubusercontent.com/alex1989hu/kubelet-serving-cert-approver/main/deploy/standalone-install.yaml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(untagged)]
+pub enum Cni {
+    /// `flannel` (Talos's default) or `none`.
+    Name(String),
+    /// `{urls: [...]}`: a custom CNI from manifests.
+    Custom { urls: Vec<String> },
+    #[default]
+    #[serde(skip)]
+    Default,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub install_disk: Option<String>,
+    pub stable_interface_names: bool,
+    pub dhcp_interfaces: Vec<String>,
+    pub vip: Option<Ipv4Addr>,
+    /// Link the VIP lives on; default the first DHCP interface, else eth0.
+    pub vip_interface: Option<String>,
+    pub allow_workloads: bool,
+    pub cni: Cni,
+    pub kubelet_serving_certs: bool,
+}
+
+impl Settings {
+    pub fn vip_link(&self) -> String {
+        self.vip_interface
+            .clone()
+            .or_else(|| self.dhcp_interfaces.first().cloned())
+            .unwrap_or_else(|| "eth0".into())
+    }
+
+    /// Strategic-merge patch documents equivalent to the settings.
+    pub fn patches(&self, role: Role, c: Contract) -> Vec<Value> {
+        let mut machine = Map::new();
+        let mut cluster = Map::new();
+        let mut install = Map::new();
+        if let Some(d) = &self.install_disk {
+            install.insert("disk".into(), json!(d));
+        }
+        if self.stable_interface_names {
+            // Effective only where the installed bootloader builds its own command
+            // line; kiln also puts net.ifnames=0 on the PXE kernel line.
+            install.insert("extraKernelArgs".into(), json!(["net.ifnames=0"]));
+        }
+        if !install.is_empty() {
+            machine.insert("install".into(), Value::Object(install));
+        }
+        let vip = self.vip.filter(|_| role == Role::Controlplane);
+        let mut extra = Vec::new();
+        if c.multidoc_network_config() {
+            for i in &self.dhcp_interfaces {
+                extra.push(json!({ "apiVersion": "v1alpha1", "kind": "DHCPv4Config", "name": i }));
+            }
+            if let Some(ip) = vip {
+                extra.push(json!({ "apiVersion": "v1alpha1", "kind": "Layer2VIPConfig", "name": ip.to_string(), "link": self.vip_link() }));
+            }
+        } else {
+            let mut ifaces: Vec<Value> = self
+                .dhcp_interfaces
+                .iter()
+                .map(|i| json!({ "interface": i, "dhcp": true }))
+                .collect();
+            if let Some(ip) = vip {
+                let link = self.vip_link();
+                match ifaces.iter_mut().find(|v| v["interface"] == json!(link)) {
+                    Some(v) => {
+                        v["vip"] = json!({ "ip": ip.to_string() });
+                    }
+                    None => {
+                        ifaces.push(json!({ "interface": link, "vip": { "ip": ip.to_string() } }))
+                    }
+                }
+            }
+            if !ifaces.is_empty() {
+                machine.insert("network".into(), json!({ "interfaces": ifaces }));
+            }
+        }
+        if self.kubelet_serving_certs {
+            machine.insert(
+                "kubelet".into(),
+                json!({ "extraArgs": { "rotate-server-certificates": true } }),
+            );
+            cluster.insert("extraManifests".into(), json!([CERT_APPROVER]));
+        }
+        if self.allow_workloads {
+            cluster.insert("allowSchedulingOnControlPlanes".into(), json!(true));
+        }
+        match &self.cni {
+            Cni::Name(n) if n == "none" => {
+                cluster.insert("network".into(), json!({ "cni": { "name": "none" } }));
+            }
+            Cni::Custom { urls } => {
+                cluster.insert(
+                    "network".into(),
+                    json!({ "cni": { "name": "custom", "urls": urls } }),
+                );
+            }
+            _ => {}
+        }
+        let mut out = Vec::new();
+        if !machine.is_empty() || !cluster.is_empty() {
+            let mut d = Map::new();
+            if !machine.is_empty() {
+                d.insert("machine".into(), Value::Object(machine));
+            }
+            if !cluster.is_empty() {
+                d.insert("cluster".into(), Value::Object(cluster));
+            }
+            out.push(Value::Object(d));
+        }
+        out.extend(extra);
+        out
+    }
+}
+
+/// The per-machine part: its hostname, in the form the contract uses.
+pub fn hostname_patch(hostname: &str, c: Contract) -> Value {
+    if c.multidoc_network_config() {
+        json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": { "$patch": "delete" }, "hostname": hostname })
+    } else {
+        json!({ "machine": { "network": { "hostname": hostname } } })
+    }
+}

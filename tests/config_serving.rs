@@ -1,0 +1,207 @@
+//! Serving machine configs on first boot: the token and address rules over real
+//! HTTP (curl), `kiln render`, and `kiln check` rendering every machine.
+
+mod common;
+
+use std::process::Command;
+
+use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab};
+use kiln::talos::generate::from_yaml;
+
+const MACHINES: &str = "machines:
+  - mac: 52:54:00:aa:00:01
+    hostname: cp-1
+    profile: controlplane
+  - mac: 52:54:00:aa:00:11
+    hostname: w-1
+    profile: worker
+";
+
+fn lab(extra: &str) -> (Lab, u16) {
+    let (http, tftp, dhcp, proxy) = (free_port(), free_port(), free_port(), free_port());
+    let yaml = format!(
+        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}"
+    );
+    let lab = Lab::new(&yaml, MACHINES);
+    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi"] {
+        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
+    }
+    std::fs::write(
+        lab.path().join("profiles/controlplane.yaml"),
+        "role: controlplane\ntalos_version: v1.13.9\ninstall_disk: /dev/sda\ndhcp_interfaces: [eth0]\nvip: 192.168.50.200\nallow_workloads: true\nkubelet_serving_certs: true\n",
+    )
+    .unwrap();
+    (lab, http)
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The talos.config= URL from a machine script, with iPXE's variables filled.
+fn config_url(script: &str, mac: &str) -> String {
+    let u = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("talos.config="))
+        .unwrap_or_else(|| panic!("no talos.config in {script}"));
+    u.replace("${uuid}", "4c4c4544-0033-3910-8052-b4c04f4c4d31")
+        .replace("${mac}", &mac.replace(':', "%3A"))
+}
+
+fn status(args: &[&str]) -> String {
+    curl(&[&["-o", "/dev/null", "-w", "%{http_code}"][..], args].concat()).0
+}
+
+#[test]
+fn each_machine_gets_its_own_config_and_nobody_else_does() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let (lab, http) = lab("");
+    let mut k = Kiln::start(&lab.config(), None);
+    let base = format!("http://127.0.0.1:{http}");
+    // Secrets were generated on first start, private.
+    let secrets = lab.path().join("state/lab/secrets.yaml");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&secrets).unwrap().permissions()
+        ) & 0o777,
+        0o600
+    );
+
+    let (script, _) = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-01")]);
+    let url = config_url(&script, "52:54:00:aa:00:01");
+    assert!(
+        url.contains("token=") && url.contains("uuid=4c4c4544"),
+        "{url}"
+    );
+    let (body, _) = curl(&["-f", &url]);
+    let docs = from_yaml(&body).unwrap();
+    assert_eq!(docs[0]["machine"]["type"], "controlplane");
+    assert_eq!(
+        docs[0]["cluster"]["controlPlane"]["endpoint"],
+        "https://192.168.50.200:6443"
+    );
+    assert_eq!(docs[0]["cluster"]["allowSchedulingOnControlPlanes"], true);
+    assert_eq!(docs[0]["machine"]["install"]["disk"], "/dev/sda");
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"Layer2VIPConfig") && kinds.contains(&"DHCPv4Config"),
+        "{kinds:?}"
+    );
+    let host = docs.iter().find(|d| d["kind"] == "HostnameConfig").unwrap();
+    assert_eq!(host["hostname"], "cp-1");
+    assert!(host.get("auto").is_none());
+
+    // The same URL from another address: refused.
+    assert_eq!(status(&["--interface", "127.0.0.2", &url]), "403");
+    // A made-up token, no token, or cp-1's token on w-1's path: refused.
+    let forged =
+        url.split("token=").next().unwrap().to_string() + "token=00000000000000000000000000000000";
+    assert_eq!(status(&[&forged]), "403");
+    assert_eq!(
+        status(&[&format!("{base}/config/52-54-00-aa-00-01")]),
+        "403"
+    );
+    let (wscript, _) = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-11")]);
+    let wurl = config_url(&wscript, "52:54:00:aa:00:11");
+    let stolen = wurl.replace("52-54-00-aa-00-11", "52-54-00-aa-00-01");
+    assert_eq!(
+        status(&[&stolen]),
+        "403",
+        "a worker's token must not open a control-plane config"
+    );
+    let (wbody, _) = curl(&["-f", &wurl]);
+    let wdocs = from_yaml(&wbody).unwrap();
+    assert_eq!(wdocs[0]["machine"]["type"], "worker");
+    assert_eq!(
+        wdocs[0]["machine"]["ca"]["key"], "",
+        "workers never get the OS CA key"
+    );
+    assert!(
+        !wdocs.iter().any(|d| d["kind"] == "Layer2VIPConfig"),
+        "no VIP on workers"
+    );
+
+    // Every refusal is logged with its reason; no secret reaches the log.
+    let logs = k.logs();
+    assert!(
+        logs.contains("config refused: unknown boot token"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("config refused: request from 127.0.0.2"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("config refused: token belongs to 52:54:00:aa:00:11"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("config served") && logs.contains("hostname=cp-1"),
+        "{logs}"
+    );
+    let b = kiln::talos::secrets::Bundle::load(&secrets).unwrap();
+    for secret in [
+        &b.os().key,
+        &b.cluster.secret,
+        &b.secrets.bootstraptoken,
+        &b.trustdinfo.token,
+    ] {
+        assert!(!logs.contains(secret.as_str()), "a secret reached the log");
+    }
+    k.stop();
+
+    // `kiln render` prints what was served (same documents).
+    let o = Command::new(kiln_bin())
+        .args(["render", "--config"])
+        .arg(lab.config())
+        .args(["--mac", "52-54-00-AA-00-01"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap(),
+        docs
+    );
+    // And `kiln check` renders every machine.
+    let o = Command::new(kiln_bin())
+        .args(["check", "--config"])
+        .arg(lab.config())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn unknown_machines_never_get_control_plane_configs() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let (lab, http) = lab("unknown_machines: boot\ndefault_profile: controlplane\n");
+    let _k = Kiln::start(&lab.config(), None);
+    let base = format!("http://127.0.0.1:{http}");
+    let (script, _) = curl(&[&format!("{base}/ipxe/52-54-00-bb-00-01")]);
+    let url = config_url(&script, "52:54:00:bb:00:01");
+    assert_eq!(status(&[&url]), "403");
+    drop(_k);
+    let (lab, http) = lab_worker_default();
+    let _k = Kiln::start(&lab.config(), None);
+    let (script, _) = curl(&[&format!("http://127.0.0.1:{http}/ipxe/52-54-00-bb-00-01")]);
+    let (body, _) = curl(&["-f", &config_url(&script, "52:54:00:bb:00:01")]);
+    let docs = from_yaml(&body).unwrap();
+    assert_eq!(docs[0]["machine"]["type"], "worker");
+}
+
+fn lab_worker_default() -> (Lab, u16) {
+    lab("unknown_machines: boot\ndefault_profile: worker\n")
+}
