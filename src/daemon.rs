@@ -66,6 +66,13 @@ pub fn check_configs(cfg: &Config, inv: &Inventory) -> crate::problems::Problems
     problems
 }
 
+/// Where kiln records the installer schematic a profile needs.
+pub fn schematic_path(cfg: &Config, p: &crate::inventory::Profile) -> PathBuf {
+    cfg.state_dir
+        .join(p.cluster.as_deref().unwrap_or("default"))
+        .join(format!("schematic-{}.yaml", p.name))
+}
+
 /// Warnings that do not stop kiln but an operator should read.
 pub fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
     let mut w = Vec::new();
@@ -80,8 +87,11 @@ pub fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
                 .and_then(|c| c.install_image.clone());
             if image.is_none() {
                 w.push(format!(
-                    "profile {}: stable_interface_names puts net.ifnames=0 on the PXE kernel line, but Talos {} installs take their kernel command line from the installer image: build one from an Image Factory schematic with customization.extraKernelArgs [net.ifnames=0] and set clusters.<name>.install_image",
-                    p.name, p.talos_version
+                    "profile {}: stable_interface_names puts net.ifnames=0 on the PXE kernel line, but Talos {} installs take their kernel command line from the installer image: build one from the Image Factory schematic {} (customization.extraKernelArgs [net.ifnames=0]) and set clusters.<name>.install_image to factory.talos.dev/metal-installer/<schematic id>:{}",
+                    p.name,
+                    p.talos_version,
+                    schematic_path(cfg, p).display(),
+                    p.talos_version
                 ));
             }
         }
@@ -134,6 +144,13 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         tracing::warn!("{w}");
     }
     let store = Store::open(&cfg.state_dir)?;
+    for p in inv.profiles.values().filter(|p| p.stable_interface_names) {
+        let path = schematic_path(&cfg, p);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&path, crate::talos::settings::ifnames_schematic())?;
+    }
     let secrets = crate::provision::render::load_or_create_secrets(&cfg)
         .map_err(|e| anyhow!("{e}\nrefusing to start"))?;
     let p = Arc::new(Provisioner::new(cfg, inv, store.clone())?.with_secrets(secrets));

@@ -298,17 +298,6 @@ fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problem
                 _ => {}
             }
         }
-        if let Some(c) = cluster {
-            let host = crate::talos::generate::endpoint_host(&c.endpoint).unwrap_or_default();
-            if host.parse::<Ipv4Addr>().is_ok_and(|ip| ip != vip) {
-                tracing::warn!(
-                    "{}: vip: cluster {} endpoint {} is neither the VIP {vip} nor a DNS name; clients lose the API when that node goes down",
-                    f.display(),
-                    c.name,
-                    c.endpoint
-                );
-            }
-        }
     }
     if let Some(Cni::Name(n)) = &p.cni {
         if n != "flannel" && n != "none" {

@@ -29,7 +29,7 @@ fn lab(extra: &str) -> (Lab, u16) {
     }
     std::fs::write(
         lab.path().join("profiles/controlplane.yaml"),
-        "role: controlplane\ntalos_version: v1.13.9\ninstall_disk: /dev/sda\ndhcp_interfaces: [eth0]\nvip: 192.168.50.200\nallow_workloads: true\nkubelet_serving_certs: true\n",
+        "role: controlplane\ntalos_version: v1.13.9\ninstall_disk: /dev/sda\ndhcp_interfaces: [eth0]\nvip: 192.168.50.200\nallow_workloads: true\nkubelet_serving_certs: true\nstable_interface_names: true\n",
     )
     .unwrap();
     (lab, http)
@@ -93,6 +93,10 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     );
     assert_eq!(docs[0]["cluster"]["allowSchedulingOnControlPlanes"], true);
     assert_eq!(docs[0]["machine"]["install"]["disk"], "/dev/sda");
+    assert_eq!(
+        docs[0]["machine"]["install"]["extraKernelArgs"],
+        serde_json::json!(["net.ifnames=0"])
+    );
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     assert!(
         kinds.contains(&"Layer2VIPConfig") && kinds.contains(&"DHCPv4Config"),

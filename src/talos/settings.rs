@@ -137,3 +137,9 @@ pub fn hostname_patch(hostname: &str, c: Contract) -> Value {
         json!({ "machine": { "network": { "hostname": hostname } } })
     }
 }
+
+/// The Image Factory schematic whose installer keeps `net.ifnames=0` after install
+/// (`POST https://factory.talos.dev/schematics` with this body returns its id).
+pub fn ifnames_schematic() -> &'static str {
+    "customization:\n    extraKernelArgs:\n        - net.ifnames=0\n"
+}
