@@ -5,6 +5,7 @@
 //! durable state in `store`. See docs/architecture.md.
 
 pub mod assets;
+pub mod clientconfig;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;

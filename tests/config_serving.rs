@@ -12,6 +12,7 @@ const MACHINES: &str = "machines:
   - mac: 52:54:00:aa:00:01
     hostname: cp-1
     profile: controlplane
+    ip: 192.168.50.11
   - mac: 52:54:00:aa:00:11
     hostname: w-1
     profile: worker
@@ -164,6 +165,31 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
         assert!(!logs.contains(secret.as_str()), "a secret reached the log");
     }
     k.stop();
+
+    // The operator's talosconfig: one context per cluster, control-plane
+    // addresses as endpoints, 0600, kept across restarts.
+    let tc_path = lab.path().join("state/talosconfig");
+    let tc =
+        kiln::talos::talosconfig::TalosConfig::parse(&std::fs::read_to_string(&tc_path).unwrap())
+            .unwrap();
+    assert_eq!(tc.context, "lab");
+    assert_eq!(
+        tc.contexts["lab"].endpoints,
+        vec!["192.168.50.11".to_string()]
+    );
+    assert_eq!(tc.contexts["lab"].ca, b.os().crt);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&tc_path).unwrap().permissions()
+        ) & 0o777,
+        0o600
+    );
+    let mut k = Kiln::start(&lab.config(), None);
+    k.stop();
+    let again =
+        kiln::talos::talosconfig::TalosConfig::parse(&std::fs::read_to_string(&tc_path).unwrap())
+            .unwrap();
+    assert_eq!(again, tc, "restart reissued the client certificate");
 
     // `kiln render` prints what was served (same documents).
     let o = Command::new(kiln_bin())
