@@ -63,6 +63,12 @@ struct ClusterWire {
     additional_sans: Vec<String>,
     dns_domain: Option<String>,
     install_image: Option<String>,
+    #[serde(default = "yes")]
+    auto_bootstrap: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One cluster kiln provisions: its endpoint, versions and secrets file.
@@ -78,6 +84,8 @@ pub struct ClusterSpec {
     pub additional_sans: Vec<String>,
     pub dns_domain: String,
     pub install_image: Option<String>,
+    /// Bootstrap etcd when the first control plane runs (else `kiln bootstrap`).
+    pub auto_bootstrap: bool,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -103,6 +111,12 @@ pub struct Ports {
     pub proxy_dhcp: u16,
     pub tftp: u16,
     pub http: u16,
+    /// Talos events sink (gRPC, plaintext), on server_address.
+    pub events: u16,
+    /// kiln's own JSON API (`kiln machines`), on 127.0.0.1 only.
+    pub api: u16,
+    /// Where nodes' Talos API (apid) listens.
+    pub talos_api: u16,
 }
 
 impl Default for Ports {
@@ -112,6 +126,9 @@ impl Default for Ports {
             proxy_dhcp: 4011,
             tftp: 69,
             http: 8080,
+            events: 4002,
+            api: 8081,
+            talos_api: 50000,
         }
     }
 }
@@ -212,6 +229,11 @@ pub struct Config {
 impl Config {
     pub fn http_base(&self) -> String {
         format!("http://{}:{}", self.server_address, self.ports.http)
+    }
+
+    /// `host:port` of kiln's events sink, as Talos dials it.
+    pub fn events_endpoint(&self) -> String {
+        format!("{}:{}", self.server_address, self.ports.events)
     }
 
     /// Load `path` with `KILN_*` overrides and validate it. All problems found are
@@ -372,6 +394,7 @@ impl Config {
                         .clone()
                         .unwrap_or_else(|| "cluster.local".into()),
                     install_image: c.install_image.clone(),
+                    auto_bootstrap: c.auto_bootstrap,
                 },
             );
         }

@@ -170,6 +170,15 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     let http_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(l, cfg.ports.http))
         .await
         .with_context(|| format!("binding HTTP on {}:{}", l, cfg.ports.http))?;
+    let events_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(l, cfg.ports.events))
+        .await
+        .with_context(|| format!("binding the events sink on {}:{}", l, cfg.ports.events))?;
+    let api_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        cfg.ports.api,
+    ))
+    .await
+    .with_context(|| format!("binding the local API on 127.0.0.1:{}", cfg.ports.api))?;
     let tftp_server = tftp::build(Arc::new(cfg.clone()), tftp_sock)
         .await
         .context("starting TFTP")?;
@@ -212,6 +221,43 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         });
     }
 
+    let boot = crate::provision::bootstrap::Bootstrapper::new(p.clone());
+    {
+        let mut stop = stop_rx.clone();
+        let b = boot.clone();
+        let sink = crate::events::Sink {
+            p: p.clone(),
+            on_change: Some(Arc::new(move |r| b.on_change(r))),
+        };
+        tasks.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = crate::events::serve(events_listener, sink, shutdown).await {
+                tracing::error!("events sink: {e}");
+            }
+        });
+    }
+    {
+        let mut stop = stop_rx.clone();
+        let router = crate::api_http::router(crate::api_http::ApiState {
+            p: p.clone(),
+            b: boot.clone(),
+        });
+        tasks.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = axum::serve(api_listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("local API: {e}");
+            }
+        });
+    }
+    boot.resume();
+
     let mode = match &cfg.dhcp {
         crate::config::DhcpMode::Proxy => "proxy",
         crate::config::DhcpMode::Full(_) => "full",
@@ -219,8 +265,8 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     tracing::info!(
         interface = %cfg.interface, server = %cfg.server_address, dhcp = mode,
         machines = p.inventory().machines().len(),
-        "kiln ready: DHCP :{}, proxyDHCP :{}, TFTP :{}, HTTP :{}",
-        cfg.ports.dhcp, cfg.ports.proxy_dhcp, cfg.ports.tftp, cfg.ports.http
+        "kiln ready: DHCP :{}, proxyDHCP :{}, TFTP :{}, HTTP :{}, events :{}, API 127.0.0.1:{}",
+        cfg.ports.dhcp, cfg.ports.proxy_dhcp, cfg.ports.tftp, cfg.ports.http, cfg.ports.events, cfg.ports.api
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 

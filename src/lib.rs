@@ -4,11 +4,14 @@
 //! `tftp`, `http`) to the brain (`provision`), which reads `inventory` and keeps
 //! durable state in `store`. See docs/architecture.md.
 
+pub mod api;
+pub mod api_http;
 pub mod assets;
 pub mod clientconfig;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;
+pub mod events;
 pub mod gen;
 pub mod http;
 pub mod inventory;

@@ -12,6 +12,10 @@ use crate::dhcp::leases::{Lease, LeaseChange};
 
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 const BOOT_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("boot_tokens");
+/// Machine lifecycle records, keyed by MAC.
+pub const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
+/// Per-cluster records (bootstrap decision and outcome), keyed by cluster name.
+pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
 
 /// A per-boot token: it lets one machine fetch its config, from one address, for a while.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -96,6 +100,8 @@ impl Store {
         s.write(|tx| {
             tx.open_table(LEASES)?;
             tx.open_table(BOOT_TOKENS)?;
+            tx.open_table(MACHINES)?;
+            tx.open_table(CLUSTERS)?;
             Ok(())
         })?;
         Ok(s)
@@ -135,6 +141,67 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Read-modify-write one JSON record in one durable transaction; `f` sees the
+    /// current value (if any) and returns the new one (None deletes).
+    pub fn update<T, R>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        f: impl FnOnce(Option<T>) -> (Option<T>, R),
+    ) -> Result<R, StoreError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let mut out = None;
+        self.write(|tx| {
+            let mut t = tx.open_table(table)?;
+            let cur: Option<T> = t
+                .get(key)?
+                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            let (new, r) = f(cur);
+            match new {
+                Some(v) => {
+                    let bytes = serde_json::to_vec(&v)
+                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    t.insert(key, bytes.as_slice())?;
+                }
+                None => {
+                    t.remove(key)?;
+                }
+            }
+            out = Some(r);
+            Ok(())
+        })?;
+        out.ok_or_else(|| self.err("update did not run"))
+    }
+
+    pub fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.err(e))?;
+        let v = t.get(key).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+
+    pub fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (_, v) = row.map_err(|e| self.err(e))?;
+            if let Ok(x) = serde_json::from_slice(v.value()) {
+                out.push(x);
+            }
+        }
+        Ok(out)
     }
 
     /// Record a boot token, dropping expired ones.

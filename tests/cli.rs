@@ -8,8 +8,9 @@ use std::time::Duration;
 use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab};
 
 fn yaml(http: u16) -> String {
+    let (ev, api) = (free_port(), free_port());
     let (t, d, p) = (free_port(), free_port(), free_port());
-    format!("interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {d}, proxy_dhcp: {p}, tftp: {t}, http: {http}}}\nipxe_dirs: [./ipxe]\n")
+    format!("interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {d}, proxy_dhcp: {p}, tftp: {t}, http: {http}, events: {ev}, api: {api}}}\nipxe_dirs: [./ipxe]\n")
 }
 
 fn with_ipxe(lab: &Lab) {

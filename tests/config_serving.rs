@@ -19,9 +19,10 @@ const MACHINES: &str = "machines:
 ";
 
 fn lab(extra: &str) -> (Lab, u16) {
+    let (ev, api) = (free_port(), free_port());
     let (http, tftp, dhcp, proxy) = (free_port(), free_port(), free_port(), free_port());
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}"
+        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {ev}, api: {api}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}"
     );
     let lab = Lab::new(&yaml, MACHINES);
     std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();

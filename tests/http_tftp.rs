@@ -7,9 +7,10 @@ use std::process::Command;
 use common::{free_port, have, skip_unless, Kiln, Lab};
 
 fn lab() -> (Lab, u16, u16) {
+    let (ev, api) = (free_port(), free_port());
     let (http, tftp, dhcp, proxy) = (free_port(), free_port(), free_port(), free_port());
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n"
+        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {ev}, api: {api}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n"
     );
     let lab = Lab::new(
         &yaml,

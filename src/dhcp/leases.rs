@@ -99,6 +99,14 @@ impl Pool {
         }
     }
 
+    /// Who holds a bound, unexpired lease on `ip`.
+    pub fn mac_of(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.entries
+            .get(&ip)
+            .filter(|e| e.state == State::Bound)
+            .map(|e| e.mac)
+    }
+
     pub fn lease_of(&self, mac: &Mac) -> Option<Ipv4Addr> {
         self.by_mac.get(mac).copied()
     }

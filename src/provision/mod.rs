@@ -1,7 +1,11 @@
 //! The brain: holds the live inventory and durable state, and decides what each
 //! machine gets. Protocol edges ask it; it never touches a socket.
 
+pub mod bootstrap;
+pub mod lifecycle;
 pub mod render;
+
+pub use lifecycle::{Record, State};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -130,6 +134,110 @@ impl Provisioner {
         }
     }
 
+    /// Move `mac` forward in its lifecycle (durably); returns the record.
+    pub fn note(
+        &self,
+        mac: Mac,
+        hostname: &str,
+        to: State,
+        event: Option<String>,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Record, StoreError> {
+        let t = now();
+        let key = mac.to_string();
+        self.store
+            .update(crate::store::MACHINES, &key, |cur: Option<Record>| {
+                let mut r = cur.unwrap_or_else(|| Record::new(mac, hostname, t));
+                r.hostname = hostname.to_string();
+                let moved = r.advance(to, t);
+                if let Some(e) = event {
+                    r.last_event = Some(e);
+                }
+                if ip.is_some() {
+                    r.ip = ip;
+                }
+                if moved {
+                    tracing::info!(%mac, hostname, state = r.state.as_str(), "lifecycle");
+                }
+                (Some(r.clone()), r)
+            })
+    }
+
+    pub fn record(&self, mac: &Mac) -> Option<Record> {
+        self.store
+            .get(crate::store::MACHINES, &mac.to_string())
+            .ok()
+            .flatten()
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.store.all(crate::store::MACHINES).unwrap_or_default()
+    }
+
+    /// `kiln machines reinstall`: the next PXE boot installs again.
+    pub fn reinstall(&self, mac: Mac) -> Result<bool, StoreError> {
+        let t = now();
+        self.store.update(
+            crate::store::MACHINES,
+            &mac.to_string(),
+            |cur: Option<Record>| {
+                let found = cur.is_some();
+                let r = cur.map(|mut r| {
+                    r.state = State::Discovered;
+                    r.since = t;
+                    r.last_event = Some("reinstall requested".into());
+                    r
+                });
+                (r, found)
+            },
+        )
+    }
+
+    /// Which machine sent from `ip`: a fixed address, a lease, or what DHCP saw.
+    pub fn mac_at(&self, ip: Ipv4Addr) -> Option<Mac> {
+        let inv = self.inventory();
+        if let Some(m) = inv.machines().iter().find(|m| m.ip == Some(ip)) {
+            return Some(m.mac);
+        }
+        if let Some(m) = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mac_of(ip)
+        {
+            return Some(m);
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(_, v)| **v == ip)
+            .map(|(k, _)| *k)
+    }
+
+    /// A Talos event from `peer`: advance the sender's lifecycle. Returns the
+    /// machine's record, or None for events from addresses kiln cannot place.
+    pub fn event(
+        &self,
+        peer: Ipv4Addr,
+        type_url: &str,
+        value: &[u8],
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(mac) = self.mac_at(peer) else {
+            tracing::debug!(%peer, type_url, "event from an address no machine holds");
+            return Ok(None);
+        };
+        let inv = self.inventory();
+        let Some(machine) = self.machine_for(&inv, mac) else {
+            return Ok(None);
+        };
+        let (state, what) = lifecycle::interpret(type_url, value);
+        tracing::debug!(%mac, hostname = %machine.hostname, "event: {what}");
+        let to = state.unwrap_or(State::Discovered);
+        self.note(mac, &machine.hostname, to, Some(what), Some(peer))
+            .map(Some)
+    }
+
     /// The per-machine iPXE script, fetched from `peer`. For machines with a
     /// cluster it carries `talos.config=` with a fresh per-boot token.
     pub fn script(&self, mac: Mac, peer: Option<Ipv4Addr>) -> Script {
@@ -144,6 +252,25 @@ impl Provisioner {
         let Some(profile) = inv.profile(&machine.profile) else {
             return refuse(format!("profile {:?} is gone", machine.profile));
         };
+        if let Some(r) = self.record(&mac).filter(|r| r.state.installed()) {
+            return Script {
+                body: ipxe::local_boot_script(&machine.hostname),
+                why: format!(
+                    "local boot: installed ({}) since {}",
+                    r.state.as_str(),
+                    r.since
+                ),
+            };
+        }
+        if let Err(e) = self.note(
+            mac,
+            &machine.hostname,
+            State::Booting,
+            Some("iPXE script served".into()),
+            peer,
+        ) {
+            return refuse(format!("cannot record the boot: {e}"));
+        }
         let base = self.cfg.http_base();
         let config_url = match &profile.cluster {
             Some(_) => {
@@ -165,6 +292,9 @@ impl Provisioner {
             None => None,
         };
         let mut extra = Vec::new();
+        if profile.cluster.is_some() {
+            extra.push(format!("talos.events.sink={}", self.cfg.events_endpoint()));
+        }
         if profile.stable_interface_names {
             extra.push("net.ifnames=0".to_string());
         }
@@ -221,10 +351,21 @@ impl Provisioner {
             return Forbidden("control-plane configs go only to machines in the inventory".into());
         }
         match render::render(&self.cfg, &self.secrets, &machine, profile) {
-            Ok(docs) => Serve {
-                body: crate::talos::generate::to_yaml(&docs),
-                hostname: machine.hostname,
-            },
+            Ok(docs) => {
+                if let Err(e) = self.note(
+                    mac,
+                    &machine.hostname,
+                    State::ConfigServed,
+                    Some("config served".into()),
+                    Some(peer),
+                ) {
+                    return Forbidden(format!("cannot record the config fetch: {e}"));
+                }
+                Serve {
+                    body: crate::talos::generate::to_yaml(&docs),
+                    hostname: machine.hostname,
+                }
+            }
             Err(e) => NotFound(format!("cannot render: {e}")),
         }
     }

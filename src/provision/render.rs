@@ -90,6 +90,11 @@ pub fn render(
     own.push(hostname_patch(&machine.hostname, o.contract));
     patch::apply(&mut docs, &Patch::Strategic(own), &src)
         .map_err(|e| RenderError::Invalid(e.to_string()))?;
+    // The kernel command line (and with it talos.events.sink) is gone once Talos
+    // boots from disk: the event sink must be in the config too.
+    let sink = serde_json::json!({ "apiVersion": "v1alpha1", "kind": "EventSinkConfig", "endpoint": cfg.events_endpoint() });
+    patch::apply(&mut docs, &Patch::Strategic(vec![sink]), &src)
+        .map_err(|e| RenderError::Invalid(e.to_string()))?;
     for (p, name) in &profile.loaded_patches {
         patch::apply(&mut docs, p, name).map_err(|e| RenderError::Invalid(e.to_string()))?;
     }

@@ -11,4 +11,5 @@ pub mod talosconfig;
 pub fn yaml_options() -> serde_saphyr::SerializerOptions {
     serde_saphyr::ser_options! { indent_step: 4, compact_list_indent: false, prefer_block_scalars: false }
 }
+pub mod client;
 pub mod settings;

@@ -1,0 +1,226 @@
+//! kiln's own JSON API, bound to 127.0.0.1 only: what `kiln machines` shows and
+//! the few operations it performs. Loopback is the trust boundary.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::provision::bootstrap::{Bootstrapper, Node};
+use crate::provision::Provisioner;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub p: Arc<Provisioner>,
+    pub b: Arc<Bootstrapper>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MachineView {
+    pub hostname: String,
+    pub mac: String,
+    pub role: String,
+    pub profile: String,
+    pub cluster: Option<String>,
+    pub ip: Option<String>,
+    pub state: String,
+    /// Unix seconds.
+    pub since: Option<u64>,
+    pub last_event: Option<String>,
+}
+
+pub fn machines(p: &Provisioner) -> Vec<MachineView> {
+    let inv = p.inventory();
+    let records = p.records();
+    let mut out: Vec<MachineView> = inv
+        .machines()
+        .iter()
+        .map(|m| {
+            let prof = inv.profile(&m.profile);
+            let rec = records.iter().find(|r| r.mac == m.mac);
+            MachineView {
+                hostname: m.hostname.clone(),
+                mac: m.mac.to_string(),
+                role: prof
+                    .map(|p| format!("{:?}", p.role).to_ascii_lowercase())
+                    .unwrap_or_default(),
+                profile: m.profile.clone(),
+                cluster: prof.and_then(|p| p.cluster.clone()),
+                ip: rec.and_then(|r| r.ip).or(m.ip).map(|i| i.to_string()),
+                state: rec
+                    .map(|r| r.state.as_str().to_string())
+                    .unwrap_or_else(|| "unseen".into()),
+                since: rec.map(|r| r.since),
+                last_event: rec.and_then(|r| r.last_event.clone()),
+            }
+        })
+        .collect();
+    // Machines booted through `unknown_machines: boot` have records but no entry.
+    for r in records.iter().filter(|r| inv.machine(&r.mac).is_none()) {
+        out.push(MachineView {
+            hostname: r.hostname.clone(),
+            mac: r.mac.to_string(),
+            role: String::new(),
+            profile: p.cfg.default_profile.clone().unwrap_or_default(),
+            cluster: None,
+            ip: r.ip.map(|i| i.to_string()),
+            state: r.state.as_str().into(),
+            since: Some(r.since),
+            last_event: r.last_event.clone(),
+        });
+    }
+    out.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    out
+}
+
+async fn list(State(ApiState { p, .. }): State<ApiState>) -> Json<Vec<MachineView>> {
+    let p2 = p.clone();
+    Json(
+        tokio::task::spawn_blocking(move || machines(&p2))
+            .await
+            .unwrap_or_default(),
+    )
+}
+
+async fn clusters(State(ApiState { p, .. }): State<ApiState>) -> Json<serde_json::Value> {
+    let p2 = p.clone();
+    let v = tokio::task::spawn_blocking(move || crate::provision::bootstrap::cluster_views(&p2))
+        .await
+        .unwrap_or_default();
+    Json(serde_json::json!(v))
+}
+
+async fn reinstall(State(ApiState { p, .. }): State<ApiState>, Path(id): Path<String>) -> Response {
+    let inv = p.inventory();
+    let mac = id.parse::<crate::mac::Mac>().ok().or_else(|| {
+        inv.machines()
+            .iter()
+            .find(|m| m.hostname == id.to_ascii_lowercase())
+            .map(|m| m.mac)
+    });
+    let Some(mac) = mac else {
+        return (StatusCode::NOT_FOUND, format!("no machine {id:?}\n")).into_response();
+    };
+    let p2 = p.clone();
+    match tokio::task::spawn_blocking(move || p2.reinstall(mac)).await {
+        Ok(Ok(true)) => {
+            tracing::info!(%mac, "reinstall requested: next PXE boot installs Talos again");
+            (
+                StatusCode::OK,
+                format!("{mac}: next PXE boot installs again\n"),
+            )
+                .into_response()
+        }
+        Ok(Ok(false)) => (
+            StatusCode::OK,
+            format!("{mac}: never booted; it installs on its first boot\n"),
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct BootstrapQuery {
+    node: Option<String>,
+}
+
+/// `kiln bootstrap`: the same guarded path as automatic bootstrap. With a node
+/// already recorded, only that node is ever called.
+async fn bootstrap(
+    State(ApiState { p, b }): State<ApiState>,
+    Path(cluster): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<BootstrapQuery>,
+) -> Response {
+    if !p.cfg.clusters.contains_key(&cluster) {
+        return (StatusCode::NOT_FOUND, format!("no cluster {cluster:?}\n")).into_response();
+    }
+    let rec = crate::provision::bootstrap::cluster_record(&p, &cluster);
+    if rec.bootstrapped_at.is_some() {
+        return (StatusCode::OK, format!("{cluster}: already bootstrapped\n")).into_response();
+    }
+    if let Some(n) = &rec.bootstrap_node {
+        if q.node.as_deref().is_some_and(|h| h != n.hostname) {
+            return (
+                StatusCode::CONFLICT,
+                format!("{cluster}: bootstrap was decided for {} ({}); kiln never sends it to another node\n", n.hostname, n.ip),
+            )
+                .into_response();
+        }
+        b.start(cluster.clone(), None);
+        return (
+            StatusCode::ACCEPTED,
+            format!("{cluster}: bootstrapping {} ({})\n", n.hostname, n.ip),
+        )
+            .into_response();
+    }
+    // Pick: the named node, else the first control plane whose Talos runs.
+    let inv = p.inventory();
+    let records = p.records();
+    let cps: Vec<Node> =
+        inv.machines()
+            .iter()
+            .filter(|m| {
+                inv.profile(&m.profile).is_some_and(|pr| {
+                    pr.role == crate::inventory::Role::Controlplane
+                        && pr.cluster.as_deref() == Some(cluster.as_str())
+                })
+            })
+            .filter_map(|m| {
+                let r = records.iter().find(|r| r.mac == m.mac);
+                let ip = r.and_then(|r| r.ip).or(m.ip)?;
+                let running = r.is_some_and(|r| r.state >= crate::provision::State::Running);
+                (q.node.as_deref() == Some(m.hostname.as_str()) || (q.node.is_none() && running))
+                    .then(|| Node {
+                        mac: m.mac,
+                        hostname: m.hostname.clone(),
+                        ip,
+                    })
+            })
+            .collect();
+    match cps.into_iter().next() {
+        Some(n) => {
+            let msg = format!("{cluster}: bootstrapping {} ({})\n", n.hostname, n.ip);
+            b.start(cluster, Some(n));
+            (StatusCode::ACCEPTED, msg).into_response()
+        }
+        None => (
+            StatusCode::CONFLICT,
+            format!(
+                "{cluster}: no running control plane with a known address; name one with --node\n"
+            ),
+        )
+            .into_response(),
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/machines", get(list))
+        .route("/api/v1/cluster", get(clusters))
+        .route("/api/v1/machines/{id}/reinstall", post(reinstall))
+        .route("/api/v1/cluster/{name}/bootstrap", post(bootstrap))
+        .with_state(state)
+}
+
+/// Client side, for the CLI.
+pub fn fetch(port: u16, path: &str) -> Result<String, String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut r = ureq::get(&url)
+        .call()
+        .map_err(|e| format!("{url}: {e} (is `kiln serve` running?)"))?;
+    r.body_mut().read_to_string().map_err(|e| e.to_string())
+}
+
+pub fn post_to(port: u16, path: &str) -> Result<String, String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut r = ureq::post(&url)
+        .send_empty()
+        .map_err(|e| format!("{url}: {e}"))?;
+    r.body_mut().read_to_string().map_err(|e| e.to_string())
+}
