@@ -208,19 +208,90 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Client side, for the CLI.
-pub fn fetch(port: u16, path: &str) -> Result<String, String> {
+/// `kiln machines` as a table.
+pub fn table(v: &[MachineView]) -> String {
+    let now = crate::provision::now();
+    let ago = |t: Option<u64>| match t {
+        Some(t) if now >= t => {
+            let d = now - t;
+            if d < 120 {
+                format!("{d}s ago")
+            } else if d < 7200 {
+                format!("{}m ago", d / 60)
+            } else {
+                format!("{}h ago", d / 3600)
+            }
+        }
+        _ => "-".into(),
+    };
+    let mut rows = vec![[
+        "HOSTNAME".to_string(),
+        "MAC".into(),
+        "ROLE".into(),
+        "IP".into(),
+        "STATE".into(),
+        "SINCE".into(),
+        "LAST EVENT".into(),
+    ]];
+    for m in v {
+        rows.push([
+            m.hostname.clone(),
+            m.mac.clone(),
+            m.role.clone(),
+            m.ip.clone().unwrap_or_else(|| "-".into()),
+            m.state.clone(),
+            ago(m.since),
+            m.last_event.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 6 {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+/// Client side, for the CLI: the body, or the daemon's own error text.
+fn request(method: &str, port: u16, path: &str) -> Result<String, String> {
     let url = format!("http://127.0.0.1:{port}{path}");
-    let mut r = ureq::get(&url)
-        .call()
-        .map_err(|e| format!("{url}: {e} (is `kiln serve` running?)"))?;
-    r.body_mut().read_to_string().map_err(|e| e.to_string())
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = match method {
+        "POST" => agent.post(&url).send_empty(),
+        _ => agent.get(&url).call(),
+    };
+    let mut r = resp.map_err(|e| format!("{url}: {e} (is `kiln serve` running?)"))?;
+    let ok = r.status().is_success();
+    let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    if ok {
+        Ok(body)
+    } else {
+        Err(format!("{}: {}", r.status(), body.trim_end()))
+    }
+}
+
+pub fn fetch(port: u16, path: &str) -> Result<String, String> {
+    request("GET", port, path)
 }
 
 pub fn post_to(port: u16, path: &str) -> Result<String, String> {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let mut r = ureq::post(&url)
-        .send_empty()
-        .map_err(|e| format!("{url}: {e}"))?;
-    r.body_mut().read_to_string().map_err(|e| e.to_string())
+    request("POST", port, path)
 }

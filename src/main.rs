@@ -50,11 +50,65 @@ enum Cmd {
         #[arg(long)]
         mac: String,
     },
+    /// Show machines and their lifecycle (from the running daemon), or act on one.
+    Machines {
+        #[command(subcommand)]
+        action: Option<MachinesCmd>,
+        /// table or json
+        #[arg(short, long, default_value = "table")]
+        output: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Bootstrap etcd on a cluster (for clusters with auto_bootstrap: false); kiln
+    /// still never bootstraps a second node.
+    Bootstrap {
+        /// Cluster name (default: the only one).
+        cluster: Option<String>,
+        /// Control plane to bootstrap (default: the first that runs).
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Generate secrets or machine configs, as `talosctl gen` does.
     Gen {
         #[command(subcommand)]
         what: GenCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Port of kiln's local API (default: ports.api from the config, else 8081).
+    #[arg(long, global = true)]
+    api_port: Option<u16>,
+    #[arg(
+        short,
+        long,
+        env = "KILN_CONFIG",
+        default_value = "/etc/kiln/kiln.yaml",
+        global = true
+    )]
+    config: PathBuf,
+}
+
+impl ApiArgs {
+    fn port(&self) -> u16 {
+        self.api_port
+            .or_else(|| {
+                kiln::config::Config::load(&self.config)
+                    .ok()
+                    .map(|c| c.ports.api)
+            })
+            .unwrap_or(8081)
+    }
+}
+
+#[derive(Subcommand)]
+enum MachinesCmd {
+    /// Install Talos again on the machine's next PXE boot (e.g. after a disk swap).
+    Reinstall { machine: String },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +206,66 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Machines {
+            action,
+            output,
+            api,
+        } => {
+            let port = api.port();
+            let r = match action {
+                Some(MachinesCmd::Reinstall { machine }) => {
+                    kiln::api_http::post_to(port, &format!("/api/v1/machines/{machine}/reinstall"))
+                }
+                None => kiln::api_http::fetch(port, "/api/v1/machines").and_then(|body| {
+                    if output == "json" {
+                        Ok(body)
+                    } else {
+                        let v: Vec<kiln::api_http::MachineView> =
+                            serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                        Ok(kiln::api_http::table(&v))
+                    }
+                }),
+            };
+            match r {
+                Ok(s) => {
+                    print!("{s}");
+                    if !s.ends_with('\n') {
+                        println!();
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kiln: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Bootstrap { cluster, node, api } => {
+            let port = api.port();
+            let cluster = cluster.or_else(|| {
+                kiln::config::Config::load(&api.config).ok().and_then(|c| {
+                    (c.clusters.len() == 1)
+                        .then(|| c.clusters.keys().next().cloned())
+                        .flatten()
+                })
+            });
+            let Some(cluster) = cluster else {
+                eprintln!("kiln: name the cluster to bootstrap");
+                return ExitCode::FAILURE;
+            };
+            let q = node.map(|n| format!("?node={n}")).unwrap_or_default();
+            match kiln::api_http::post_to(port, &format!("/api/v1/cluster/{cluster}/bootstrap{q}"))
+            {
+                Ok(s) => {
+                    print!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kiln: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Gen { what } => {
             let r = match what {
                 GenCmd::Secrets {

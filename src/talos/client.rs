@@ -27,8 +27,12 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn admin(bundle: &Bundle) -> Result<Credentials, ClientError> {
-        let (crt, key) = issue_client_cert(bundle, &["os:admin"])
-            .map_err(|e| ClientError::Cert(e.to_string()))?;
+        Credentials::with_roles(bundle, &["os:admin"])
+    }
+
+    pub fn with_roles(bundle: &Bundle, roles: &[&str]) -> Result<Credentials, ClientError> {
+        let (crt, key) =
+            issue_client_cert(bundle, roles).map_err(|e| ClientError::Cert(e.to_string()))?;
         let ca =
             pem_of(&bundle.os().crt).ok_or_else(|| ClientError::Cert("OS CA is not PEM".into()))?;
         // rustls reads the PKCS#8 body, not Talos's label.

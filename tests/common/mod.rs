@@ -4,6 +4,7 @@
 pub mod guest;
 pub mod netns;
 pub mod shared;
+pub mod talos;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,315 @@
+//! A stand-in for a Talos node's API (apid on :50000), for tests only: Talos
+//! cannot run here. It enforces what the real one does, from the Talos source
+//! (FACTS.md sections 5-7): mTLS with a client certificate from the cluster's OS
+//! CA, roles from the certificate's Organization (Bootstrap needs os:admin), the
+//! client leaf's extended key usage must be exactly clientAuth, and Bootstrap's
+//! codes and messages: FailedPrecondition "bootstrap is not available yet" /
+//! "time is not in sync yet", AlreadyExists "etcd data directory is not empty"
+//! once its etcd has data. A Bootstrap on a node whose etcd is empty starts a
+//! new etcd cluster, which `Shared::clusters` records so a test can detect a
+//! split brain.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln::api::machine::machine_service_server::{MachineService, MachineServiceServer};
+use kiln::api::machine::*;
+use kiln::talos::secrets::{pem_of, signing_key, Bundle};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+#[derive(Default)]
+pub struct Shared {
+    /// Nodes on which Bootstrap created an etcd cluster, in order.
+    pub clusters: Mutex<Vec<String>>,
+}
+
+pub struct Node {
+    pub name: String,
+    pub shared: Arc<Shared>,
+    /// Every Bootstrap call that passed authentication, with its outcome.
+    pub calls: Mutex<Vec<String>>,
+    pub etcd_has_data: AtomicBool,
+    /// Answer this many calls with "bootstrap is not available yet".
+    pub not_ready: AtomicU32,
+    /// Then this many with "time is not in sync yet".
+    pub time_unsynced: AtomicU32,
+    /// Hold a successful Bootstrap's reply this long (to crash the caller mid-call).
+    pub reply_delay_ms: AtomicU32,
+}
+
+impl Node {
+    pub fn bootstrap_calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+fn roles_and_eku(req: &Request<impl Sized>) -> Result<(Vec<String>, bool), Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|_| Status::unauthenticated("bad certificate"))?;
+    let roles: Vec<String> = cert
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    let eku_ok = match cert.extended_key_usage() {
+        Ok(Some(e)) => {
+            e.value.client_auth && !e.value.server_auth && !e.value.any && e.value.other.is_empty()
+        }
+        _ => false,
+    };
+    Ok((roles, eku_ok))
+}
+
+fn require(req: &Request<impl Sized>, allowed: &[&str]) -> Result<(), Status> {
+    let (roles, eku_ok) = roles_and_eku(req)?;
+    if !eku_ok {
+        return Err(Status::permission_denied(
+            "client certificate extended key usage must be clientAuth",
+        ));
+    }
+    if !roles.iter().any(|r| allowed.contains(&r.as_str())) {
+        return Err(Status::permission_denied(format!(
+            "not authorized: roles {roles:?}"
+        )));
+    }
+    Ok(())
+}
+
+pub struct Svc(pub Arc<Node>);
+
+#[tonic::async_trait]
+impl MachineService for Svc {
+    async fn bootstrap(
+        &self,
+        req: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
+        require(&req, &["os:admin"])?;
+        let n = &self.0;
+        let out = if n.not_ready.load(Ordering::SeqCst) > 0 {
+            n.not_ready.fetch_sub(1, Ordering::SeqCst);
+            Err(Status::failed_precondition(
+                "bootstrap is not available yet",
+            ))
+        } else if n.time_unsynced.load(Ordering::SeqCst) > 0 {
+            n.time_unsynced.fetch_sub(1, Ordering::SeqCst);
+            Err(Status::failed_precondition("time is not in sync yet"))
+        } else if n.etcd_has_data.swap(true, Ordering::SeqCst) {
+            Err(Status::already_exists("etcd data directory is not empty"))
+        } else {
+            n.shared.clusters.lock().unwrap().push(n.name.clone());
+            Ok(Response::new(BootstrapResponse {
+                messages: vec![Bootstrap { metadata: None }],
+            }))
+        };
+        n.calls.lock().unwrap().push(match &out {
+            Ok(_) => "ok".to_string(),
+            Err(s) => format!("{:?}: {}", s.code(), s.message()),
+        });
+        let delay = n.reply_delay_ms.load(Ordering::SeqCst);
+        if out.is_ok() && delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+        }
+        out
+    }
+
+    async fn etcd_member_list(
+        &self,
+        req: Request<EtcdMemberListRequest>,
+    ) -> Result<Response<EtcdMemberListResponse>, Status> {
+        require(&req, &["os:admin", "os:operator", "os:reader"])?;
+        Err(Status::unimplemented("not in this stand-in"))
+    }
+
+    async fn etcd_remove_member_by_id(
+        &self,
+        req: Request<EtcdRemoveMemberByIdRequest>,
+    ) -> Result<Response<EtcdRemoveMemberByIdResponse>, Status> {
+        require(&req, &["os:admin"])?;
+        Err(Status::unimplemented("not in this stand-in"))
+    }
+
+    async fn version(&self, req: Request<()>) -> Result<Response<VersionResponse>, Status> {
+        require(&req, &["os:admin", "os:operator", "os:reader"])?;
+        Ok(Response::new(VersionResponse {
+            messages: vec![Version {
+                metadata: None,
+                version: Some(VersionInfo {
+                    tag: "v1.13.9".into(),
+                    ..Default::default()
+                }),
+                platform: Some(PlatformInfo {
+                    name: "metal".into(),
+                    mode: "metal".into(),
+                }),
+                features: Some(FeaturesInfo { rbac: true }),
+            }],
+        }))
+    }
+}
+
+/// A server certificate as machined issues it: signed by the OS CA, the node's
+/// address as IP SAN, serverAuth.
+pub fn server_identity(bundle: &Bundle, ip: std::net::IpAddr) -> Identity {
+    let ca_pem = pem_of(&bundle.os().crt).unwrap();
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&ca_pem, signing_key(&bundle.os().key).unwrap()).unwrap();
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![rcgen::SanType::IpAddress(ip)];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p.signed_by(&kp, &issuer).unwrap();
+    Identity::from_pem(cert.pem(), kp.serialize_pem())
+}
+
+pub struct Running {
+    pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Start a stand-in node on `addr` (on the given runtime).
+pub fn start(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    addr: SocketAddr,
+    bundle: &Bundle,
+    shared: Arc<Shared>,
+) -> Running {
+    let node = Arc::new(Node {
+        name: name.into(),
+        shared,
+        calls: Mutex::new(Vec::new()),
+        etcd_has_data: AtomicBool::new(false),
+        not_ready: AtomicU32::new(0),
+        time_unsynced: AtomicU32::new(0),
+        reply_delay_ms: AtomicU32::new(0),
+    });
+    let tls = ServerTlsConfig::new()
+        .identity(server_identity(bundle, addr.ip()))
+        .client_ca_root(Certificate::from_pem(pem_of(&bundle.os().crt).unwrap()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let svc = MachineServiceServer::new(Svc(node.clone()));
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+    rt.spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let _ = Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Running {
+        node,
+        addr,
+        stop: Some(tx),
+    }
+}
+
+/// Publish Talos events to kiln's sink *from* `from` (the sink knows a node only
+/// by its address), as Talos does: one unary Publish per event.
+pub async fn publish(
+    sink: SocketAddr,
+    from: std::net::Ipv4Addr,
+    events: Vec<prost_types::Any>,
+) -> Result<(), tonic::Status> {
+    use kiln::api::events::event_sink_service_client::EventSinkServiceClient;
+    use kiln::api::events::EventRequest;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{sink}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(
+            move |_uri: tonic::transport::Uri| async move {
+                let s = tokio::net::TcpSocket::new_v4()?;
+                s.bind(SocketAddr::new(from.into(), 0))?;
+                let stream = s.connect(sink).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            },
+        ))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut c = EventSinkServiceClient::new(ch);
+    for (i, data) in events.into_iter().enumerate() {
+        c.publish(EventRequest {
+            data: Some(data),
+            id: format!("ev{i}"),
+            actor_id: String::new(),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Event payloads as Talos's sink sends them (anypb.New type URLs).
+pub mod ev {
+    use kiln::api::machine::machine_status_event::{MachineStage, MachineStatus};
+    use kiln::api::machine::*;
+    use prost::Message;
+
+    fn any(name: &str, m: impl Message) -> prost_types::Any {
+        prost_types::Any {
+            type_url: format!("type.googleapis.com/machine.{name}"),
+            value: m.encode_to_vec(),
+        }
+    }
+    pub fn stage(s: MachineStage, ready: bool) -> prost_types::Any {
+        any(
+            "MachineStatusEvent",
+            MachineStatusEvent {
+                stage: s as i32,
+                status: Some(MachineStatus {
+                    ready,
+                    unmet_conditions: vec![],
+                }),
+            },
+        )
+    }
+    pub fn install_start() -> prost_types::Any {
+        any(
+            "SequenceEvent",
+            SequenceEvent {
+                sequence: "install".into(),
+                action: sequence_event::Action::Start as i32,
+                error: None,
+            },
+        )
+    }
+    pub fn install_done() -> prost_types::Any {
+        any(
+            "SequenceEvent",
+            SequenceEvent {
+                sequence: "install".into(),
+                action: sequence_event::Action::Stop as i32,
+                error: None,
+            },
+        )
+    }
+    /// The whole first boot as kiln sees it: booting, installing, installed, running.
+    pub fn first_boot() -> Vec<prost_types::Any> {
+        vec![
+            stage(MachineStage::Booting, false),
+            install_start(),
+            stage(MachineStage::Installing, false),
+            install_done(),
+            stage(MachineStage::Running, false),
+        ]
+    }
+}

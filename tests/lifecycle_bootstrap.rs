@@ -1,0 +1,438 @@
+//! Events drive the lifecycle; bootstrap happens exactly once per cluster, to one
+//! recorded control plane, across concurrent check-ins and kill -9. The Talos
+//! nodes are stand-ins (tests/common/talos.rs) on loopback addresses.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::talos::{self, ev, Shared};
+use common::{free_port, kiln_bin, Kiln, Lab};
+use kiln::api::machine::machine_status_event::MachineStage;
+use kiln::talos::secrets::Bundle;
+
+struct Setup {
+    lab: Lab,
+    http: u16,
+    events: u16,
+    api: u16,
+    talos_port: u16,
+}
+
+fn ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 1, n)
+}
+
+fn setup(auto: bool) -> Setup {
+    let (http, tftp, dhcp, proxy, events, api, talos_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let yaml = format!(
+        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {events}, api: {api}, talos_api: {talos_port}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://lab.example:6443\n    auto_bootstrap: {auto}\n"
+    );
+    let machines = "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 127.0.1.1}\n  - {mac: 52:54:00:aa:00:02, hostname: cp-2, profile: controlplane, ip: 127.0.1.2}\n  - {mac: 52:54:00:aa:00:03, hostname: cp-3, profile: controlplane, ip: 127.0.1.3}\n  - {mac: 52:54:00:aa:00:11, hostname: w-1, profile: worker, ip: 127.0.1.11}\n";
+    let lab = Lab::new(&yaml, machines);
+    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi"] {
+        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
+    }
+    Setup {
+        lab,
+        http,
+        events,
+        api,
+        talos_port,
+    }
+}
+
+fn bundle(s: &Setup) -> Bundle {
+    Bundle::load(&s.lab.path().join("state/lab/secrets.yaml")).unwrap()
+}
+
+fn nodes(rt: &tokio::runtime::Runtime, s: &Setup, shared: &Arc<Shared>) -> Vec<talos::Running> {
+    let b = bundle(s);
+    (1..=3)
+        .map(|i| {
+            talos::start(
+                rt,
+                &format!("cp-{i}"),
+                SocketAddr::new(ip(i).into(), s.talos_port),
+                &b,
+                shared.clone(),
+            )
+        })
+        .collect()
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn machines_json(s: &Setup) -> serde_json::Value {
+    let o = std::process::Command::new(kiln_bin())
+        .args([
+            "machines",
+            "--output",
+            "json",
+            "--api-port",
+            &s.api.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn state_of(s: &Setup, host: &str) -> String {
+    machines_json(s)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["hostname"] == host)
+        .map(|m| m["state"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+fn check_in_all(rt: &tokio::runtime::Runtime, s: &Setup, which: &[u8]) {
+    let sink = SocketAddr::from(([127, 0, 0, 1], s.events));
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in which {
+            set.spawn(talos::publish(sink, ip(i), ev::first_boot()));
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+    });
+}
+
+#[test]
+fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
+    let s = setup(true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut k = Kiln::start(&s.lab.config(), None);
+    let shared = Arc::new(Shared::default());
+    let ns = nodes(&rt, &s, &shared);
+    // Each node is "not ready" twice, as a real first control plane is until its CRI runs.
+    for n in &ns {
+        n.node
+            .not_ready
+            .store(2, std::sync::atomic::Ordering::SeqCst);
+    }
+    assert_eq!(state_of(&s, "cp-1"), "unseen");
+    // The worker installs first: the lifecycle moves, no bootstrap for workers.
+    rt.block_on(talos::publish(
+        SocketAddr::from(([127, 0, 0, 1], s.events)),
+        ip(11),
+        vec![ev::stage(MachineStage::Booting, false), ev::install_start()],
+    ))
+    .unwrap();
+    wait("worker installing", Duration::from_secs(10), || {
+        state_of(&s, "w-1") == "installing"
+    });
+
+    // Three control planes check in at the same time.
+    check_in_all(&rt, &s, &[1, 2, 3]);
+    wait("an etcd cluster", Duration::from_secs(30), || {
+        !shared.clusters.lock().unwrap().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let clusters = shared.clusters.lock().unwrap().clone();
+    assert_eq!(clusters.len(), 1, "split brain: {clusters:?}");
+    let chosen = &clusters[0];
+    for n in &ns {
+        let calls = n.node.bootstrap_calls();
+        if &n.node.name == chosen {
+            assert_eq!(
+                calls,
+                vec![
+                    "FailedPrecondition: bootstrap is not available yet",
+                    "FailedPrecondition: bootstrap is not available yet",
+                    "ok"
+                ],
+                "{}",
+                n.node.name
+            );
+        } else {
+            assert!(
+                calls.is_empty(),
+                "Bootstrap sent to {} too: {calls:?}",
+                n.node.name
+            );
+        }
+    }
+    for h in ["cp-1", "cp-2", "cp-3"] {
+        assert_eq!(state_of(&s, h), "running");
+    }
+    // Ready, then the next PXE boot of an installed machine goes to its disk.
+    rt.block_on(talos::publish(
+        SocketAddr::from(([127, 0, 0, 1], s.events)),
+        ip(1),
+        vec![ev::stage(MachineStage::Running, true)],
+    ))
+    .unwrap();
+    wait("cp-1 ready", Duration::from_secs(10), || {
+        state_of(&s, "cp-1") == "ready"
+    });
+    let script = common::netns::sh(&[
+        "curl",
+        "-sS",
+        &format!("http://127.0.0.1:{}/ipxe/52-54-00-aa-00-01", s.http),
+    ])
+    .unwrap();
+    assert!(
+        script.contains("sanboot") && script.contains("installed"),
+        "{script}"
+    );
+    // `kiln machines reinstall` sends it back to the installer.
+    let o = std::process::Command::new(kiln_bin())
+        .args([
+            "machines",
+            "reinstall",
+            "cp-1",
+            "--api-port",
+            &s.api.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = common::netns::sh(&[
+        "curl",
+        "-sS",
+        &format!("http://127.0.0.1:{}/ipxe/52-54-00-aa-00-01", s.http),
+    ])
+    .unwrap();
+    assert!(
+        script.contains("kernel ") && !script.contains("sanboot"),
+        "{script}"
+    );
+    // The table view works too.
+    let o = std::process::Command::new(kiln_bin())
+        .args(["machines", "--api-port", &s.api.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("HOSTNAME") && table.contains("cp-2") && table.contains("running"),
+        "{table}"
+    );
+    k.stop();
+    assert!(
+        k.logs().contains("bootstrap: etcd bootstrapped"),
+        "{}",
+        k.logs()
+    );
+}
+
+#[test]
+fn kill_9_between_decision_and_call_never_bootstraps_another_node() {
+    let s = setup(true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut k = Kiln::start(&s.lab.config(), None);
+    // No Talos API answers yet: kiln decides, records, and keeps retrying.
+    check_in_all(&rt, &s, &[2]);
+    let decided = || {
+        let o = common::netns::sh(&[
+            "curl",
+            "-sS",
+            &format!("http://127.0.0.1:{}/api/v1/cluster", s.api),
+        ])
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        v[0]["bootstrap_node"]["hostname"]
+            .as_str()
+            .map(String::from)
+    };
+    wait("a decision", Duration::from_secs(10), || {
+        decided().is_some()
+    });
+    assert_eq!(decided().as_deref(), Some("cp-2"));
+    k.child.kill().unwrap(); // SIGKILL
+    let _ = k.child.wait();
+    // All nodes up now; the others check in first after the restart.
+    let shared = Arc::new(Shared::default());
+    let ns = nodes(&rt, &s, &shared);
+    let mut k = Kiln::start(&s.lab.config(), None);
+    check_in_all(&rt, &s, &[1, 3]);
+    wait("bootstrap", Duration::from_secs(30), || {
+        !shared.clusters.lock().unwrap().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        shared.clusters.lock().unwrap().clone(),
+        vec!["cp-2".to_string()]
+    );
+    assert!(ns[0].node.bootstrap_calls().is_empty() && ns[2].node.bootstrap_calls().is_empty());
+    k.stop();
+}
+
+#[test]
+fn kill_9_after_the_call_resolves_as_already_exists() {
+    let s = setup(true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let k = Kiln::start(&s.lab.config(), None);
+    let shared = Arc::new(Shared::default());
+    let ns = nodes(&rt, &s, &shared);
+    // The node bootstraps, but holds its reply: kiln dies before it hears back.
+    ns[0]
+        .node
+        .reply_delay_ms
+        .store(5000, std::sync::atomic::Ordering::SeqCst);
+    check_in_all(&rt, &s, &[1]);
+    wait("the call", Duration::from_secs(20), || {
+        !ns[0].node.bootstrap_calls().is_empty()
+    });
+    let mut k = k;
+    k.child.kill().unwrap();
+    let _ = k.child.wait();
+    ns[0]
+        .node
+        .reply_delay_ms
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let mut k = Kiln::start(&s.lab.config(), None);
+    check_in_all(&rt, &s, &[2, 3]);
+    wait("confirmation", Duration::from_secs(30), || {
+        ns[0].node.bootstrap_calls().len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        ns[0].node.bootstrap_calls(),
+        vec!["ok", "AlreadyExists: etcd data directory is not empty"]
+    );
+    assert_eq!(
+        shared.clusters.lock().unwrap().clone(),
+        vec!["cp-1".to_string()]
+    );
+    assert!(ns[1].node.bootstrap_calls().is_empty() && ns[2].node.bootstrap_calls().is_empty());
+    k.stop();
+    assert!(k.logs().contains("bootstrap: already done"), "{}", k.logs());
+}
+
+#[test]
+fn manual_bootstrap_uses_the_same_guard() {
+    let s = setup(false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut k = Kiln::start(&s.lab.config(), None);
+    let shared = Arc::new(Shared::default());
+    let ns = nodes(&rt, &s, &shared);
+    check_in_all(&rt, &s, &[1, 2, 3]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        shared.clusters.lock().unwrap().is_empty(),
+        "auto_bootstrap: false must wait for the operator"
+    );
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(kiln_bin())
+            .args(args)
+            .args(["--api-port", &s.api.to_string()])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(&["bootstrap", "lab", "--node", "cp-3"]);
+    assert!(ok, "{out}");
+    wait("bootstrap", Duration::from_secs(20), || {
+        !shared.clusters.lock().unwrap().is_empty()
+    });
+    // Asking again, even for another node, never bootstraps a second one.
+    let (_, out) = run(&["bootstrap", "lab", "--node", "cp-1"]);
+    assert!(
+        out.contains("already bootstrapped") || out.contains("never sends it to another node"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        shared.clusters.lock().unwrap().clone(),
+        vec!["cp-3".to_string()]
+    );
+    assert!(ns[0].node.bootstrap_calls().is_empty());
+    k.stop();
+}
+
+#[test]
+fn the_stand_in_enforces_mtls_and_roles_like_apid() {
+    use kiln::talos::client::{connect, Credentials};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = Bundle::generate(13).unwrap();
+    let other = Bundle::generate(13).unwrap();
+    let port = free_port();
+    let shared = Arc::new(Shared::default());
+    let n = talos::start(
+        &rt,
+        "cp-1",
+        SocketAddr::new(ip(21).into(), port),
+        &b,
+        shared.clone(),
+    );
+    rt.block_on(async {
+        // A reader may ask the version, not bootstrap.
+        let mut c = connect(
+            ip(21),
+            port,
+            &Credentials::with_roles(&b, &["os:reader"]).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            c.version(()).await.unwrap().into_inner().messages[0]
+                .version
+                .as_ref()
+                .unwrap()
+                .tag,
+            "v1.13.9"
+        );
+        let e = c
+            .bootstrap(kiln::api::machine::BootstrapRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // A certificate from another cluster's CA does not even get through TLS.
+        let stranger = Credentials::admin(&other).unwrap();
+        match connect(ip(21), port, &stranger).await {
+            Err(_) => {}
+            Ok(mut c) => assert!(c.version(()).await.is_err(), "a foreign CA was accepted"),
+        }
+        // The admin gets through; the second call finds etcd not empty.
+        let mut c = connect(ip(21), port, &Credentials::admin(&b).unwrap())
+            .await
+            .unwrap();
+        c.bootstrap(kiln::api::machine::BootstrapRequest::default())
+            .await
+            .unwrap();
+        let e = c
+            .bootstrap(kiln::api::machine::BootstrapRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                tonic::Code::AlreadyExists,
+                "etcd data directory is not empty"
+            )
+        );
+    });
+    assert_eq!(
+        n.node.bootstrap_calls().len(),
+        2,
+        "the reader's call never reached Bootstrap"
+    );
+}
