@@ -155,6 +155,8 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         .map_err(|e| anyhow!("{e}\nrefusing to start"))?;
     crate::clientconfig::write_talosconfig(&cfg, &inv, &secrets)
         .map_err(|e| anyhow!("writing talosconfig: {e}"))?;
+    crate::clientconfig::write_kubeconfig(&cfg, &secrets)
+        .map_err(|e| anyhow!("writing kubeconfig: {e}"))?;
     let p = Arc::new(Provisioner::new(cfg, inv, store.clone())?.with_secrets(secrets));
     let cfg = &p.cfg;
     let (stop_tx, stop_rx) = watch::channel(false);

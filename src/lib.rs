@@ -16,6 +16,7 @@ pub mod gen;
 pub mod http;
 pub mod inventory;
 pub mod ipxe;
+pub mod kubeconfig;
 pub mod mac;
 pub mod problems;
 pub mod profile;

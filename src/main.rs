@@ -71,6 +71,10 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Print the admin kubeconfig kiln keeps, write it (-o), or merge it into yours.
+    Kubeconfig(ClientArgs),
+    /// Print the talosconfig kiln keeps, write it (-o), or merge it into yours.
+    Talosconfig(ClientArgs),
     /// Generate secrets or machine configs, as `talosctl gen` does.
     Gen {
         #[command(subcommand)]
@@ -102,6 +106,63 @@ impl ApiArgs {
                     .map(|c| c.ports.api)
             })
             .unwrap_or(8081)
+    }
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Only this cluster's context.
+    cluster: Option<String>,
+    #[arg(
+        short,
+        long,
+        env = "KILN_CONFIG",
+        default_value = "/etc/kiln/kiln.yaml"
+    )]
+    config: PathBuf,
+    /// Write to this file (0600).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Merge into this file (default ~/.kube/config or ~/.talos/config), as talosctl kubeconfig does.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    merge: Option<PathBuf>,
+}
+
+fn client_export(kind: &str, a: ClientArgs) -> ExitCode {
+    let cfg = match kiln::config::Config::load(&a.config) {
+        Ok(c) => c,
+        Err(p) => {
+            eprintln!("{p}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let merge = a.merge.map(|m| {
+        if m.as_os_str().is_empty() {
+            let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+            PathBuf::from(home).join(if kind == "kubeconfig" {
+                ".kube/config"
+            } else {
+                ".talos/config"
+            })
+        } else {
+            m
+        }
+    });
+    match kiln::clientconfig::export(
+        &cfg,
+        kind,
+        a.cluster.as_deref(),
+        a.output.as_deref(),
+        merge.as_deref(),
+    ) {
+        Ok(s) => {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -266,6 +327,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Kubeconfig(a) => client_export("kubeconfig", a),
+        Cmd::Talosconfig(a) => client_export("talosconfig", a),
         Cmd::Gen { what } => {
             let r = match what {
                 GenCmd::Secrets {

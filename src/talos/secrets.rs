@@ -489,17 +489,24 @@ pub fn issue_client_cert(
     bundle: &Bundle,
     roles: &[&str],
 ) -> Result<(String, String), SecretsError> {
-    let os = bundle.os();
-    let ca_pem = pem_of(&os.crt).ok_or(SecretsError::Crypto {
-        what: "client certificate",
-        message: "OS CA is not PEM".into(),
-    })?;
-    let ca_key = signing_key(&os.key).map_err(|message| SecretsError::Crypto {
+    issue_client_cert_from(bundle.os(), None, roles)
+}
+
+/// A client certificate signed by `ca`, with the CA's key type, 1 year:
+/// (certificate PEM, key PEM in Talos's labels).
+pub fn issue_client_cert_from(
+    ca: &CertAndKey,
+    cn: Option<&str>,
+    orgs: &[&str],
+) -> Result<(String, String), SecretsError> {
+    let bad = |message: String| SecretsError::Crypto {
         what: "client certificate",
         message,
-    })?;
+    };
+    let ca_pem = pem_of(&ca.crt).ok_or_else(|| bad("CA is not PEM".into()))?;
+    let ca_key = signing_key(&ca.key).map_err(bad)?;
     let ed =
-        pem_of(&os.key).is_some_and(|k| k.contains("ED25519") || k.contains("BEGIN PRIVATE KEY"));
+        pem_of(&ca.key).is_some_and(|k| k.contains("ED25519") || k.contains("BEGIN PRIVATE KEY"));
     let (kp, key_pem) = if ed { ed25519_key()? } else { p256_key()? };
     let issuer =
         rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(crypto("client certificate"))?;
@@ -509,8 +516,11 @@ pub fn issue_client_cert(
     p.not_after = now + time::Duration::days(365);
     p.serial_number = Some(serial());
     let mut dn = DistinguishedName::new();
-    for r in roles {
-        dn.push(DnType::OrganizationName, *r);
+    for o in orgs {
+        dn.push(DnType::OrganizationName, *o);
+    }
+    if let Some(cn) = cn {
+        dn.push(DnType::CommonName, cn);
     }
     p.distinguished_name = dn;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
