@@ -128,6 +128,30 @@ fn full_mode_with_udhcpc() {
             || !k.logs().contains("52:54:00:aa:00:99}: offer")
     );
 
+    // Machines DHCP saw entered the lifecycle.
+    let rec = |host: &str| {
+        let o = common::netns::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &net.server,
+            "curl",
+            "-sS",
+            "http://127.0.0.1:8081/api/v1/machines",
+        ])
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["hostname"] == host)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(rec("cp-1"), "discovered");
+    assert_eq!(rec("w-3"), "unseen");
     // Restart: leases survive; a new machine does not get a taken address.
     k.stop();
     let k = Kiln::start(&lab.config(), Some(&net.server));

@@ -181,6 +181,17 @@ async fn handle(
                     }
                 }
                 tracing::info!(msg = ?req.msg_type, "{why}");
+                // First sight of an inventory machine: it enters the lifecycle.
+                if let Some(m) = inv.machine(&req.mac) {
+                    if p.record(&req.mac).is_none() {
+                        let (mac, host) = (req.mac, m.hostname.clone());
+                        let ip = reply.assign.as_ref().map(|a| a.yiaddr);
+                        let ev = Some(format!("DHCP {:?}", req.msg_type));
+                        let _ = tokio::task::block_in_place(|| {
+                            p.note(mac, &host, crate::provision::State::Discovered, ev, ip)
+                        });
+                    }
+                }
                 if !policy::sends(&reply) {
                     return None;
                 }
