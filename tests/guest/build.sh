@@ -2,10 +2,17 @@
 # Build the stand-in guest for netboot tests from Debian packages: the Debian
 # cloud kernel, and a busybox initramfs whose /init does what a netbooted Talos
 # does first (DHCP, fetch talos.config=) and reports on the serial console.
-# Usage: build.sh OUTDIR   -> OUTDIR/vmlinuz, OUTDIR/initramfs.gz (cached)
+# Usage: build.sh OUTDIR [FAKE_TALOS]
+#   -> OUTDIR/vmlinuz, OUTDIR/initramfs.gz (cached); with FAKE_TALOS (a static
+#   binary) also OUTDIR/initramfs-talos.gz, whose /init runs it after DHCP.
 set -euo pipefail
 out=$1
-[ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.gz" ] && exit 0
+fake=${2:-}
+if [ -n "$fake" ]; then
+  [ -s "$out/initramfs-talos.gz" ] && [ "$out/initramfs-talos.gz" -nt "$fake" ] && [ -s "$out/vmlinuz" ] && exit 0
+else
+  [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.gz" ] && exit 0
+fi
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -70,4 +77,29 @@ chmod +x root/init root/dhcp.sh
 cp kernel/boot/vmlinuz-* "$out/vmlinuz.tmp"
 mv "$out/initramfs.gz.tmp" "$out/initramfs.gz"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+if [ -n "$fake" ]; then
+  # The Talos stand-in: DHCP like Talos, then the fake takes over.
+  cp "$fake" root/fake-talos
+  chmod +x root/fake-talos
+  cat > root/init <<'S'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+  [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
+done
+echo "KILN-GUEST: booted $(uname -r)"
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -q -n -t 10 -T 2 -s /dhcp.sh || echo "KILN-GUEST: dhcp-failed"
+/fake-talos
+echo "KILN-GUEST: fake-talos exited"
+poweroff -f
+S
+  chmod +x root/init
+  (cd root && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initramfs-talos.gz.tmp"
+  mv "$out/initramfs-talos.gz.tmp" "$out/initramfs-talos.gz"
+fi
 echo "guest built in $out"

@@ -1,0 +1,337 @@
+//! Acceptance: a whole cluster netboots in QEMU, BIOS and UEFI, with no hands.
+//!
+//! One bridge in a namespace, kiln in full DHCP mode on it, 3 control planes
+//! (VIP) and a worker: two boot SeaBIOS + iPXE ROM, two OVMF with the
+//! firmware's own PXE client (TFTP ipxe.efi, then iPXE over HTTP). Their Talos
+//! is tests/fake-talos (a static binary in a busybox initramfs on Debian's
+//! cloud kernel): it fetches its config, checks it is its own, publishes the
+//! lifecycle events and serves the Talos API with mTLS. VMs run two at a time
+//! (2 cores, TCG).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::guest::{self, Firmware, Vm};
+use common::netns::{self, Net};
+use common::{kiln_bin, skip_unless, Kiln, Lab};
+
+struct M {
+    host: &'static str,
+    mac: &'static str,
+    ip: &'static str,
+    fw: Firmware,
+    tap: &'static str,
+}
+
+const MS: [M; 4] = [
+    M {
+        host: "cp-1",
+        mac: "52:54:00:e2:00:01",
+        ip: "10.99.0.11",
+        fw: Firmware::BiosIpxeRom,
+        tap: "tap1",
+    },
+    M {
+        host: "cp-2",
+        mac: "52:54:00:e2:00:02",
+        ip: "10.99.0.12",
+        fw: Firmware::UefiPxe,
+        tap: "tap2",
+    },
+    M {
+        host: "cp-3",
+        mac: "52:54:00:e2:00:03",
+        ip: "10.99.0.13",
+        fw: Firmware::BiosIpxeRom,
+        tap: "tap3",
+    },
+    M {
+        host: "w-1",
+        mac: "52:54:00:e2:00:04",
+        ip: "10.99.0.21",
+        fw: Firmware::UefiPxe,
+        tap: "tap4",
+    },
+];
+const STRANGER: &str = "52:54:00:e2:00:99";
+
+/// Seconds since midnight of a kiln log line's timestamp.
+fn ts(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?;
+    let time = t.split('T').nth(1)?.trim_end_matches('Z');
+    let mut it = time.split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+fn first(logs: &str, pred: impl Fn(&str) -> bool) -> Option<f64> {
+    logs.lines().find(|l| pred(l)).and_then(ts)
+}
+
+#[test]
+fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
+    if netns::skip(&[])
+        || guest::skip()
+        || skip_unless(guest::ovmf_present(), "OVMF (Debian package ovmf)")
+    {
+        return;
+    }
+    let t0 = Instant::now();
+    let (vmlinuz, initrd) = guest::build_talos();
+    let build = t0.elapsed();
+    let net = Net::new("e2", "10.99.0.1/24");
+    for m in &MS {
+        net.add_tap(m.tap);
+    }
+    net.add_tap("tap9");
+    let machines: String = MS
+        .iter()
+        .map(|m| {
+            format!(
+                "  - {{mac: {}, hostname: {}, profile: {}, ip: {}}}\n",
+                m.mac,
+                m.host,
+                if m.host.starts_with("cp") {
+                    "controlplane"
+                } else {
+                    "worker"
+                },
+                m.ip
+            )
+        })
+        .collect();
+    let lab = Lab::new(
+        "interface: br0\nserver_address: 10.99.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n    talos_version: v1.13.9\n",
+        &format!("machines:\n{machines}"),
+    );
+    let boot = "console: [console=ttyS0]\nkernel_args: [panic=-1]\nkernel: guest/vmlinuz\ninitramfs: guest/initramfs-talos.gz\ninstall_disk: /dev/vda\ndhcp_interfaces: [eth0]\n";
+    std::fs::write(
+        lab.path().join("profiles/controlplane.yaml"),
+        format!("role: controlplane\nvip: 10.99.0.5\n{boot}"),
+    )
+    .unwrap();
+    std::fs::write(
+        lab.path().join("profiles/worker.yaml"),
+        format!("role: worker\n{boot}"),
+    )
+    .unwrap();
+    let g = lab.path().join("boot-assets/guest");
+    std::fs::create_dir_all(&g).unwrap();
+    std::fs::copy(&vmlinuz, g.join("vmlinuz")).unwrap();
+    std::fs::copy(&initrd, g.join("initramfs-talos.gz")).unwrap();
+    let mut k = Kiln::start(&lab.config(), Some(&net.server));
+    let boot_start = Instant::now();
+
+    // Two at a time: cp-1 (BIOS) and cp-2 (UEFI), then cp-3 (BIOS) and w-1 (UEFI)
+    // with the stranger alongside.
+    let mut vms: BTreeMap<&str, Vm> = BTreeMap::new();
+    let mut stranger = None;
+    for pair in [[0usize, 1], [2, 3]] {
+        for &i in &pair {
+            let m = &MS[i];
+            vms.insert(
+                m.host,
+                Vm::spawn(&net.server, m.tap, m.mac, m.fw, lab.path()),
+            );
+        }
+        if pair[0] == 2 {
+            stranger = Some(Vm::spawn(
+                &net.server,
+                "tap9",
+                STRANGER,
+                Firmware::BiosIpxeRom,
+                lab.path(),
+            ));
+        }
+        for &i in &pair {
+            let m = &MS[i];
+            let vm = vms.get_mut(m.host).unwrap();
+            let ok = vm.wait_for("FAKE-TALOS: ready", Duration::from_secs(420));
+            assert!(
+                ok,
+                "{} never got ready:\n{}\n--- kiln ---\n{}",
+                m.host,
+                vm.log(),
+                k.logs()
+            );
+            eprintln!(
+                "{} ready after {:.1}s",
+                m.host,
+                vm.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let all_ready = boot_start.elapsed();
+
+    // Each guest got its own config, from its reservation.
+    for m in &MS {
+        let log = vms[m.host].log();
+        let (role, vip) = if m.host.starts_with("cp") {
+            ("controlplane", "10.99.0.5")
+        } else {
+            ("worker", "none")
+        };
+        let want = format!("FAKE-TALOS: config role={role} hostname={} vip={vip} disk=/dev/vda sink=10.99.0.1:4002", m.host);
+        assert!(log.contains(&want), "{}: want {want:?} in\n{log}", m.host);
+        assert!(
+            log.contains(&format!("FAKE-TALOS: address {}", m.ip)),
+            "{}: not its reserved address\n{log}",
+            m.host
+        );
+    }
+    // Exactly one Bootstrap, to one control plane.
+    let bootstrapped: Vec<&str> = MS
+        .iter()
+        .filter(|m| vms[m.host].log().contains("FAKE-TALOS: bootstrap calls"))
+        .map(|m| m.host)
+        .collect();
+    assert_eq!(bootstrapped.len(), 1, "bootstrap went to {bootstrapped:?}");
+    let blog = vms[bootstrapped[0]].log();
+    assert!(
+        blog.contains("FAKE-TALOS: bootstrap calls [\"ok\"]") && !blog.contains("\"ok\", "),
+        "{blog}"
+    );
+
+    // kiln's side: the right boot file per firmware, the lifecycle, the files.
+    let logs = k.logs();
+    for m in &MS {
+        assert!(
+            logs.contains(&format!("mac={} xid", m.mac))
+                || logs.contains(&format!("dhcp{{mac={}", m.mac)),
+            "{}",
+            m.host
+        );
+        match m.fw {
+            Firmware::BiosIpxeRom => assert!(
+                logs.lines().any(
+                    |l| l.contains(m.mac) && l.contains("boot http://10.99.0.1:8080/boot.ipxe")
+                ),
+                "{}: no iPXE script offer",
+                m.host
+            ),
+            Firmware::UefiPxe => assert!(
+                logs.lines()
+                    .any(|l| l.contains(m.mac) && l.contains("boot ipxe.efi")),
+                "{}: no ipxe.efi offer",
+                m.host
+            ),
+        }
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(m.mac) && l.contains(&format!("ack {}", m.ip))),
+            "{}: no ack of its reservation",
+            m.host
+        );
+    }
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("tftp: sending") && l.contains("ipxe.efi")),
+        "no TFTP of ipxe.efi"
+    );
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.server])
+        .arg(kiln_bin())
+        .args(["machines", "--output", "json", "--api-port", "8081"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    for m in &MS {
+        let st = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["hostname"] == m.host)
+            .unwrap()["state"]
+            .clone();
+        assert_eq!(st, "ready", "{}", m.host);
+    }
+    for f in ["talosconfig", "kubeconfig"] {
+        assert!(lab.path().join("state").join(f).is_file(), "{f}");
+    }
+
+    // The stranger never got an answer or a config.
+    let stranger = stranger.unwrap();
+    assert!(
+        !logs.lines().any(|l| l.contains(STRANGER)
+            && (l.contains(": offer ") || l.contains(": ack ") || l.contains("config served"))),
+        "the unknown MAC was answered"
+    );
+    assert!(
+        !stranger.log().contains("FAKE-TALOS"),
+        "the unknown MAC booted"
+    );
+    drop(stranger);
+
+    // A second PXE boot of an installed machine gets the local-boot script.
+    drop(vms.remove("cp-1"));
+    let mut again = Vm::spawn(
+        &net.server,
+        "tap1",
+        MS[0].mac,
+        Firmware::BiosIpxeRom,
+        lab.path(),
+    );
+    assert!(
+        again.wait_for("booting from local disk", Duration::from_secs(120)),
+        "{}",
+        again.log()
+    );
+    assert!(k
+        .logs()
+        .lines()
+        .any(|l| l.contains(MS[0].mac) && l.contains("local boot: installed")));
+    drop(again);
+    drop(vms);
+    k.stop();
+    let logs = k.logs();
+
+    // Timings per phase, from kiln's log (median over the machines).
+    eprintln!(
+        "\nphase timings (s, from kiln's log):\n{:<6} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "host", "dhcp", "fw→script", "kernel+cfg", "events", "total"
+    );
+    let mut bootstrap_at = None;
+    for m in &MS {
+        let has = |l: &str, s: &str| l.contains(m.mac) && l.contains(s);
+        let dhcp0 = first(&logs, |l| {
+            l.contains(&format!("mac={}", m.mac)) && l.contains("DHCP") || has(l, ": offer ")
+        });
+        let ack = first(&logs, |l| has(l, &format!("ack {}", m.ip)));
+        let script = first(&logs, |l| has(l, "machine script: boot"));
+        let cfg = first(&logs, |l| has(l, "config served"));
+        let running = first(&logs, |l| has(l, "state=\"running\""));
+        let f = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.1}", b - a),
+            _ => "-".into(),
+        };
+        eprintln!(
+            "{:<6} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            m.host,
+            f(dhcp0, ack),
+            f(ack, script),
+            f(script, cfg),
+            f(cfg, running),
+            f(dhcp0, running)
+        );
+        if let Some(b) = first(&logs, |l| l.contains("bootstrap: etcd bootstrapped")) {
+            bootstrap_at = Some(b);
+        }
+    }
+    let first_running = first(&logs, |l| l.contains("state=\"running\""));
+    if let (Some(r), Some(b)) = (first_running, bootstrap_at) {
+        eprintln!("bootstrap: {:.1}s after the first control plane ran", b - r);
+    }
+    eprintln!(
+        "guest build {:.1}s, all four ready {:.1}s after kiln started, whole test {:.1}s",
+        build.as_secs_f64(),
+        all_ready.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,175 @@
+//! What Talos does on first boot that kiln sees, inside the acceptance test's
+//! guests: read `talos.config=` and `talos.events.sink=` from the kernel
+//! command line, fetch the config, check it is this machine's, publish the
+//! lifecycle events, and (control planes) serve the Talos API on :50000 with a
+//! server certificate from the OS CA in the config, accepting Bootstrap only
+//! from `os:admin`. Every step is printed to the console for the test to read.
+
+#[path = "../../common/talos.rs"]
+#[allow(dead_code)]
+mod talos;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln::api::machine::machine_status_event::MachineStage;
+use kiln::talos::secrets::{Bundle, CertAndKey, Certs};
+use talos::ev;
+
+fn say(s: &str) {
+    println!("FAKE-TALOS: {s}");
+}
+
+fn arg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// Our address on the boot network: the one that routes to the events sink.
+fn own_ip(sink: &str) -> Option<Ipv4Addr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect(sink).ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        _ => None,
+    }
+}
+
+fn fetch(url: &str) -> Option<String> {
+    for attempt in 1..=30 {
+        match ureq::get(url).call() {
+            Ok(mut r) => return r.body_mut().read_to_string().ok(),
+            Err(e) => {
+                say(&format!("config fetch attempt {attempt}: {e}"));
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
+    None
+}
+
+fn main() {
+    let cmdline = std::env::var("FAKE_TALOS_CMDLINE")
+        .unwrap_or_else(|_| std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let (Some(url), Some(sink)) = (
+        arg(&cmdline, "talos.config"),
+        arg(&cmdline, "talos.events.sink"),
+    ) else {
+        say("no talos.config= or talos.events.sink= on the kernel line");
+        return;
+    };
+    let Some(ip) = own_ip(sink) else {
+        say("no route to the events sink");
+        return;
+    };
+    say(&format!("address {ip}"));
+    let Some(body) = fetch(url) else {
+        say("config-failed");
+        return;
+    };
+    let docs = match kiln::talos::generate::from_yaml(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            say(&format!("config-unparsable {e}"));
+            return;
+        }
+    };
+    let v1 = &docs[0];
+    let kind = |k: &str| docs.iter().find(|d| d["kind"] == k);
+    let role = v1["machine"]["type"].as_str().unwrap_or("?").to_string();
+    let hostname = kind("HostnameConfig")
+        .and_then(|d| d["hostname"].as_str())
+        .or(v1["machine"]["network"]["hostname"].as_str())
+        .unwrap_or("?");
+    let vip = kind("Layer2VIPConfig")
+        .and_then(|d| d["name"].as_str())
+        .unwrap_or("none");
+    let disk = v1["machine"]["install"]["disk"].as_str().unwrap_or("none");
+    let esink = kind("EventSinkConfig")
+        .and_then(|d| d["endpoint"].as_str())
+        .unwrap_or("none");
+    say(&format!(
+        "config role={role} hostname={hostname} vip={vip} disk={disk} sink={esink}"
+    ));
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sink_addr: SocketAddr = match sink.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            say(&format!("bad sink {sink}: {e}"));
+            return;
+        }
+    };
+    let publish = |events: Vec<prost_types::Any>, what: &str| match rt
+        .block_on(talos::publish(sink_addr, ip, events))
+    {
+        Ok(()) => say(&format!("events {what}")),
+        Err(e) => say(&format!("events {what} failed: {e}")),
+    };
+    publish(vec![ev::stage(MachineStage::Booting, false)], "booting");
+    publish(
+        vec![
+            ev::install_start(),
+            ev::stage(MachineStage::Installing, false),
+        ],
+        "installing",
+    );
+    publish(vec![ev::install_done()], "installed");
+
+    let mut api = None;
+    if role == "controlplane" {
+        let ca = CertAndKey {
+            crt: v1["machine"]["ca"]["crt"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            key: v1["machine"]["ca"]["key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let os = Bundle {
+            certs: Certs {
+                os: Some(ca),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let shared = Arc::new(talos::Shared::default());
+        let node = talos::start(
+            &rt,
+            hostname,
+            SocketAddr::new(ip.into(), 50000),
+            &os,
+            shared,
+        );
+        say("talos api listening on :50000 (mTLS, OS CA from the config)");
+        api = Some(node);
+    }
+    publish(vec![ev::stage(MachineStage::Running, false)], "running");
+    if let Some(n) = &api {
+        // A control plane waits a while for Bootstrap, as Talos's etcd does; the
+        // others would join the first one's etcd (not modelled): they go on.
+        for _ in 0..40 {
+            let calls = n.node.bootstrap_calls();
+            if !calls.is_empty() {
+                say(&format!("bootstrap calls {calls:?}"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    publish(vec![ev::stage(MachineStage::Running, true)], "ready");
+    say("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(5));
+        if let Some(n) = &api {
+            let calls = n.node.bootstrap_calls();
+            if calls.len() > 1 {
+                say(&format!("bootstrap calls {calls:?}"));
+            }
+        }
+    }
+}
