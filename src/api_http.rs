@@ -199,8 +199,31 @@ async fn bootstrap(
     }
 }
 
+#[derive(Deserialize, Serialize)]
+pub struct ReplaceRequest {
+    pub machine: String,
+    pub new_mac: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+async fn replace(
+    State(ApiState { p, .. }): State<ApiState>,
+    Json(req): Json<ReplaceRequest>,
+) -> Response {
+    let mac: crate::mac::Mac = match req.new_mac.parse() {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match crate::provision::replace::replace(p, &req.machine, mac, req.dry_run).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
+}
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/api/v1/replace", post(replace))
         .route("/api/v1/machines", get(list))
         .route("/api/v1/cluster", get(clusters))
         .route("/api/v1/machines/{id}/reinstall", post(reinstall))
@@ -269,13 +292,26 @@ pub fn table(v: &[MachineView]) -> String {
 
 /// Client side, for the CLI: the body, or the daemon's own error text.
 fn request(method: &str, port: u16, path: &str) -> Result<String, String> {
+    request_body(method, port, path, None)
+}
+
+fn request_body(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: Option<String>,
+) -> Result<String, String> {
     let url = format!("http://127.0.0.1:{port}{path}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let resp = match method {
-        "POST" => agent.post(&url).send_empty(),
+    let resp = match (method, body) {
+        ("POST", Some(b)) => agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(b),
+        ("POST", None) => agent.post(&url).send_empty(),
         _ => agent.get(&url).call(),
     };
     let mut r = resp.map_err(|e| format!("{url}: {e} (is `kiln serve` running?)"))?;
@@ -294,4 +330,13 @@ pub fn fetch(port: u16, path: &str) -> Result<String, String> {
 
 pub fn post_to(port: u16, path: &str) -> Result<String, String> {
     request("POST", port, path)
+}
+
+pub fn post_json(port: u16, path: &str, body: &impl Serialize) -> Result<String, String> {
+    request_body(
+        "POST",
+        port,
+        path,
+        Some(serde_json::to_string(body).map_err(|e| e.to_string())?),
+    )
 }

@@ -259,6 +259,7 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         });
     }
     boot.resume();
+    crate::provision::replace::resume(p.clone());
 
     let mode = match &cfg.dhcp {
         crate::config::DhcpMode::Proxy => "proxy",

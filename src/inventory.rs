@@ -47,6 +47,49 @@ pub struct Inventory {
     pub profiles: BTreeMap<String, Profile>,
     machines: Vec<Machine>,
     by_mac: HashMap<Mac, usize>,
+    /// MACs of replaced machines: refused from then on (MAC → hostname it had).
+    retired: HashMap<Mac, String>,
+    /// Identity moves in effect (from `state_dir/inventory-overrides.yaml`).
+    pub replaced: Vec<Replaced>,
+}
+
+/// One identity move made by `kiln replace`: `hostname` now belongs to `new_mac`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaced {
+    pub hostname: String,
+    pub old_mac: Mac,
+    pub new_mac: Mac,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// kiln's own edits to the inventory, kept apart from the operator's file (so
+/// its format and comments stay as written) and shown by `kiln check`/`machines`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    #[serde(default)]
+    pub replaced: Vec<Replaced>,
+}
+
+pub fn overrides_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir.join("inventory-overrides.yaml")
+}
+
+pub fn load_overrides(cfg: &Config) -> Result<Overrides, String> {
+    let p = overrides_path(cfg);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => crate::problems::parse_yaml(&t).map_err(|e| format!("{}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+pub fn save_overrides(cfg: &Config, o: &Overrides) -> Result<(), String> {
+    let text = serde_saphyr::to_string_with_options(o, crate::talos::yaml_options())
+        .map_err(|e| e.to_string())?;
+    let text = format!("# Written by `kiln replace`: these machines took over another's identity.\n# Remove an entry to undo it.\n{text}");
+    crate::talos::secrets::write_private(&overrides_path(cfg), text.as_bytes(), true)
+        .map_err(|e| e.to_string())
 }
 
 pub type SharedInventory = Arc<Inventory>;
@@ -54,6 +97,16 @@ pub type SharedInventory = Arc<Inventory>;
 impl Inventory {
     pub fn machine(&self, mac: &Mac) -> Option<&Machine> {
         self.by_mac.get(mac).map(|&i| &self.machines[i])
+    }
+
+    /// The hostname a replaced MAC used to have; such MACs are refused.
+    pub fn retired(&self, mac: &Mac) -> Option<&str> {
+        self.retired.get(mac).map(String::as_str)
+    }
+
+    pub fn machine_by_name(&self, hostname: &str) -> Option<&Machine> {
+        let h = hostname.to_ascii_lowercase();
+        self.machines.iter().find(|m| m.hostname == h)
     }
 
     pub fn machines(&self) -> &[Machine] {
@@ -91,6 +144,36 @@ impl Inventory {
                 "unknown_machines: boot needs a default_profile to boot them with",
             );
         }
+        let mut machines = machines;
+        let mut retired = HashMap::new();
+        let mut replaced = Vec::new();
+        match load_overrides(cfg) {
+            Ok(o) => {
+                for r in o.replaced {
+                    let taken = machines
+                        .iter()
+                        .any(|m| m.mac == r.new_mac && m.hostname != r.hostname);
+                    if taken {
+                        problems.push(
+                            &overrides_path(cfg),
+                            &r.hostname,
+                            format!(
+                                "new MAC {} is also in {}",
+                                r.new_mac,
+                                cfg.machines.display()
+                            ),
+                        );
+                        continue;
+                    }
+                    if let Some(m) = machines.iter_mut().find(|m| m.hostname == r.hostname) {
+                        m.mac = r.new_mac;
+                    }
+                    retired.insert(r.old_mac, r.hostname.clone());
+                    replaced.push(r);
+                }
+            }
+            Err(e) => problems.push(&overrides_path(cfg), "", e),
+        }
         let by_mac = machines
             .iter()
             .enumerate()
@@ -100,6 +183,8 @@ impl Inventory {
             profiles,
             machines,
             by_mac,
+            retired,
+            replaced,
         })
     }
 
@@ -114,6 +199,8 @@ impl Inventory {
             profiles: profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
             machines,
             by_mac,
+            retired: HashMap::new(),
+            replaced: Vec::new(),
         }
     }
 }

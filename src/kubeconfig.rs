@@ -128,3 +128,68 @@ pub fn admin(cluster: &str, endpoint: &str, bundle: &Bundle) -> Result<KubeConfi
         other: Default::default(),
     })
 }
+
+/// DELETE `/api/v1/nodes/<hostname>` on `cluster`'s endpoint with the admin
+/// credentials kiln keeps; returns the HTTP status.
+pub fn delete_node(
+    cfg: &crate::config::Config,
+    cluster: &str,
+    hostname: &str,
+) -> Result<u16, String> {
+    use std::sync::Arc;
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let path = cfg.state_dir.join("kubeconfig");
+    let kc = KubeConfig::parse(
+        &std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+    )?;
+    let cl = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .ok_or_else(|| format!("no cluster {cluster} in {}", path.display()))?;
+    let user = kc
+        .users
+        .iter()
+        .find(|u| u.name == format!("admin@{cluster}"))
+        .ok_or("no admin user")?;
+    let field = |v: &serde_json::Value, k: &str| -> Result<Vec<u8>, String> {
+        let b = v[k].as_str().ok_or_else(|| format!("{k} missing"))?;
+        crate::talos::secrets::pem_of(b)
+            .map(String::into_bytes)
+            .ok_or_else(|| format!("{k} is not base64 PEM"))
+    };
+    let server = cl.item.cluster["server"]
+        .as_str()
+        .ok_or("no server")?
+        .trim_end_matches('/')
+        .to_string();
+    let ca_pem = field(&cl.item.cluster, "certificate-authority-data")?;
+    let crt_pem = field(&user.item.user, "client-certificate-data")?;
+    let key_pem = field(&user.item.user, "client-key-data")?;
+    let ca = Certificate::from_pem(&ca_pem)
+        .map_err(|e| e.to_string())?
+        .to_owned();
+    let crt = Certificate::from_pem(&crt_pem)
+        .map_err(|e| e.to_string())?
+        .to_owned();
+    let key = PrivateKey::from_pem(&key_pem)
+        .map_err(|e| e.to_string())?
+        .to_owned();
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
+        .client_cert(Some(ClientCert::new_with_certs(&[crt], key)))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(15)))
+        .build()
+        .into();
+    let url = format!("{server}/api/v1/nodes/{hostname}");
+    let r = agent
+        .delete(&url)
+        .call()
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(r.status().as_u16())
+}

@@ -71,6 +71,23 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Replace a failed machine with a new box: remove its etcd member (keeping
+    /// quorum), delete its Node, then give its identity to the new MAC.
+    Replace {
+        /// Hostname or old MAC of the failed machine.
+        machine: String,
+        /// MAC of the new box.
+        #[arg(long)]
+        mac: String,
+        /// Print the plan and the quorum arithmetic; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do it without asking.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Print the admin kubeconfig kiln keeps, write it (-o), or merge it into yours.
     Kubeconfig(ClientArgs),
     /// Print the talosconfig kiln keeps, write it (-o), or merge it into yours.
@@ -243,6 +260,15 @@ fn main() -> ExitCode {
                 for w in kiln::daemon::warnings(&cfg, &inv) {
                     eprintln!("warning: {w}");
                 }
+                for r in &inv.replaced {
+                    println!(
+                        "{}: replaced {} by {} (kiln replace; {})",
+                        r.hostname,
+                        r.old_mac,
+                        r.new_mac,
+                        kiln::inventory::overrides_path(&cfg).display()
+                    );
+                }
                 println!(
                     "{}: ok ({} profiles, {} machines)",
                     cfg.file.display(),
@@ -319,6 +345,69 @@ fn main() -> ExitCode {
             {
                 Ok(s) => {
                     print!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kiln: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Replace {
+            machine,
+            mac,
+            dry_run,
+            yes,
+            api,
+        } => {
+            let port = api.port();
+            let run = |dry: bool| {
+                kiln::api_http::post_json(
+                    port,
+                    "/api/v1/replace",
+                    &kiln::api_http::ReplaceRequest {
+                        machine: machine.clone(),
+                        new_mac: mac.clone(),
+                        dry_run: dry,
+                    },
+                )
+                .and_then(|body| {
+                    serde_json::from_str::<serde_json::Value>(&body).map_err(|e| e.to_string())
+                })
+            };
+            let show = |v: &serde_json::Value| {
+                for l in v["plan"].as_array().into_iter().flatten() {
+                    println!("{}", l.as_str().unwrap_or_default());
+                }
+            };
+            let plan = match run(true) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("kiln: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            show(&plan);
+            if dry_run {
+                return ExitCode::SUCCESS;
+            }
+            if !yes {
+                use std::io::IsTerminal;
+                if !std::io::stdin().is_terminal() {
+                    eprintln!("kiln: pass --yes to replace without a terminal to confirm on");
+                    return ExitCode::FAILURE;
+                }
+                eprint!("Replace {machine} by {mac}? Type yes: ");
+                let mut a = String::new();
+                let _ = std::io::stdin().read_line(&mut a);
+                if a.trim() != "yes" {
+                    eprintln!("kiln: nothing changed");
+                    return ExitCode::FAILURE;
+                }
+            }
+            match run(false) {
+                Ok(v) => {
+                    show(&v);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -16,6 +16,8 @@ const BOOT_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("boot_tok
 pub const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
 /// Per-cluster records (bootstrap decision and outcome), keyed by cluster name.
 pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
+/// Machine replacements in progress or done, keyed by hostname.
+pub const REPLACEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("replacements");
 
 /// A per-boot token: it lets one machine fetch its config, from one address, for a while.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +104,7 @@ impl Store {
             tx.open_table(BOOT_TOKENS)?;
             tx.open_table(MACHINES)?;
             tx.open_table(CLUSTERS)?;
+            tx.open_table(REPLACEMENTS)?;
             Ok(())
         })?;
         Ok(s)

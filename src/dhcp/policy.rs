@@ -85,6 +85,11 @@ pub struct Ctx<'a> {
 
 /// Decide the answer to one request. `pool` is only touched in full mode.
 pub fn decide(ctx: &Ctx<'_>, req: &Request, port: Port, pool: &mut Pool) -> Decision {
+    if let Some(host) = ctx.inventory.retired(&req.mac) {
+        return Decision::Ignore(format!(
+            "retired MAC: {host} was replaced by another machine"
+        ));
+    }
     let machine = ctx.inventory.machine(&req.mac);
     if machine.is_none() && ctx.cfg.unknown_machines == UnknownMachines::Ignore {
         return Decision::Ignore("unknown MAC (unknown_machines: ignore)".into());

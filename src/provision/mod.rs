@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod lifecycle;
 pub mod render;
+pub mod replace;
 
 pub use lifecycle::{Record, State};
 
@@ -91,6 +92,9 @@ impl Provisioner {
     pub fn machine_for(&self, inv: &Inventory, mac: Mac) -> Option<Machine> {
         if let Some(m) = inv.machine(&mac) {
             return Some(m.clone());
+        }
+        if inv.retired(&mac).is_some() {
+            return None;
         }
         match (&self.cfg.unknown_machines, &self.cfg.default_profile) {
             (UnknownMachines::Boot, Some(p)) => Some(Machine {

@@ -1,7 +1,9 @@
 //! Shared test harness: skip rules, the kiln process, network namespaces.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod guest;
+pub mod kube;
 pub mod netns;
 pub mod shared;
 pub mod talos;
@@ -39,12 +41,16 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// An unused TCP/UDP port on loopback.
+/// An unused TCP/UDP port on loopback, never the same one twice in a test
+/// process (tests run in parallel and bind their ports later).
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let p = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&p) && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            given.push(p);
             return p;
         }
     }

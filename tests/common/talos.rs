@@ -38,6 +38,29 @@ pub struct Node {
     pub time_unsynced: AtomicU32,
     /// Hold a successful Bootstrap's reply this long (to crash the caller mid-call).
     pub reply_delay_ms: AtomicU32,
+    /// The real etcd member this node fronts (client URL), for the etcd calls.
+    pub etcd: Mutex<Option<String>>,
+    /// EtcdRemoveMemberByID calls that reached etcd.
+    pub removals: Mutex<Vec<u64>>,
+    /// Hold EtcdRemoveMemberByID's reply this long after etcd removed the member.
+    pub remove_delay_ms: AtomicU32,
+}
+
+/// `etcdctl` against `endpoint` (v3 API); stdout.
+fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, Status> {
+    let o = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["--command-timeout=5s"])
+        .args(args)
+        .output()
+        .map_err(|e| Status::internal(format!("etcdctl: {e}")))?;
+    if !o.status.success() {
+        return Err(Status::unavailable(
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 impl Node {
@@ -126,7 +149,45 @@ impl MachineService for Svc {
         req: Request<EtcdMemberListRequest>,
     ) -> Result<Response<EtcdMemberListResponse>, Status> {
         require(&req, &["os:admin", "os:operator", "os:reader"])?;
-        Err(Status::unimplemented("not in this stand-in"))
+        let ep = self
+            .0
+            .etcd
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("etcd is not running"))?;
+        let out =
+            tokio::task::spawn_blocking(move || etcdctl(&ep, &["member", "list", "-w", "json"]))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| Status::internal(e.to_string()))?;
+        let urls = |m: &serde_json::Value, k: &str| -> Vec<String> {
+            m[k].as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str().map(String::from))
+                .collect()
+        };
+        let members = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| EtcdMember {
+                id: m["ID"].as_u64().unwrap_or_default(),
+                hostname: m["name"].as_str().unwrap_or_default().to_string(),
+                peer_urls: urls(m, "peerURLs"),
+                client_urls: urls(m, "clientURLs"),
+                is_learner: m["isLearner"].as_bool().unwrap_or(false),
+            })
+            .collect();
+        Ok(Response::new(EtcdMemberListResponse {
+            messages: vec![EtcdMembers {
+                metadata: None,
+                legacy_members: vec![],
+                members,
+            }],
+        }))
     }
 
     async fn etcd_remove_member_by_id(
@@ -134,7 +195,26 @@ impl MachineService for Svc {
         req: Request<EtcdRemoveMemberByIdRequest>,
     ) -> Result<Response<EtcdRemoveMemberByIdResponse>, Status> {
         require(&req, &["os:admin"])?;
-        Err(Status::unimplemented("not in this stand-in"))
+        let id = req.get_ref().member_id;
+        let ep = self
+            .0
+            .etcd
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("etcd is not running"))?;
+        let hex = format!("{id:x}");
+        tokio::task::spawn_blocking(move || etcdctl(&ep, &["member", "remove", &hex]))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        self.0.removals.lock().unwrap().push(id);
+        let delay = self.0.remove_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+        }
+        Ok(Response::new(EtcdRemoveMemberByIdResponse {
+            messages: vec![EtcdRemoveMemberById { metadata: None }],
+        }))
     }
 
     async fn version(&self, req: Request<()>) -> Result<Response<VersionResponse>, Status> {
@@ -200,6 +280,9 @@ pub fn start(
         not_ready: AtomicU32::new(0),
         time_unsynced: AtomicU32::new(0),
         reply_delay_ms: AtomicU32::new(0),
+        etcd: Mutex::new(None),
+        removals: Mutex::new(Vec::new()),
+        remove_delay_ms: AtomicU32::new(0),
     });
     let tls = ServerTlsConfig::new()
         .identity(server_identity(bundle, addr.ip()))

@@ -1,0 +1,385 @@
+//! Replacing failed hardware: a real 3-member etcd cluster (each stand-in
+//! control plane fronts one member), the Talos API stand-ins, a Kubernetes API
+//! stand-in for the Node deletion, and kiln in between.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::talos::{self, ev, Shared};
+use common::{etcd, free_port, kiln_bin, Kiln, Lab};
+use kiln::talos::secrets::Bundle;
+
+const NEW_MAC: &str = "52:54:00:aa:00:22";
+
+struct World {
+    lab: Lab,
+    http: u16,
+    events: u16,
+    api: u16,
+    talos_port: u16,
+    kube: SocketAddr,
+}
+
+fn ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 1, n)
+}
+
+fn world() -> World {
+    let (http, tftp, dhcp, proxy, events, api, talos_port, kport) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let kube = SocketAddr::from(([127, 0, 0, 1], kport));
+    let yaml = format!(
+        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {events}, api: {api}, talos_api: {talos_port}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://{kube}\n"
+    );
+    let machines = "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 127.0.1.1}\n  - {mac: 52:54:00:aa:00:02, hostname: cp-2, profile: controlplane, ip: 127.0.1.2}\n  - {mac: 52:54:00:aa:00:03, hostname: cp-3, profile: controlplane, ip: 127.0.1.3}\n  - {mac: 52:54:00:aa:00:11, hostname: w-1, profile: worker, ip: 127.0.1.11}\n";
+    let lab = Lab::new(&yaml, machines);
+    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi"] {
+        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
+    }
+    World {
+        lab,
+        http,
+        events,
+        api,
+        talos_port,
+        kube,
+    }
+}
+
+fn kiln(w: &World, args: &[&str]) -> (bool, String) {
+    let o = Command::new(kiln_bin())
+        .args(args)
+        .args(["--api-port", &w.api.to_string()])
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn get(url: &str) -> String {
+    common::netns::sh(&["curl", "-sS", url]).unwrap()
+}
+
+fn wait(what: &str, t: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < t, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// kiln running, the cluster bootstrapped, three control planes each fronting
+/// one etcd member.
+struct Running {
+    rt: tokio::runtime::Runtime,
+    kiln: Kiln,
+    etcd: etcd::Cluster,
+    nodes: Vec<Option<talos::Running>>,
+    shared: Arc<Shared>,
+    kube: common::kube::Kube,
+    bundle: Bundle,
+}
+
+fn bring_up(w: &World) -> Running {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let kiln = Kiln::start(&w.lab.config(), None);
+    let etcd = etcd::Cluster::start(w.lab.path().join("etcd"), &["cp-1", "cp-2", "cp-3"]);
+    let bundle = Bundle::load(&w.lab.path().join("state/lab/secrets.yaml")).unwrap();
+    let shared = Arc::new(Shared::default());
+    let nodes: Vec<Option<talos::Running>> = (0..3)
+        .map(|i| {
+            let n = talos::start(
+                &rt,
+                &format!("cp-{}", i + 1),
+                SocketAddr::new(ip(i as u8 + 1).into(), w.talos_port),
+                &bundle,
+                shared.clone(),
+            );
+            *n.node.etcd.lock().unwrap() = Some(etcd.client_url(i));
+            Some(n)
+        })
+        .collect();
+    let kube = common::kube::start(&rt, &bundle, w.kube, &["cp-1", "cp-2", "cp-3", "w-1"]);
+    let sink = SocketAddr::from(([127, 0, 0, 1], w.events));
+    rt.block_on(async {
+        for i in 1..=3 {
+            talos::publish(sink, ip(i), ev::first_boot()).await.unwrap();
+        }
+    });
+    wait("bootstrap", Duration::from_secs(20), || {
+        !shared.clusters.lock().unwrap().is_empty()
+    });
+    let api = w.api;
+    wait("bootstrap recorded", Duration::from_secs(10), || {
+        get(&format!("http://127.0.0.1:{api}/api/v1/cluster")).contains("bootstrapped_at\":1")
+    });
+    Running {
+        rt,
+        kiln,
+        etcd,
+        nodes,
+        shared,
+        kube,
+        bundle,
+    }
+}
+
+fn removals(r: &Running) -> usize {
+    r.nodes
+        .iter()
+        .flatten()
+        .map(|n| n.node.removals.lock().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn replacing_a_control_plane_keeps_quorum_and_ends_with_three_members() {
+    if common::netns::skip(&[]) || etcd::skip() {
+        return;
+    }
+    let w = world();
+    let mut r = bring_up(&w);
+    // cp-2 dies: its etcd member and its Talos API are gone.
+    r.etcd.kill(1);
+    r.nodes[1] = None;
+    // Once the survivors have settled (a new leader if cp-2 led), a writer runs
+    // against cp-1 through the whole replacement: etcd must accept every write.
+    r.etcd.wait_healthy(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU32::new(0));
+    let writes = Arc::new(AtomicU32::new(0));
+    let url = r.etcd.client_url(0);
+    let (s2, f2, w2) = (stop.clone(), failures.clone(), writes.clone());
+    let writer = std::thread::spawn(move || {
+        while !s2.load(Ordering::SeqCst) {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={url}"))
+                .args(["--command-timeout=3s", "put", "canary", "x"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            w2.fetch_add(1, Ordering::SeqCst);
+            if !ok {
+                f2.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+
+    // The dry run shows the arithmetic and changes nothing.
+    let (ok, out) = kiln(&w, &["replace", "cp-2", "--mac", NEW_MAC, "--dry-run"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("etcd has 3 members; 2 healthy besides cp-2. Quorum now: 2 of 3. After removing cp-2: 2 members, quorum 2"), "{out}");
+    assert!(
+        out.contains("1. remove etcd member cp-2 through cp-1"),
+        "{out}"
+    );
+    assert_eq!(r.etcd.member_names(0), vec!["cp-1", "cp-2", "cp-3"]);
+    // Without --yes and no terminal: refused.
+    let (ok, out) = kiln(&w, &["replace", "cp-2", "--mac", NEW_MAC]);
+    assert!(!ok && out.contains("--yes"), "{out}");
+    // The real thing.
+    let (ok, out) = kiln(&w, &["replace", "cp-2", "--mac", NEW_MAC, "--yes"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("removed etcd member cp-2") && out.contains("deleted Kubernetes Node cp-2"),
+        "{out}"
+    );
+    assert_eq!(r.etcd.member_names(0), vec!["cp-1", "cp-3"]);
+    assert_eq!(removals(&r), 1);
+    assert_eq!(
+        r.kube.calls.lock().unwrap().clone(),
+        vec![("/api/v1/nodes/cp-2".to_string(), 200)]
+    );
+    // The identity moved: the new MAC boots as cp-2; the old one gets nothing.
+    let overrides =
+        std::fs::read_to_string(w.lab.path().join("state/inventory-overrides.yaml")).unwrap();
+    assert!(
+        overrides.contains("cp-2") && overrides.contains(NEW_MAC),
+        "{overrides}"
+    );
+    let old = get(&format!(
+        "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-02",
+        w.http
+    ));
+    assert!(
+        old.contains("not in the inventory") && !old.contains("kernel "),
+        "{old}"
+    );
+    let new = get(&format!(
+        "http://127.0.0.1:{}/ipxe/{}",
+        w.http,
+        NEW_MAC.replace(':', "-")
+    ));
+    assert!(
+        new.contains("as cp-2") || new.contains("kiln: cp-2"),
+        "{new}"
+    );
+    let o = Command::new(kiln_bin())
+        .args(["check", "--config"])
+        .arg(w.lab.config())
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("cp-2: replaced 52:54:00:aa:00:02 by 52:54:00:aa:00:22"),
+        "check must show the override: {out}"
+    );
+    // The new box joins etcd by itself (as Talos does) and checks in: no Bootstrap.
+    let j = r.etcd.join("cp-2", 0);
+    let n = talos::start(
+        &r.rt,
+        "cp-2",
+        SocketAddr::new(ip(2).into(), w.talos_port),
+        &r.bundle,
+        r.shared.clone(),
+    );
+    *n.node.etcd.lock().unwrap() = Some(r.etcd.client_url(j));
+    r.rt.block_on(talos::publish(
+        SocketAddr::from(([127, 0, 0, 1], w.events)),
+        ip(2),
+        ev::first_boot(),
+    ))
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        n.node.bootstrap_calls().is_empty(),
+        "Bootstrap sent to the replacement"
+    );
+    assert_eq!(r.shared.clusters.lock().unwrap().len(), 1);
+    assert_eq!(r.etcd.member_names(0), vec!["cp-1", "cp-2", "cp-3"]);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(writes.load(Ordering::SeqCst) > 5);
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "etcd lost quorum during the replacement"
+    );
+    let o = Command::new(kiln_bin())
+        .args([
+            "machines",
+            "--output",
+            "json",
+            "--api-port",
+            &w.api.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cp2 = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["hostname"] == "cp-2")
+        .unwrap();
+    assert_eq!(cp2["mac"], NEW_MAC);
+    r.kiln.stop();
+}
+
+#[test]
+fn a_replace_that_would_break_quorum_is_refused_and_changes_nothing() {
+    if common::netns::skip(&[]) || etcd::skip() {
+        return;
+    }
+    let w = world();
+    let mut r = bring_up(&w);
+    r.etcd.kill(1);
+    r.etcd.kill(2);
+    r.nodes[1] = None;
+    r.nodes[2] = None;
+    let (ok, out) = kiln(&w, &["replace", "cp-2", "--mac", NEW_MAC, "--yes"]);
+    assert!(!ok);
+    assert!(
+        out.contains("already lost quorum") && out.contains("3 members"),
+        "{out}"
+    );
+    assert_eq!(removals(&r), 0);
+    assert!(r.kube.calls.lock().unwrap().is_empty());
+    assert!(!w.lab.path().join("state/inventory-overrides.yaml").exists());
+    let old = get(&format!(
+        "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-02",
+        w.http
+    ));
+    assert!(
+        old.contains("cp-2") && !old.contains("not in the inventory"),
+        "cp-2 must keep its identity: {old}"
+    );
+    r.kiln.stop();
+}
+
+#[test]
+fn a_crash_between_removal_and_identity_move_resumes_without_a_second_removal() {
+    if common::netns::skip(&[]) || etcd::skip() {
+        return;
+    }
+    let w = world();
+    let mut r = bring_up(&w);
+    r.etcd.kill(1);
+    r.nodes[1] = None;
+    // The Node deletion hangs; kiln dies while waiting for it (step 2 recorded).
+    r.kube.delay_ms.store(8000, Ordering::SeqCst);
+    let api = w.api;
+    let cli = std::thread::spawn(move || {
+        let _ = Command::new(kiln_bin())
+            .args([
+                "replace",
+                "cp-2",
+                "--mac",
+                NEW_MAC,
+                "--yes",
+                "--api-port",
+                &api.to_string(),
+            ])
+            .output();
+    });
+    wait("the removal", Duration::from_secs(30), || removals(&r) == 1);
+    wait("the node deletion call", Duration::from_secs(30), || {
+        !r.kube.calls.lock().unwrap().is_empty()
+    });
+    r.kiln.child.kill().unwrap();
+    let _ = r.kiln.child.wait();
+    let _ = cli.join();
+    r.kube.delay_ms.store(0, Ordering::SeqCst);
+    let mut k = Kiln::start(&w.lab.config(), None);
+    let ov = w.lab.path().join("state/inventory-overrides.yaml");
+    wait("the identity move", Duration::from_secs(30), || ov.exists());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(removals(&r), 1, "a second removal");
+    assert_eq!(r.etcd.member_names(0), vec!["cp-1", "cp-3"]);
+    assert!(k.logs().contains("replace: resuming"), "{}", k.logs());
+    // The identity moved after the restart.
+    let new = get(&format!(
+        "http://127.0.0.1:{}/ipxe/{}",
+        w.http,
+        NEW_MAC.replace(':', "-")
+    ));
+    assert!(new.contains("kernel ") && new.contains("cp-2"), "{new}");
+    k.stop();
+}
