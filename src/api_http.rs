@@ -221,8 +221,45 @@ async fn replace(
     }
 }
 
+async fn mark_failed(
+    State(ApiState { p, .. }): State<ApiState>,
+    Path(id): Path<String>,
+) -> Response {
+    let p2 = p.clone();
+    match tokio::task::spawn_blocking(move || crate::provision::replace::mark_failed(&p2, &id))
+        .await
+    {
+        Ok(Ok(())) => (StatusCode::OK, "marked failed\n").into_response(),
+        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct AdoptQuery {
+    machine: Option<String>,
+}
+
+async fn adopt(
+    State(ApiState { p, .. }): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<AdoptQuery>,
+) -> Response {
+    let p2 = p.clone();
+    match tokio::task::spawn_blocking(move || {
+        crate::provision::replace::arm_adoption(&p2, q.machine.as_deref())
+    })
+    .await
+    {
+        Ok(Ok(msg)) => (StatusCode::OK, msg).into_response(),
+        Ok(Err(e)) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/api/v1/machines/{id}/mark-failed", post(mark_failed))
+        .route("/api/v1/adopt", post(adopt))
         .route("/api/v1/replace", post(replace))
         .route("/api/v1/machines", get(list))
         .route("/api/v1/cluster", get(clusters))

@@ -75,10 +75,14 @@ enum Cmd {
     /// quorum), delete its Node, then give its identity to the new MAC.
     Replace {
         /// Hostname or old MAC of the failed machine.
-        machine: String,
+        machine: Option<String>,
         /// MAC of the new box.
-        #[arg(long)]
-        mac: String,
+        #[arg(long, required_unless_present = "adopt")]
+        mac: Option<String>,
+        /// No MAC to type: the next unknown machine that PXE boots takes over
+        /// MACHINE (or the first one marked failed).
+        #[arg(long, conflicts_with = "mac")]
+        adopt: bool,
         /// Print the plan and the quorum arithmetic; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -187,6 +191,8 @@ fn client_export(kind: &str, a: ClientArgs) -> ExitCode {
 enum MachinesCmd {
     /// Install Talos again on the machine's next PXE boot (e.g. after a disk swap).
     Reinstall { machine: String },
+    /// Mark a machine as failed, for `kiln replace --adopt`.
+    MarkFailed { machine: String },
 }
 
 #[derive(Subcommand)]
@@ -300,6 +306,10 @@ fn main() -> ExitCode {
         } => {
             let port = api.port();
             let r = match action {
+                Some(MachinesCmd::MarkFailed { machine }) => kiln::api_http::post_to(
+                    port,
+                    &format!("/api/v1/machines/{machine}/mark-failed"),
+                ),
                 Some(MachinesCmd::Reinstall { machine }) => {
                     kiln::api_http::post_to(port, &format!("/api/v1/machines/{machine}/reinstall"))
                 }
@@ -356,11 +366,29 @@ fn main() -> ExitCode {
         Cmd::Replace {
             machine,
             mac,
+            adopt,
             dry_run,
             yes,
             api,
         } => {
             let port = api.port();
+            if adopt {
+                let q = machine.map(|m| format!("?machine={m}")).unwrap_or_default();
+                return match kiln::api_http::post_to(port, &format!("/api/v1/adopt{q}")) {
+                    Ok(s) => {
+                        print!("{s}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("kiln: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            let (Some(machine), Some(mac)) = (machine, mac) else {
+                eprintln!("kiln: name the failed machine and the new box's --mac (or use --adopt)");
+                return ExitCode::FAILURE;
+            };
             let run = |dry: bool| {
                 kiln::api_http::post_json(
                     port,

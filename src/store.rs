@@ -18,6 +18,8 @@ pub const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machine
 pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
 /// Machine replacements in progress or done, keyed by hostname.
 pub const REPLACEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("replacements");
+/// Machines marked failed, and whether the next unknown PXE client adopts one.
+pub const ADOPT: TableDefinition<&str, &[u8]> = TableDefinition::new("adopt");
 
 /// A per-boot token: it lets one machine fetch its config, from one address, for a while.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -105,6 +107,7 @@ impl Store {
             tx.open_table(MACHINES)?;
             tx.open_table(CLUSTERS)?;
             tx.open_table(REPLACEMENTS)?;
+            tx.open_table(ADOPT)?;
             Ok(())
         })?;
         Ok(s)

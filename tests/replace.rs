@@ -18,6 +18,7 @@ const NEW_MAC: &str = "52:54:00:aa:00:22";
 
 struct World {
     lab: Lab,
+    dhcp: u16,
     http: u16,
     events: u16,
     api: u16,
@@ -52,6 +53,7 @@ fn world() -> World {
     }
     World {
         lab,
+        dhcp,
         http,
         events,
         api,
@@ -382,4 +384,75 @@ fn a_crash_between_removal_and_identity_move_resumes_without_a_second_removal() 
     ));
     assert!(new.contains("kernel ") && new.contains("cp-2"), "{new}");
     k.stop();
+}
+
+#[test]
+fn an_adopted_box_gets_the_failed_machines_config_and_the_old_mac_nothing() {
+    use dhcproto::v4::{Architecture, DhcpOption, MessageType};
+    if common::netns::skip(&[]) || etcd::skip() {
+        return;
+    }
+    let w = world();
+    let mut r = bring_up(&w);
+    r.etcd.kill(2);
+    r.nodes[2] = None;
+    r.etcd.wait_healthy(0);
+    let (ok, out) = kiln(&w, &["machines", "mark-failed", "cp-3"]);
+    assert!(ok, "{out}");
+    let (ok, out) = kiln(&w, &["replace", "--adopt"]);
+    assert!(ok && out.contains("takes over cp-3"), "{out}");
+    // A new box nobody typed in PXE boots.
+    let adopted: kiln::mac::Mac = "52:54:00:aa:00:33".parse().unwrap();
+    let discover = kiln::dhcp::packet::build_request(
+        adopted,
+        MessageType::Discover,
+        0x33,
+        vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            DhcpOption::ClientSystemArchitecture(Architecture(0)),
+        ],
+    );
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&discover, ("127.0.0.1", w.dhcp)).unwrap();
+    let ov = w.lab.path().join("state/inventory-overrides.yaml");
+    wait("the adoption", Duration::from_secs(40), || {
+        std::fs::read_to_string(&ov).is_ok_and(|t| t.contains("52:54:00:aa:00:33"))
+    });
+    assert_eq!(r.etcd.member_names(0), vec!["cp-1", "cp-2"]);
+    // The adopted MAC boots as cp-3 and gets cp-3's config.
+    let script = get(&format!(
+        "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-33",
+        w.http
+    ));
+    let url = script
+        .split_whitespace()
+        .find_map(|x| x.strip_prefix("talos.config="))
+        .unwrap_or_else(|| panic!("{script}"));
+    let url = url
+        .replace("${uuid}", "u")
+        .replace("${mac}", "52%3A54%3A00%3Aaa%3A00%3A33");
+    let body = common::netns::sh(&["curl", "-sSf", &url]).unwrap();
+    let docs = kiln::talos::generate::from_yaml(&body).unwrap();
+    assert_eq!(
+        docs.iter().find(|d| d["kind"] == "HostnameConfig").unwrap()["hostname"],
+        "cp-3"
+    );
+    assert_eq!(docs[0]["machine"]["type"], "controlplane");
+    // The old MAC gets nothing, not even with a script.
+    let old = get(&format!(
+        "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-03",
+        w.http
+    ));
+    assert!(
+        old.contains("not in the inventory") && !old.contains("talos.config"),
+        "{old}"
+    );
+    r.kiln.stop();
+    assert!(
+        r.kiln
+            .logs()
+            .contains("adopt: unknown PXE client takes over a failed machine"),
+        "{}",
+        r.kiln.logs()
+    );
 }

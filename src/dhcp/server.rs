@@ -124,7 +124,7 @@ pub fn destination(
 
 /// Handle one datagram; returns the bytes and the destination to send, if any.
 async fn handle(
-    p: &Provisioner,
+    p: &Arc<Provisioner>,
     persister: &Persister,
     buf: &[u8],
     src: SocketAddr,
@@ -164,6 +164,9 @@ async fn handle(
         };
         match decision {
             Decision::Ignore(why) => {
+                if why.starts_with("unknown MAC") && req.is_pxe() && port == Port::Dhcp {
+                    crate::provision::replace::on_unknown_pxe(p.clone(), req.mac);
+                }
                 if why.starts_with("no offer") {
                     tracing::warn!(msg = ?req.msg_type, "ignored: {why}");
                 } else if inv.machine(&req.mac).is_some() {
