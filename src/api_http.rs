@@ -226,8 +226,7 @@ async fn mark_failed(
     Path(id): Path<String>,
 ) -> Response {
     let p2 = p.clone();
-    match tokio::task::spawn_blocking(move || crate::provision::replace::mark_failed(&p2, &id))
-        .await
+    match tokio::task::spawn_blocking(move || crate::provision::adopt::mark_failed(&p2, &id)).await
     {
         Ok(Ok(())) => (StatusCode::OK, "marked failed\n").into_response(),
         Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
@@ -246,7 +245,7 @@ async fn adopt(
 ) -> Response {
     let p2 = p.clone();
     match tokio::task::spawn_blocking(move || {
-        crate::provision::replace::arm_adoption(&p2, q.machine.as_deref())
+        crate::provision::adopt::arm_adoption(&p2, q.machine.as_deref())
     })
     .await
     {

@@ -169,22 +169,13 @@ fn client_export(kind: &str, a: ClientArgs) -> ExitCode {
             m
         }
     });
-    match kiln::clientconfig::export(
+    report(kiln::clientconfig::export(
         &cfg,
         kind,
         a.cluster.as_deref(),
         a.output.as_deref(),
         merge.as_deref(),
-    ) {
-        Ok(s) => {
-            print!("{s}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("kiln: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ))
 }
 
 #[derive(Subcommand)]
@@ -243,6 +234,20 @@ struct ConfigArgs {
     output: PathBuf,
     #[arg(long)]
     force: bool,
+}
+
+/// Print what a command produced, or its error; the exit code follows.
+fn report(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(s) => {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {
@@ -351,17 +356,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let q = node.map(|n| format!("?node={n}")).unwrap_or_default();
-            match kiln::api_http::post_to(port, &format!("/api/v1/cluster/{cluster}/bootstrap{q}"))
-            {
-                Ok(s) => {
-                    print!("{s}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("kiln: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            report(kiln::api_http::post_to(
+                port,
+                &format!("/api/v1/cluster/{cluster}/bootstrap{q}"),
+            ))
         }
         Cmd::Replace {
             machine,
@@ -374,16 +372,7 @@ fn main() -> ExitCode {
             let port = api.port();
             if adopt {
                 let q = machine.map(|m| format!("?machine={m}")).unwrap_or_default();
-                return match kiln::api_http::post_to(port, &format!("/api/v1/adopt{q}")) {
-                    Ok(s) => {
-                        print!("{s}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("kiln: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
+                return report(kiln::api_http::post_to(port, &format!("/api/v1/adopt{q}")));
             }
             let (Some(machine), Some(mac)) = (machine, mac) else {
                 eprintln!("kiln: name the failed machine and the new box's --mac (or use --adopt)");

@@ -13,13 +13,6 @@ fn yaml(http: u16) -> String {
     format!("interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {d}, proxy_dhcp: {p}, tftp: {t}, http: {http}, events: {ev}, api: {api}}}\nipxe_dirs: [./ipxe]\n")
 }
 
-fn with_ipxe(lab: &Lab) {
-    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
-    for f in ["undionly.kpxe", "ipxe.efi"] {
-        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
-    }
-}
-
 #[test]
 fn shipped_example_checks_clean() {
     if skip_unless(
@@ -119,7 +112,7 @@ fn environment_overrides_and_live_reload() {
         &yaml(1),
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
     );
-    with_ipxe(&lab);
+    lab.ipxe_stubs();
     let http = free_port();
     // KILN_PORTS__HTTP overrides ports.http (1 in the file).
     std::env::set_var("KILN_PORTS__HTTP", http.to_string());

@@ -60,10 +60,7 @@ fn one_context_per_cluster_chained_to_the_right_ca() {
     )
     .unwrap();
     std::fs::write(lab.path().join("profiles/prodcp.yaml"), "role: controlplane\ncluster: prod\ntalos_version: v1.12.11\nkernel: https://mirror.example/vmlinuz\ninitramfs: https://mirror.example/initramfs.xz\n").unwrap();
-    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
-    for f in ["undionly.kpxe", "ipxe.efi"] {
-        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
-    }
+    lab.ipxe_stubs();
     let mut k = Kiln::start(&lab.config(), None);
     k.stop();
     let st = lab.path().join("state");

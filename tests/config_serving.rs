@@ -25,10 +25,7 @@ fn lab(extra: &str) -> (Lab, u16) {
         "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {ev}, api: {api}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}"
     );
     let lab = Lab::new(&yaml, MACHINES);
-    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
-    for f in ["undionly.kpxe", "ipxe.efi"] {
-        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
-    }
+    lab.ipxe_stubs();
     std::fs::write(
         lab.path().join("profiles/controlplane.yaml"),
         "role: controlplane\ntalos_version: v1.13.9\ninstall_disk: /dev/sda\ndhcp_interfaces: [eth0]\nvip: 192.168.50.200\nallow_workloads: true\nkubelet_serving_certs: true\nstable_interface_names: true\n",

@@ -8,25 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{have, kiln_bin, skip_unless};
+use common::{have, skip_unless};
 use kiln::talos::generate::from_yaml;
 use kiln::talos::secrets::{pem_of, Bundle};
 use kiln::talos::talosconfig::TalosConfig;
 
 fn kiln(dir: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new(kiln_bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    common::run_kiln(Some(dir), args)
 }
 
 const SEED_PATCHES: &[(&str, &str)] = &[

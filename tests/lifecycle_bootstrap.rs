@@ -40,10 +40,7 @@ fn setup(auto: bool) -> Setup {
     );
     let machines = "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 127.0.1.1}\n  - {mac: 52:54:00:aa:00:02, hostname: cp-2, profile: controlplane, ip: 127.0.1.2}\n  - {mac: 52:54:00:aa:00:03, hostname: cp-3, profile: controlplane, ip: 127.0.1.3}\n  - {mac: 52:54:00:aa:00:11, hostname: w-1, profile: worker, ip: 127.0.1.11}\n";
     let lab = Lab::new(&yaml, machines);
-    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
-    for f in ["undionly.kpxe", "ipxe.efi"] {
-        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
-    }
+    lab.ipxe_stubs();
     Setup {
         lab,
         http,
@@ -333,21 +330,9 @@ fn manual_bootstrap_uses_the_same_guard() {
         shared.clusters.lock().unwrap().is_empty(),
         "auto_bootstrap: false must wait for the operator"
     );
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(kiln_bin())
-            .args(args)
-            .args(["--api-port", &s.api.to_string()])
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
-    };
+    let port = s.api.to_string();
+    let run =
+        |args: &[&str]| common::run_kiln(None, &[args, &["--api-port", port.as_str()]].concat());
     let (ok, out) = run(&["bootstrap", "lab", "--node", "cp-3"]);
     assert!(ok, "{out}");
     wait("bootstrap", Duration::from_secs(20), || {

@@ -47,10 +47,7 @@ fn world() -> World {
     );
     let machines = "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 127.0.1.1}\n  - {mac: 52:54:00:aa:00:02, hostname: cp-2, profile: controlplane, ip: 127.0.1.2}\n  - {mac: 52:54:00:aa:00:03, hostname: cp-3, profile: controlplane, ip: 127.0.1.3}\n  - {mac: 52:54:00:aa:00:11, hostname: w-1, profile: worker, ip: 127.0.1.11}\n";
     let lab = Lab::new(&yaml, machines);
-    std::fs::create_dir_all(lab.path().join("ipxe")).unwrap();
-    for f in ["undionly.kpxe", "ipxe.efi"] {
-        std::fs::write(lab.path().join("ipxe").join(f), b"ipxe").unwrap();
-    }
+    lab.ipxe_stubs();
     World {
         lab,
         dhcp,
@@ -63,19 +60,8 @@ fn world() -> World {
 }
 
 fn kiln(w: &World, args: &[&str]) -> (bool, String) {
-    let o = Command::new(kiln_bin())
-        .args(args)
-        .args(["--api-port", &w.api.to_string()])
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    let port = w.api.to_string();
+    common::run_kiln(None, &[args, &["--api-port", port.as_str()]].concat())
 }
 
 fn get(url: &str) -> String {

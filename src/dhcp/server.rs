@@ -165,7 +165,7 @@ async fn handle(
         match decision {
             Decision::Ignore(why) => {
                 if why.starts_with("unknown MAC") && req.is_pxe() && port == Port::Dhcp {
-                    crate::provision::replace::on_unknown_pxe(p.clone(), req.mac);
+                    crate::provision::adopt::on_unknown_pxe(p.clone(), req.mac);
                 }
                 if why.starts_with("no offer") {
                     tracing::warn!(msg = ?req.msg_type, "ignored: {why}");

@@ -1,6 +1,7 @@
 //! The brain: holds the live inventory and durable state, and decides what each
 //! machine gets. Protocol edges ask it; it never touches a socket.
 
+pub mod adopt;
 pub mod bootstrap;
 pub mod lifecycle;
 pub mod render;

@@ -191,3 +191,31 @@ impl Lab {
         self.dir.path().join("kiln.yaml")
     }
 }
+
+/// Run `kiln ARGS` (in `dir` if given): (success, stdout + stderr).
+pub fn run_kiln(dir: Option<&Path>, args: &[&str]) -> (bool, String) {
+    let mut c = Command::new(kiln_bin());
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    let o = c.args(args).output().unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+impl Lab {
+    /// Stand-in iPXE binaries under `./ipxe` (the config's `ipxe_dirs`), for labs
+    /// that never boot real firmware.
+    pub fn ipxe_stubs(&self) {
+        std::fs::create_dir_all(self.path().join("ipxe")).unwrap();
+        for f in ["undionly.kpxe", "ipxe.efi"] {
+            std::fs::write(self.path().join("ipxe").join(f), b"ipxe").unwrap();
+        }
+    }
+}
