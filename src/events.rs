@@ -3,7 +3,7 @@
 //! so the sender is the peer address. An event kiln cannot store is answered
 //! with an error, which makes Talos reconnect and send it again.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -65,8 +65,4 @@ pub async fn serve(
         .add_service(EventSinkServiceServer::new(sink))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-}
-
-pub fn local(addr: SocketAddr) -> String {
-    addr.to_string()
 }

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -91,8 +90,6 @@ pub fn save_overrides(cfg: &Config, o: &Overrides) -> Result<(), String> {
     crate::talos::secrets::write_private(&overrides_path(cfg), text.as_bytes(), true)
         .map_err(|e| e.to_string())
 }
-
-pub type SharedInventory = Arc<Inventory>;
 
 impl Inventory {
     pub fn machine(&self, mac: &Mac) -> Option<&Machine> {

@@ -431,8 +431,16 @@ pub fn write_private(path: &Path, data: &[u8], force: bool) -> Result<(), Secret
             path: path.display().to_string(),
         });
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
     }
     let tmp = path.with_extension("tmp-kiln");
     let mut f = std::fs::OpenOptions::new()
