@@ -61,6 +61,9 @@ pub struct Pool {
     /// Fixed addresses from the inventory: address → owner.
     reserved: HashMap<Ipv4Addr, Mac>,
     reserved_by_mac: HashMap<Mac, Ipv4Addr>,
+    /// Per range (keyed by its first address): where the next search for a
+    /// never-used address starts.
+    cursor: HashMap<u32, u32>,
 }
 
 impl Pool {
@@ -168,7 +171,7 @@ impl Pool {
     }
 
     fn choose(
-        &self,
+        &mut self,
         mac: &Mac,
         subnet: &Subnet,
         requested: Option<Ipv4Addr>,
@@ -197,16 +200,29 @@ impl Pool {
                 return Ok(ip);
             }
         }
-        // 4. The first never-used address, else the one that expired longest ago.
+        // 4. A never-used address, scanning on from where the last search
+        //    stopped (so allocation stays O(1) amortised, not O(leases)), else
+        //    the one that expired longest ago.
         let (lo, hi) = (u32::from(subnet.range.0), u32::from(subnet.range.1));
+        let size = hi - lo + 1;
+        let start = self
+            .cursor
+            .get(&lo)
+            .copied()
+            .filter(|c| (lo..=hi).contains(c))
+            .unwrap_or(lo);
         let mut oldest: Option<(u64, Ipv4Addr)> = None;
-        for n in lo..=hi {
+        for k in 0..size {
+            let n = lo + (start - lo + k) % size;
             let ip = Ipv4Addr::from(n);
             if self.reserved.contains_key(&ip) {
                 continue;
             }
             match self.entries.get(&ip) {
-                None => return Ok(ip),
+                None => {
+                    self.cursor.insert(lo, if n == hi { lo } else { n + 1 });
+                    return Ok(ip);
+                }
                 Some(e) if e.expires <= now && oldest.is_none_or(|(t, _)| e.expires < t) => {
                     oldest = Some((e.expires, ip))
                 }
@@ -375,6 +391,20 @@ mod tests {
             ip("10.0.0.11")
         );
         assert_eq!(p.offer(m(1), &s, None, 10).unwrap(), ip("10.0.0.10"));
+    }
+
+    #[test]
+    fn allocation_moves_on_instead_of_reusing_a_just_freed_address() {
+        let mut p = Pool::default();
+        let s = subnet();
+        let a = p.offer(m(1), &s, None, 0).unwrap();
+        p.bind(m(1), &s, a, 100, 0).unwrap();
+        let b = p.offer(m(2), &s, None, 0).unwrap();
+        assert_eq!((a, b), (ip("10.0.0.10"), ip("10.0.0.11")));
+        p.release(&m(1), a);
+        assert_eq!(p.offer(m(3), &s, None, 0).unwrap(), ip("10.0.0.12"));
+        // Wrapped around: the freed one is next.
+        assert_eq!(p.offer(m(4), &s, None, 0).unwrap(), ip("10.0.0.10"));
     }
 
     #[test]

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# DHCP full-mode benchmark: kiln vs dnsmasq vs Kea, one after the other, on the
+# same veth pair between two network namespaces, driven by perfdhcp (kea-admin).
+# For each server and rate: DORA exchanges/s achieved, drops, and average
+# DISCOVER-OFFER / REQUEST-ACK delay. Every lease is durable before its ACK in
+# kiln (group commit); dnsmasq and Kea write their lease files as they do.
+#
+#   sudo bench/dhcp.sh [RATES...]        (default rates: 500 1000 2000 4000 8000)
+#
+# Prints a Markdown table; needs root, iproute2, perfdhcp, dnsmasq, kea-dhcp4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATES=${*:-500 1000 2000 4000 8000}
+SECS=${SECS:-8}
+NS_S=kb-srv; NS_C=kb-cli
+work=$(mktemp -d)
+cleanup() {
+  for ns in $NS_S $NS_C; do
+    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
+    ip netns del $ns 2>/dev/null || true
+    rm -rf /etc/netns/$ns
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cleanup 2>/dev/null || true
+work=$(mktemp -d)
+for ns in $NS_S $NS_C; do mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf; ip netns add $ns; ip -n $ns link set lo up; done
+ip link add kb0 type veth peer name kb1
+ip link set kb0 netns $NS_S; ip link set kb1 netns $NS_C
+ip -n $NS_S addr add 10.98.0.1/16 dev kb0; ip -n $NS_S link set kb0 up
+ip -n $NS_C addr add 10.98.255.254/16 dev kb1; ip -n $NS_C link set kb1 up
+
+cargo build --release -q
+KILN=$PWD/target/release/kiln
+
+start_kiln() {
+  mkdir -p "$work/kiln/profiles" "$work/kiln/ipxe"
+  printf 'role: worker\ntalos_version: v1.13.9\nkernel: http://x/k\ninitramfs: http://x/i\n' > "$work/kiln/profiles/worker.yaml"
+  printf 'machines: []\n' > "$work/kiln/machines.yaml"
+  : > "$work/kiln/ipxe/undionly.kpxe"; : > "$work/kiln/ipxe/ipxe.efi"
+  rm -rf "$work/kiln/state"
+  cat > "$work/kiln/kiln.yaml" <<Y
+interface: kb0
+server_address: 10.98.0.1
+ipxe_dirs: [./ipxe]
+state_dir: ./state
+unknown_machines: boot
+default_profile: worker
+dhcp: {mode: full, subnet: 10.98.0.0/16, range: [10.98.1.0, 10.98.250.255], lease_time: 1h}
+Y
+  KILN_LOG=warn ip netns exec $NS_S "$KILN" serve --config "$work/kiln/kiln.yaml" > "$work/kiln.log" 2>&1 &
+  sleep 1.5
+}
+start_dnsmasq() {
+  rm -f "$work/dnsmasq.leases"
+  ip netns exec $NS_S dnsmasq --no-daemon --port=0 --interface=kb0 --bind-interfaces --dhcp-authoritative \
+    --dhcp-range=10.98.1.0,10.98.250.255,1h --dhcp-leasefile="$work/dnsmasq.leases" --no-ping --quiet-dhcp \
+    --dhcp-lease-max=100000 --conf-file=/dev/null > "$work/dnsmasq.log" 2>&1 &
+  sleep 1
+}
+start_kea() {
+  mkdir -p /run/kea
+  rm -f "$work/kea.leases"
+  cat > "$work/kea.json" <<J
+{"Dhcp4": {"interfaces-config": {"interfaces": ["kb0"], "dhcp-socket-type": "raw"},
+ "lease-database": {"type": "memfile", "persist": true, "name": "$work/kea.leases", "lfc-interval": 0},
+ "valid-lifetime": 3600, "authoritative": true,
+ "subnet4": [{"id": 1, "subnet": "10.98.0.0/16", "pools": [{"pool": "10.98.1.0 - 10.98.250.255"}]}]}}
+J
+  ip netns exec $NS_S kea-dhcp4 -c "$work/kea.json" > "$work/kea.log" 2>&1 &
+  sleep 1.5
+}
+stop_server() {
+  for p in $(ip netns pids $NS_S); do kill $p 2>/dev/null || true; done
+  sleep 1
+  for p in $(ip netns pids $NS_S); do kill -9 $p 2>/dev/null || true; done
+}
+
+echo "| server | target rate (DORA/s) | achieved (DORA/s) | drops | avg offer delay (ms) | avg ack delay (ms) |"
+echo "|---|---|---|---|---|---|"
+for server in kiln dnsmasq kea; do
+  for rate in $RATES; do
+    start_$server
+    out=$(ip netns exec $NS_C perfdhcp -4 -B -l kb1 -R 60000 -r "$rate" -p "$SECS" 2>&1 || true)
+    stop_server
+    achieved=$(echo "$out" | awk '/^Rate:/{print $2; exit}')
+    sent=$(echo "$out" | awk '/sent packets:/{print $3; exit}')
+    drops1=$(echo "$out" | awk '/drops:/{print $2}' | sed -n 1p)
+    drops2=$(echo "$out" | awk '/drops:/{print $2}' | sed -n 2p)
+    d1=$(echo "$out" | awk '/avg delay:/{print $3}' | sed -n 1p)
+    d2=$(echo "$out" | awk '/avg delay:/{print $3}' | sed -n 2p)
+    echo "| $server | $rate | ${achieved:--} | ${drops1:--}+${drops2:--} of ${sent:--} | ${d1:--} | ${d2:--} |"
+  done
+done
