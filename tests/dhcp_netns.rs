@@ -1,5 +1,5 @@
 //! The DHCP server against real clients inside network namespaces: busybox
-//! udhcpc (PXE, UEFI, iPXE and plain variants), perfdhcp (1,000 clients), and
+//! `udhcpc -s <our script>` (PXE, UEFI, iPXE and plain variants), perfdhcp (1,000 clients), and
 //! PXE packets for proxy mode.
 
 mod common;
@@ -34,9 +34,10 @@ fn full_yaml(extra: &str) -> String {
     )
 }
 
-/// Run busybox udhcpc once in `ns`; returns the variables its script saw on `bound`.
-fn udhcpc(lab: &Lab, ns: &str, args: &[&str]) -> Option<HashMap<String, String>> {
-    let script = lab.path().join("udhcpc.sh");
+/// Run busybox's DHCP client once in `ns` with our script (`-s `, never its
+/// default hook); returns the variables the script saw on `bound`.
+fn dhcp_client(lab: &Lab, ns: &str, args: &[&str]) -> Option<HashMap<String, String>> {
+    let script = lab.path().join("dhcp-hook.sh");
     // Our script only records what was offered: it configures nothing and never
     // touches resolv.conf (the host's, through a namespace).
     std::fs::write(
@@ -50,8 +51,9 @@ fn udhcpc(lab: &Lab, ns: &str, args: &[&str]) -> Option<HashMap<String, String>>
     let st = Command::new("ip")
         .args(["netns", "exec", ns, "env"])
         .arg(format!("OUT={}", out.display()))
+        .arg("udhcpc") // -s our script below, never the default hook (it would rewrite resolv.conf)
         .args([
-            "udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1", "-s",
+            "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1", "-s",
         ])
         .arg(&script)
         .args(args)
@@ -81,7 +83,7 @@ const IPXE: &[&str] = &[
 ];
 
 #[test]
-fn full_mode_with_udhcpc() {
+fn full_mode_with_busybox_dhcp_clients() {
     if netns::skip(&["udhcpc"]) {
         return;
     }
@@ -94,7 +96,7 @@ fn full_mode_with_udhcpc() {
     let mut k = Kiln::start(&lab.config(), Some(&net.server));
 
     // BIOS PXE firmware: address, next-server, undionly.kpxe, hostname.
-    let v = udhcpc(&lab, &known, BIOS).expect("BIOS PXE lease");
+    let v = dhcp_client(&lab, &known, BIOS).expect("BIOS PXE lease");
     assert_eq!(v["ip"], "10.99.0.100");
     assert_eq!(v["siaddr"], "10.99.0.1");
     assert_eq!(v["boot_file"], "undionly.kpxe");
@@ -103,24 +105,24 @@ fn full_mode_with_udhcpc() {
     assert_eq!(v["router"], "10.99.0.1");
     assert_eq!(v["serverid"], "10.99.0.1");
     // UEFI firmware, same machine: same address, the EFI binary.
-    let v = udhcpc(&lab, &known, UEFI).expect("UEFI lease");
+    let v = dhcp_client(&lab, &known, UEFI).expect("UEFI lease");
     assert_eq!(
         (v["ip"].as_str(), v["boot_file"].as_str()),
         ("10.99.0.100", "ipxe.efi")
     );
     // iPXE (user class): the HTTP script, not the binary again.
-    let v = udhcpc(&lab, &known, IPXE).expect("iPXE lease");
+    let v = dhcp_client(&lab, &known, IPXE).expect("iPXE lease");
     assert_eq!(v["boot_file"], "http://10.99.0.1:8080/boot.ipxe");
     // The installed OS's plain DHCP client: the address, no boot file.
-    let v = udhcpc(&lab, &known, &[]).expect("plain lease");
+    let v = dhcp_client(&lab, &known, &[]).expect("plain lease");
     assert_eq!(v["ip"], "10.99.0.100");
     assert!(!v.contains_key("boot_file"), "{v:?}");
     // A fixed address from the inventory.
-    let v = udhcpc(&lab, &fixed, BIOS).expect("fixed lease");
+    let v = dhcp_client(&lab, &fixed, BIOS).expect("fixed lease");
     assert_eq!(v["ip"], "10.99.0.12");
     // An unknown MAC gets no answer at all.
     assert!(
-        udhcpc(&lab, &unknown, BIOS).is_none(),
+        dhcp_client(&lab, &unknown, BIOS).is_none(),
         "unknown MAC was answered"
     );
     assert!(
@@ -155,12 +157,12 @@ fn full_mode_with_udhcpc() {
     // Restart: leases survive; a new machine does not get a taken address.
     k.stop();
     let k = Kiln::start(&lab.config(), Some(&net.server));
-    let v = udhcpc(&lab, &third, BIOS).expect("third lease");
+    let v = dhcp_client(&lab, &third, BIOS).expect("third lease");
     assert_eq!(
         v["ip"], "10.99.0.101",
         "address of a lease from before the restart was reused"
     );
-    let v = udhcpc(&lab, &known, BIOS).expect("known again");
+    let v = dhcp_client(&lab, &known, BIOS).expect("known again");
     assert_eq!(v["ip"], "10.99.0.100");
     drop(k);
     let store = kiln::store::Store::open(&lab.path().join("state")).unwrap();
