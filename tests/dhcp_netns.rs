@@ -51,7 +51,7 @@ fn dhcp_client(lab: &Lab, ns: &str, args: &[&str]) -> Option<HashMap<String, Str
     let st = Command::new("ip")
         .args(["netns", "exec", ns, "env"])
         .arg(format!("OUT={}", out.display()))
-        .arg("udhcpc") // -s our script below, never the default hook (it would rewrite resolv.conf)
+        .args(["busybox", "udhcpc"]) // -s our script below, never the default hook (it would rewrite resolv.conf)
         .args([
             "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1", "-s",
         ])
@@ -84,7 +84,7 @@ const IPXE: &[&str] = &[
 
 #[test]
 fn full_mode_with_busybox_dhcp_clients() {
-    if netns::skip(&["udhcpc"]) {
+    if netns::skip(&["busybox"]) {
         return;
     }
     let mut net = Net::new("fd", "10.99.0.1/21");
