@@ -117,6 +117,9 @@ fn check_in_all(rt: &tokio::runtime::Runtime, s: &Setup, which: &[u8]) {
 
 #[test]
 fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
+    if common::skip_unless(common::have("curl"), "curl") {
+        return;
+    }
     let s = setup(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut k = Kiln::start(&s.lab.config(), None);
@@ -235,6 +238,9 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
 
 #[test]
 fn kill_9_between_decision_and_call_never_bootstraps_another_node() {
+    if common::skip_unless(common::have("curl"), "curl") {
+        return;
+    }
     let s = setup(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut k = Kiln::start(&s.lab.config(), None);
