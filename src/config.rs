@@ -355,7 +355,7 @@ impl Config {
                 );
             }
             if let Some(v) = &c.talos_version {
-                if let Err(e) = crate::talos::contract::Contract::parse(v) {
+                if let Err(e) = crate::talos::contract::Contract::for_release(v) {
                     problems.push(path, &format!("{key}.talos_version"), e.to_string());
                 }
             }

@@ -77,6 +77,9 @@ pub fn schematic_path(cfg: &Config, p: &crate::inventory::Profile) -> PathBuf {
 pub fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
     let mut w = Vec::new();
     for p in inv.profiles.values() {
+        if let Some(note) = crate::talos::contract::Contract::release_note(&p.talos_version) {
+            w.push(format!("profile {}: {note}", p.name));
+        }
         if p.stable_interface_names
             && crate::ipxe::parse_minor(&p.talos_version).is_some_and(|m| m >= 10)
         {

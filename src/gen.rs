@@ -52,7 +52,14 @@ pub fn load_patch(arg: &str) -> Result<(Patch, String), GenCmdError> {
 }
 
 pub fn contract_of(v: Option<&str>) -> Result<Contract, GenCmdError> {
-    Contract::parse(v.unwrap_or("v1.13")).map_err(msg)
+    let v = v.unwrap_or("v1.13");
+    Contract::parse(v).map_err(|e| match Contract::for_release(v) {
+        Ok(c) => msg(format!(
+            "{e}. Talos {v} accepts the v1.{} contract's config: use --talos-version v1.{} (kiln's daemon does this for Talos {v} machines)",
+            c.minor, c.minor
+        )),
+        Err(_) => msg(e),
+    })
 }
 
 /// Render controlplane and worker documents for `args` (no files written).

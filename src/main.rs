@@ -219,7 +219,8 @@ struct ConfigArgs {
     config_patch_worker: Vec<String>,
     #[arg(long)]
     kubernetes_version: Option<String>,
-    /// Version contract to generate for (v1.8 .. v1.13; default v1.13).
+    /// Version contract to generate for (v1.8 .. v1.13; default v1.13). Talos
+    /// v1.14 and v1.15 accept v1.13 configs.
     #[arg(long)]
     talos_version: Option<String>,
     #[arg(long, default_value = "/dev/sda")]

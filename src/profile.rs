@@ -270,7 +270,7 @@ fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problem
             format!("{:?} is not a Talos version like v1.13.0", p.talos_version),
         );
     } else if cluster.is_some() {
-        if let Err(e) = Contract::parse(&p.talos_version) {
+        if let Err(e) = Contract::for_release(&p.talos_version) {
             problems.push(f, "talos_version", e.to_string());
         }
     }

@@ -233,3 +233,84 @@ fn unknown_machines_never_get_control_plane_configs() {
 fn lab_worker_default() -> (Lab, u16) {
     lab("unknown_machines: boot\ndefault_profile: worker\n")
 }
+
+/// A profile booting Talos v1.14 gets the v1.13 contract's config (which Talos
+/// v1.14 accepts) with the v1.14 installer, and `kiln check` says so.
+#[test]
+fn newer_talos_release_gets_the_newest_contract_with_a_warning() {
+    let (lab, _) = lab("");
+    std::fs::write(
+        lab.path().join("profiles/worker.yaml"),
+        "role: worker\ntalos_version: v1.14.2\ninstall_disk: /dev/sda\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(lab.path().join("boot-assets/talos/v1.14.2")).unwrap();
+    for f in ["vmlinuz-amd64", "initramfs-amd64.xz"] {
+        std::fs::write(
+            lab.path().join("boot-assets/talos/v1.14.2").join(f),
+            [1u8; 64],
+        )
+        .unwrap();
+    }
+    let o = Command::new(kiln_bin())
+        .args(["check", "--config"])
+        .arg(lab.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("profile worker: Talos v1.14.2 gets a v1.13-contract config"),
+        "{err}"
+    );
+    std::fs::create_dir_all(lab.path().join("state/lab")).unwrap();
+    let o = Command::new(kiln_bin())
+        .args(["gen", "secrets", "-o"])
+        .arg(lab.path().join("state/lab/secrets.yaml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(kiln_bin())
+        .args(["render", "--config"])
+        .arg(lab.config())
+        .args(["--mac", "52:54:00:aa:00:11"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let docs = from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let v1 = &docs[0];
+    assert_eq!(v1["machine"]["type"], "worker");
+    assert_eq!(
+        v1["machine"]["install"]["image"],
+        "ghcr.io/siderolabs/installer:v1.14.2"
+    );
+    // The v1.13 contract: grubUseUKICmdline, no deprecated feature flags, the
+    // v1.13 default Kubernetes, and no v1.14 Kube* documents.
+    assert_eq!(v1["machine"]["install"]["grubUseUKICmdline"], true);
+    assert!(v1["machine"]["features"].get("rbac").is_none());
+    assert_eq!(
+        v1["machine"]["kubelet"]["image"],
+        "ghcr.io/siderolabs/kubelet:v1.36.3"
+    );
+    assert!(docs
+        .iter()
+        .all(|d| !d["kind"].as_str().unwrap_or("").starts_with("Kube")));
+
+    // A release kiln does not know is refused, naming the file and key.
+    std::fs::write(
+        lab.path().join("profiles/worker.yaml"),
+        "role: worker\ntalos_version: v1.16.0\n",
+    )
+    .unwrap();
+    let o = Command::new(kiln_bin())
+        .args(["check", "--config"])
+        .arg(lab.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("worker.yaml: talos_version: Talos v1.16 is not supported: kiln provisions Talos v1.8 through v1.15"),
+        "{err}"
+    );
+}

@@ -211,6 +211,27 @@ fn json_patches_fail_on_multidoc_contracts_like_talosctl() {
         !ok && out.contains("kiln generates v1.8 through v1.13"),
         "{out}"
     );
+    // v1.14's own contract is refused with the way out: Talos v1.14 accepts v1.13's.
+    let (ok, out) = kiln(
+        d.path(),
+        &[
+            "gen",
+            "config",
+            "c",
+            "https://10.0.0.1:6443",
+            "--talos-version",
+            "v1.14.1",
+            "-o",
+            "new",
+        ],
+    );
+    assert!(
+        !ok && out.contains(
+            "Talos v1.14.1 accepts the v1.13 contract's config: use --talos-version v1.13"
+        ),
+        "{out}"
+    );
+    assert!(!d.path().join("new").exists());
 }
 
 fn write_pem(dir: &Path, name: &str, pem: &str) -> String {

@@ -34,7 +34,7 @@ pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, 
             let minor = c
                 .talos_version
                 .as_deref()
-                .and_then(|v| Contract::parse(v).ok())
+                .and_then(|v| Contract::for_release(v).ok())
                 .map(|c| c.minor)
                 .unwrap_or(crate::talos::contract::NEWEST);
             let b = Bundle::generate(minor).map_err(|e| e.to_string())?;
@@ -48,8 +48,8 @@ pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, 
 }
 
 pub fn options(c: &ClusterSpec, profile: &Profile) -> Result<Options, RenderError> {
-    let contract =
-        Contract::parse(&profile.talos_version).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    let contract = Contract::for_release(&profile.talos_version)
+        .map_err(|e| RenderError::Invalid(e.to_string()))?;
     let mut o = Options::new(contract, &c.name, &c.endpoint);
     if let Some(k) = &c.kubernetes_version {
         o.kubernetes_version = k.clone();

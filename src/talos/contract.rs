@@ -1,6 +1,13 @@
 //! Talos config version contracts: what `talosctl gen config --talos-version vX.Y`
 //! writes, feature by feature (pkg/machinery/config/contract.go). kiln generates
 //! for contracts v1.8 through v1.13.
+//!
+//! Talos releases newer than the newest contract kiln generates (v1.14, v1.15)
+//! boot with a v1.13-contract config: a Talos release accepts the configs of
+//! every older contract (that is what a cluster upgraded from v1.13 runs), and
+//! kiln does not guess at the multi-document format of v1.14+ without Talos's
+//! golden outputs to check it against. [`Contract::for_release`] does that
+//! mapping; `kiln check` and the daemon say so in a warning.
 
 use std::fmt;
 
@@ -11,6 +18,8 @@ pub struct Contract {
 
 pub const OLDEST: u32 = 8;
 pub const NEWEST: u32 = 13;
+/// Newest Talos release minor kiln provisions (with the [`NEWEST`] contract).
+pub const NEWEST_RELEASE: u32 = 15;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ContractError {
@@ -18,25 +27,45 @@ pub enum ContractError {
     Parse(String),
     #[error("Talos {0} config contract is not supported: kiln generates v1.{OLDEST} through v1.{NEWEST}")]
     Unsupported(String),
+    #[error(
+        "Talos {0} is not supported: kiln provisions Talos v1.{OLDEST} through v1.{NEWEST_RELEASE}"
+    )]
+    UnsupportedRelease(String),
 }
 
 impl Contract {
     /// `v1.13`, `v1.13.9`, `1.13.0-beta.1` → contract 1.13.
     pub fn parse(v: &str) -> Result<Contract, ContractError> {
-        let t = v.trim().trim_start_matches('v');
-        let mut it = t.split(['.', '-', '+']);
-        let major: u32 = it
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ContractError::Parse(v.into()))?;
-        let minor: u32 = it
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ContractError::Parse(v.into()))?;
+        let (major, minor) = major_minor(v)?;
         if major != 1 || !(OLDEST..=NEWEST).contains(&minor) {
             return Err(ContractError::Unsupported(format!("v{major}.{minor}")));
         }
         Ok(Contract { minor })
+    }
+
+    /// The contract kiln generates for machines booting Talos release `v`:
+    /// the release's own contract up to v1.13, v1.13 for v1.14 and v1.15.
+    pub fn for_release(v: &str) -> Result<Contract, ContractError> {
+        let (major, minor) = major_minor(v)?;
+        if major != 1 || !(OLDEST..=NEWEST_RELEASE).contains(&minor) {
+            return Err(ContractError::UnsupportedRelease(format!(
+                "v{major}.{minor}"
+            )));
+        }
+        Ok(Contract {
+            minor: minor.min(NEWEST),
+        })
+    }
+
+    /// A warning when release `v` boots with an older contract than its own.
+    pub fn release_note(v: &str) -> Option<String> {
+        let (_, minor) = major_minor(v).ok()?;
+        (minor > NEWEST && minor <= NEWEST_RELEASE).then(|| {
+            format!(
+                "Talos {v} gets a v1.{NEWEST}-contract config (the single v1alpha1 document Talos v1.{minor} still accepts), not the v1.{minor} multi-document format talosctl gen config --talos-version v1.{minor} writes; the Kubernetes version defaults to {} unless kubernetes_version is set",
+                Contract { minor: NEWEST }.default_kubernetes()
+            )
+        })
     }
 
     fn gt(&self, minor: u32) -> bool {
@@ -97,6 +126,17 @@ impl Contract {
     }
 }
 
+fn major_minor(v: &str) -> Result<(u32, u32), ContractError> {
+    let t = v.trim().trim_start_matches('v');
+    let mut it = t.split(['.', '-', '+']);
+    let mut num = || -> Result<u32, ContractError> {
+        it.next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ContractError::Parse(v.into()))
+    };
+    Ok((num()?, num()?))
+}
+
 impl fmt::Display for Contract {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "v1.{}", self.minor)
@@ -124,5 +164,26 @@ mod tests {
             Contract::parse("latest"),
             Err(ContractError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn newer_releases_boot_with_the_newest_contract() {
+        assert_eq!(Contract::for_release("v1.12.3").unwrap().minor, 12);
+        assert_eq!(Contract::for_release("v1.14.2").unwrap().minor, NEWEST);
+        assert_eq!(
+            Contract::for_release("v1.15.0-alpha.1").unwrap().minor,
+            NEWEST
+        );
+        assert!(matches!(
+            Contract::for_release("v1.16.0"),
+            Err(ContractError::UnsupportedRelease(_))
+        ));
+        assert!(matches!(
+            Contract::for_release("v1.7.9"),
+            Err(ContractError::UnsupportedRelease(_))
+        ));
+        assert!(Contract::release_note("v1.13.9").is_none());
+        let note = Contract::release_note("v1.14.2").unwrap();
+        assert!(note.contains("v1.13-contract"), "{note}");
     }
 }
