@@ -7,11 +7,13 @@
 #
 #   sudo bench/dhcp.sh [RATES...]        (default rates: 500 1000 2000 4000 8000)
 #
-# Prints a Markdown table; needs root, iproute2, perfdhcp, dnsmasq, kea-dhcp4.
+# Prints a Markdown table, each cell the median of RUNS runs (default 3, SECS=5
+# each); needs root, iproute2, perfdhcp, dnsmasq, kea-dhcp4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${*:-500 1000 2000 4000 8000}
-SECS=${SECS:-8}
+SECS=${SECS:-5}
+RUNS=${RUNS:-3}
 NS_S=kb-srv; NS_C=kb-cli
 work=$(mktemp -d)
 cleanup() {
@@ -77,19 +79,23 @@ stop_server() {
   for p in $(ip netns pids $NS_S); do kill -9 $p 2>/dev/null || true; done
 }
 
-echo "| server | target rate (DORA/s) | achieved (DORA/s) | drops | avg offer delay (ms) | avg ack delay (ms) |"
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print a[int((NR+1)/2)]}'; }
+echo "| server | target rate (DORA/s) | achieved (DORA/s, median of $RUNS) | drops % (median) | avg offer delay ms (median) | avg ack delay ms (median) |"
 echo "|---|---|---|---|---|---|"
 for server in kiln dnsmasq kea; do
   for rate in $RATES; do
-    start_$server
-    out=$(ip netns exec $NS_C perfdhcp -4 -B -l kb1 -R 60000 -r "$rate" -p "$SECS" 2>&1 || true)
-    stop_server
-    achieved=$(echo "$out" | awk '/^Rate:/{print $2; exit}')
-    sent=$(echo "$out" | awk '/sent packets:/{print $3; exit}')
-    drops1=$(echo "$out" | awk '/drops:/{print $2}' | sed -n 1p)
-    drops2=$(echo "$out" | awk '/drops:/{print $2}' | sed -n 2p)
-    d1=$(echo "$out" | awk '/avg delay:/{print $3}' | sed -n 1p)
-    d2=$(echo "$out" | awk '/avg delay:/{print $3}' | sed -n 2p)
-    echo "| $server | $rate | ${achieved:--} | ${drops1:--}+${drops2:--} of ${sent:--} | ${d1:--} | ${d2:--} |"
+    : > "$work/r"; : > "$work/d"; : > "$work/o"; : > "$work/a"
+    for run in $(seq "$RUNS"); do
+      start_$server
+      out=$(ip netns exec $NS_C perfdhcp -4 -B -l kb1 -R 60000 -r "$rate" -p "$SECS" 2>&1 || true)
+      stop_server
+      echo "$out" | awk '/^Rate:/{print $2; exit}' >> "$work/r"
+      sent=$(echo "$out" | awk '/sent packets:/{print $3; exit}')
+      drops=$(echo "$out" | awk '/drops:/{s+=$2} END {print s+0}')
+      [ -n "$sent" ] && echo "$drops $sent" | awk '{printf "%.2f\n", 100*$1/($2>0?$2:1)}' >> "$work/d"
+      echo "$out" | awk '/avg delay:/{print $3}' | sed -n 1p >> "$work/o"
+      echo "$out" | awk '/avg delay:/{print $3}' | sed -n 2p >> "$work/a"
+    done
+    echo "| $server | $rate | $(median < "$work/r") | $(median < "$work/d") | $(median < "$work/o") | $(median < "$work/a") |"
   done
 done

@@ -59,8 +59,25 @@ pub fn machines(p: &Provisioner) -> Vec<MachineView> {
             }
         })
         .collect();
-    // Machines booted through `unknown_machines: boot` have records but no entry.
+    // Machines booted through `unknown_machines: boot` have records but no
+    // entry; so do MACs retired by `kiln replace`, shown as such.
     for r in records.iter().filter(|r| inv.machine(&r.mac).is_none()) {
+        if let Some(host) = inv.retired(&r.mac) {
+            out.push(MachineView {
+                hostname: host.to_string(),
+                mac: r.mac.to_string(),
+                role: String::new(),
+                profile: String::new(),
+                cluster: None,
+                ip: None,
+                state: "retired".into(),
+                since: Some(r.since),
+                last_event: inv
+                    .machine_by_name(host)
+                    .map(|m| format!("replaced by {}", m.mac)),
+            });
+            continue;
+        }
         out.push(MachineView {
             hostname: r.hostname.clone(),
             mac: r.mac.to_string(),

@@ -115,6 +115,10 @@ impl Inventory {
     }
 
     /// Addresses reserved for inventory machines (never handed to anyone else).
+    pub fn retired_macs(&self) -> impl Iterator<Item = Mac> + '_ {
+        self.retired.keys().copied()
+    }
+
     pub fn reserved_ips(&self) -> impl Iterator<Item = (Ipv4Addr, Mac)> + '_ {
         self.machines
             .iter()

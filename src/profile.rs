@@ -401,7 +401,7 @@ mod tests {
         );
         assert!(e.contains("d.yaml: cni: \"calico\""), "{e}");
         assert!(
-            e.contains("e.yaml: talos_version: Talos v1.7 config contract is not supported"),
+            e.contains("e.yaml: talos_version: Talos v1.7 is not supported: kiln provisions Talos v1.8 through v1.15"),
             "{e}"
         );
         // The cluster's version and name fill in what a profile leaves out.

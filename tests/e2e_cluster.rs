@@ -6,7 +6,7 @@
 //! is tests/fake-talos (a static binary in a busybox initramfs on Debian's
 //! cloud kernel): it fetches its config, checks it is its own, publishes the
 //! lifecycle events and serves the Talos API with mTLS. VMs run two at a time
-//! (2 cores, TCG).
+//! (2 cores, TCG). Then cp-3 dies and a box with a new MAC replaces it.
 
 mod common;
 
@@ -56,6 +56,7 @@ const MS: [M; 4] = [
     },
 ];
 const STRANGER: &str = "52:54:00:e2:00:99";
+const NEW_CP3: &str = "52:54:00:e2:00:33";
 
 /// Seconds since midnight of a kiln log line's timestamp.
 fn ts(line: &str) -> Option<f64> {
@@ -79,6 +80,10 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
     if netns::skip(&[])
         || guest::skip()
         || skip_unless(guest::ovmf_present(), "OVMF (Debian package ovmf)")
+        || skip_unless(
+            common::have("etcd") && common::have("etcdctl"),
+            "etcd and etcdctl (Debian packages etcd-server, etcd-client)",
+        )
     {
         return;
     }
@@ -268,6 +273,152 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         "the unknown MAC booted"
     );
     drop(stranger);
+
+    // Hardware swap: cp-3 (never the bootstrapped one: it boots after the
+    // Bootstrap) dies, a box with a new MAC takes its place, and kiln alone
+    // gets the cluster back to three control planes: remove the dead etcd
+    // member through a healthy node, move the identity, serve the new box
+    // cp-3's config; the box joins etcd (learner, then promoted) by itself.
+    let replaced = Instant::now();
+    let members = |via: &str| -> serde_json::Value {
+        let out = netns::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &net.server,
+            "etcdctl",
+            &format!("--endpoints=http://{via}:2379"),
+            "--command-timeout=10s",
+            "member",
+            "list",
+            "-w",
+            "json",
+        ])
+        .expect("etcdctl member list");
+        serde_json::from_str(&out).unwrap()
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        let mut n: Vec<String> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let id_of = |v: &serde_json::Value, host: &str| {
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == host)
+            .map(|m| m["ID"].clone())
+    };
+    let before = members(MS[0].ip);
+    assert_eq!(names(&before), ["cp-1", "cp-2", "cp-3"], "{before}");
+    let old_id = id_of(&before, "cp-3").unwrap();
+    assert!(
+        !vms["cp-3"].log().contains("bootstrap calls"),
+        "cp-3 was bootstrapped"
+    );
+    drop(vms.remove("cp-3"));
+    let kiln_cli = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &net.server])
+            .arg(kiln_bin())
+            .args(args)
+            .args(["--api-port", "8081"])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (ok, out) = kiln_cli(&["replace", "cp-3", "--mac", NEW_CP3, "--yes"]);
+    assert!(ok, "replace failed:\n{out}\n--- kiln ---\n{}", k.logs());
+    assert!(out.contains("removed etcd member cp-3"), "{out}");
+    let after_removal = members(MS[0].ip);
+    assert_eq!(names(&after_removal), ["cp-1", "cp-2"], "{after_removal}");
+    let mut newbox = Vm::spawn(
+        &net.server,
+        "tap3",
+        NEW_CP3,
+        Firmware::BiosIpxeRom,
+        lab.path(),
+    );
+    assert!(
+        newbox.wait_for("FAKE-TALOS: ready", Duration::from_secs(420)),
+        "the replacement never got ready:\n{}\n--- kiln ---\n{}",
+        newbox.log(),
+        k.logs()
+    );
+    let nlog = newbox.log();
+    assert!(
+        nlog.contains("FAKE-TALOS: config role=controlplane hostname=cp-3 vip=10.99.0.5")
+            && nlog.contains(&format!("FAKE-TALOS: address {}", MS[2].ip))
+            && nlog.contains("FAKE-TALOS: etcd: joined"),
+        "{nlog}"
+    );
+    assert!(
+        !nlog.contains("bootstrap calls"),
+        "Bootstrap reached the replacement: {nlog}"
+    );
+    let after = members(MS[0].ip);
+    assert_eq!(names(&after), ["cp-1", "cp-2", "cp-3"], "{after}");
+    assert_ne!(id_of(&after, "cp-3").unwrap(), old_id);
+    assert!(
+        after["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["isLearner"].as_bool() != Some(true)),
+        "{after}"
+    );
+    let (ok, out) = kiln_cli(&["machines", "--output", "json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cps: Vec<(String, String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "controlplane")
+        .map(|m| {
+            (
+                m["hostname"].as_str().unwrap().to_string(),
+                m["mac"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(cps.len(), 3, "{out}");
+    assert!(cps.iter().all(|(_, _, st)| st == "ready"), "{out}");
+    assert!(
+        cps.iter().any(|(h, mac, _)| h == "cp-3" && mac == NEW_CP3),
+        "{out}"
+    );
+    let old = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mac"] == MS[2].mac)
+        .expect("the old MAC is listed");
+    assert_eq!(old["state"], "retired", "{out}");
+    assert_eq!(
+        old["last_event"],
+        format!("replaced by {NEW_CP3}").as_str(),
+        "{out}"
+    );
+    eprintln!(
+        "replace: three control planes again {:.1}s after cp-3 died",
+        replaced.elapsed().as_secs_f64()
+    );
+    vms.insert("cp-3", newbox);
 
     // A second PXE boot of an installed machine gets the local-boot script.
     drop(vms.remove("cp-1"));

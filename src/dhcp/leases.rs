@@ -61,6 +61,9 @@ pub struct Pool {
     /// Fixed addresses from the inventory: address → owner.
     reserved: HashMap<Ipv4Addr, Mac>,
     reserved_by_mac: HashMap<Mac, Ipv4Addr>,
+    /// MACs whose machine was replaced (`kiln replace`): their leases no longer
+    /// hold an address against the machine that took over the identity.
+    retired: std::collections::HashSet<Mac>,
     /// Per range (keyed by its first address): where the next search for a
     /// never-used address starts.
     cursor: HashMap<u32, u32>,
@@ -80,6 +83,11 @@ impl Pool {
     pub fn set_reservations(&mut self, r: impl IntoIterator<Item = (Ipv4Addr, Mac)>) {
         self.reserved = r.into_iter().collect();
         self.reserved_by_mac = self.reserved.iter().map(|(ip, m)| (*m, *ip)).collect();
+    }
+
+    /// Replace the set of retired MACs (on start and on reload).
+    pub fn set_retired(&mut self, r: impl IntoIterator<Item = Mac>) {
+        self.retired = r.into_iter().collect();
     }
 
     fn insert(&mut self, ip: Ipv4Addr, mac: Mac, expires: u64, state: State) {
@@ -138,7 +146,9 @@ impl Pool {
             }
         }
         match self.entries.get(&ip) {
-            Some(e) if e.mac != *mac && e.expires > now => Some(e.mac),
+            Some(e) if e.mac != *mac && e.expires > now && !self.retired.contains(&e.mac) => {
+                Some(e.mac)
+            }
             _ => None,
         }
     }
@@ -313,6 +323,32 @@ mod tests {
     }
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_replaced_machine_takes_over_its_fixed_address_from_the_retired_mac() {
+        let s = subnet();
+        let fixed = ip("10.0.0.50");
+        let mut p = Pool::default();
+        p.set_reservations([(fixed, m(1))]);
+        p.offer(m(1), &s, None, 100).unwrap();
+        p.bind(m(1), &s, fixed, 3600, 100).unwrap();
+        // The identity moves to m(2): the old box's lease still holds the address...
+        p.set_reservations([(fixed, m(2))]);
+        assert_eq!(
+            p.offer(m(2), &s, None, 200),
+            Err(PoolError::Taken {
+                ip: fixed,
+                holder: m(1)
+            })
+        );
+        // ...until m(1) is known to be retired: then the new box gets it, and
+        // the old MAC's lease is gone.
+        p.set_retired([m(1)]);
+        assert_eq!(p.offer(m(2), &s, None, 200).unwrap(), fixed);
+        p.bind(m(2), &s, fixed, 3600, 200).unwrap();
+        assert_eq!(p.mac_of(fixed), Some(m(2)));
+        assert_eq!(p.lease_of(&m(1)), None);
     }
 
     #[test]

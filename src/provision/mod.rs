@@ -60,6 +60,7 @@ impl Provisioner {
     pub fn new(cfg: Config, inventory: Inventory, store: Store) -> Result<Provisioner, StoreError> {
         let mut pool = Pool::new(store.leases()?);
         pool.set_reservations(inventory.reserved_ips());
+        pool.set_retired(inventory.retired_macs());
         Ok(Provisioner {
             cfg,
             inventory: RwLock::new(Arc::new(inventory)),
@@ -81,10 +82,11 @@ impl Provisioner {
 
     /// Swap in a newly validated inventory.
     pub fn replace_inventory(&self, inv: Inventory) {
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_reservations(inv.reserved_ips());
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.set_reservations(inv.reserved_ips());
+            pool.set_retired(inv.retired_macs());
+        }
         *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inv);
     }
 

@@ -103,7 +103,7 @@ impl Vm {
             "-accel",
             "tcg",
             "-m",
-            "512",
+            "768",
             "-nographic",
             "-no-reboot",
             "-monitor",

@@ -9,7 +9,7 @@ set -euo pipefail
 out=$1
 fake=${2:-}
 if [ -n "$fake" ]; then
-  [ -s "$out/initramfs-talos.gz" ] && [ "$out/initramfs-talos.gz" -nt "$fake" ] && [ -s "$out/vmlinuz" ] && exit 0
+  [ -s "$out/initramfs-talos.gz" ] && [ "$out/initramfs-talos.gz" -nt "$fake" ] && [ "$out/initramfs-talos.gz" -nt "$0" ] && [ -s "$out/vmlinuz" ] && exit 0
 else
   [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.gz" ] && exit 0
 fi
@@ -81,6 +81,16 @@ if [ -n "$fake" ]; then
   # The Talos stand-in: DHCP like Talos, then the fake takes over.
   cp "$fake" root/fake-talos
   chmod +x root/fake-talos
+  # Control planes run a real etcd member: Debian's etcd and etcdctl (Go,
+  # linked against glibc only), with the loader and libc they need.
+  for b in etcd etcdctl; do
+    p=$(command -v "$b") || { echo "$b not found (Debian packages etcd-server, etcd-client)" >&2; exit 1; }
+    cp "$p" root/bin/
+    for lib in $(ldd "$p" | awk '/=> \//{print $3} /^\t\/lib/{print $1}'); do
+      mkdir -p "root$(dirname "$lib")"
+      cp -L "$lib" "root$lib"
+    done
+  done
   cat > root/init <<'S'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

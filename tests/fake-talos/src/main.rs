@@ -3,7 +3,11 @@
 //! command line, fetch the config, check it is this machine's, publish the
 //! lifecycle events, and (control planes) serve the Talos API on :50000 with a
 //! server certificate from the OS CA in the config, accepting Bootstrap only
-//! from `os:admin`. Every step is printed to the console for the test to read.
+//! from `os:admin`. Control planes run a real etcd member (see etcd.rs), which
+//! the Talos API's etcd calls act on. Every step is printed to the console
+//! for the test to read.
+
+mod etcd;
 
 #[path = "../../common/talos.rs"]
 #[allow(dead_code)]
@@ -149,16 +153,60 @@ fn main() {
         api = Some(node);
     }
     publish(vec![ev::stage(MachineStage::Running, false)], "running");
+    let mut _etcd = None;
     if let Some(n) = &api {
-        // A control plane waits a while for Bootstrap, as Talos's etcd does; the
-        // others would join the first one's etcd (not modelled): they go on.
-        for _ in 0..40 {
+        // As Talos's etcd service: wait for Bootstrap (new cluster) or for a
+        // running cluster to join (here reached through the VIP).
+        let vip_ip: Option<Ipv4Addr> = vip.parse().ok();
+        let me = format!("http://{ip}:2379");
+        let t0 = std::time::Instant::now();
+        let mut last_err = String::new();
+        while _etcd.is_none() && t0.elapsed() < Duration::from_secs(600) {
             let calls = n.node.bootstrap_calls();
-            if !calls.is_empty() {
+            if calls.iter().any(|c| c == "ok") {
                 say(&format!("bootstrap calls {calls:?}"));
+                match etcd::bootstrap(hostname, ip) {
+                    Ok(c) => _etcd = Some(c),
+                    Err(e) => say(&format!("etcd start failed: {e}")),
+                }
+                if etcd::healthy(&me, Duration::from_secs(60)) {
+                    say("etcd: new cluster");
+                    if let Some(v) = vip_ip {
+                        let st = std::process::Command::new("ip")
+                            .args(["addr", "add", &format!("{v}/32"), "dev", "eth0"])
+                            .status();
+                        say(&format!("vip {v} on eth0: {st:?}"));
+                    }
+                }
                 break;
             }
-            std::thread::sleep(Duration::from_millis(500));
+            if let Some(v) = vip_ip.filter(|v| etcd::listening(*v, 2379)) {
+                let via = format!("http://{v}:2379");
+                match etcd::join(hostname, ip, &via) {
+                    Ok((c, id)) => {
+                        _etcd = Some(c);
+                        n.node
+                            .etcd_has_data
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        say(&format!("etcd: learner {id} added through {via}"));
+                        match etcd::promote(&via, &id, Duration::from_secs(180)) {
+                            Ok(()) => say("etcd: joined"),
+                            Err(e) => say(&format!("etcd: promote failed: {e}")),
+                        }
+                    }
+                    Err(e) if e != last_err => {
+                        say(&format!("etcd join: {e}"));
+                        last_err = e;
+                    }
+                    Err(_) => {}
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if _etcd.is_some() && etcd::healthy(&me, Duration::from_secs(60)) {
+            *n.node.etcd.lock().unwrap() = Some(me);
+        } else {
+            say("etcd never came up");
         }
     }
     publish(vec![ev::stage(MachineStage::Running, true)], "ready");
