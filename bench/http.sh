@@ -55,6 +55,7 @@ Y
 }
 start_nginx() {
   cat > "$work/nginx.conf" <<N
+user root;
 worker_processes auto;
 pid $work/nginx.pid;
 error_log $work/nginx.err;
@@ -96,12 +97,12 @@ for server in kiln nginx; do
     ( while sleep 0.1; do rss_kb; done ) > "$work/rss" &
     sampler=$!
     t0=$(date +%s.%N)
-    ip netns exec $NS_C curl -sS --fail --parallel --parallel-max "$CLIENTS" -w '%{size_download}\n' "${args[@]}" > "$work/sizes" || ok=no
+    ip netns exec $NS_C curl -sS --no-progress-meter --fail --parallel --parallel-max "$CLIENTS" -w '%{size_download}\n' "${args[@]}" > "$work/sizes" 2> "$work/curl.err" || ok=no
     t1=$(date +%s.%N)
     kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
     peak=$(sort -n "$work/rss" | tail -1)
     stop_server
-    got=$(awk '{s+=$1} END {print s+0}' "$work/sizes")
+    got=$(awk '{s+=$1} END {printf "%.0f", s}' "$work/sizes")
     [ "$got" -eq $((CLIENTS * SIZE_MB * 1024 * 1024)) ] || ok="no ($got bytes)"
     echo "$t0 $t1 $got" | awk '{printf "%.0f\n", $3/1048576/($2-$1)}' >> "$work/tp"
     echo "${peak:-0}" | awk '{printf "%.1f\n", $1/1024}' >> "$work/peak"
