@@ -60,7 +60,9 @@ pub async fn serve(
     sink: Sink,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // No Nagle: Talos sends one event per request and waits for the reply;
+    // with delayed ACKs each one would stall ~40 ms (bench/storm.sh).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(EventSinkServiceServer::new(sink))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -1,0 +1,645 @@
+//! Boot-storm simulator: N machines power on within a few seconds and do the
+//! whole first boot that kiln sees, each from its own leased address:
+//!
+//! 1. DHCP as a PXE ROM (DISCOVER/OFFER/REQUEST/ACK with options 60 and 93),
+//! 2. TFTP of the boot file the ACK names (blksize 1468),
+//! 3. DHCP again as iPXE (user class "iPXE"),
+//! 4. the boot script, then the machine's own script (`/ipxe/<mac>`),
+//! 5. the config, by the `talos.config=` URL in that script,
+//! 6. the lifecycle events over gRPC (booting .. ready).
+//!
+//! Clients retry as real ones do (DHCP 1-4 s backoff, TFTP retransmits, HTTP
+//! and gRPC reconnects), so a storm survives a kiln restart. Per-step p50/p99,
+//! errors and each machine's final address are reported (JSON with --out).
+//! Run it through bench/storm.sh (namespaces, kiln, RSS/CPU sampling).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
+use kiln::dhcp::packet::{build_request, parse_reply};
+use kiln::mac::Mac;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+#[derive(Parser, Clone)]
+struct Opts {
+    /// Client-side interface (leased addresses are added to it).
+    #[arg(long)]
+    iface: String,
+    /// kiln's address.
+    #[arg(long)]
+    server: Ipv4Addr,
+    #[arg(long, default_value_t = 1000)]
+    machines: usize,
+    /// Power-on spread: machine i starts at a random point in [0, ramp) s.
+    #[arg(long, default_value_t = 10.0)]
+    ramp: f64,
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    #[arg(long, default_value_t = 4002)]
+    events_port: u16,
+    #[arg(long, default_value_t = 69)]
+    tftp_port: u16,
+    /// Give up on a step after this many seconds of retries.
+    #[arg(long, default_value_t = 90)]
+    step_timeout: u64,
+    /// Per-machine results as JSON.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+const STEPS: [&str; 6] = [
+    "dhcp-pxe",
+    "tftp",
+    "dhcp-ipxe",
+    "script",
+    "config",
+    "events",
+];
+
+type Waiters = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<v4::Message>>>>;
+
+struct Dhcp {
+    sock: Arc<UdpSocket>,
+    waiters: Waiters,
+}
+
+impl Dhcp {
+    fn new(iface: &str) -> std::io::Result<Dhcp> {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        s.set_reuse_address(true)?;
+        s.set_broadcast(true)?;
+        s.bind_device(Some(iface.as_bytes()))?;
+        s.set_recv_buffer_size(8 << 20)?;
+        s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 68)).into())?;
+        s.set_nonblocking(true)?;
+        let sock = Arc::new(UdpSocket::from_std(s.into())?);
+        let waiters: Waiters = Arc::default();
+        let (rs, rw) = (sock.clone(), waiters.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            while let Ok((n, _)) = rs.recv_from(&mut buf).await {
+                if let Some(m) = parse_reply(&buf[..n]) {
+                    if let Some(tx) = rw.lock().unwrap().get(&m.xid()) {
+                        let _ = tx.send(m);
+                    }
+                }
+            }
+        });
+        Ok(Dhcp { sock, waiters })
+    }
+
+    async fn send(&self, pkt: &[u8]) {
+        let _ = self
+            .sock
+            .send_to(pkt, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
+            .await;
+    }
+
+    /// DISCOVER/OFFER/REQUEST/ACK with retries: (address, boot file).
+    async fn dora(
+        &self,
+        mac: Mac,
+        xid: u32,
+        ipxe: bool,
+        give_up: Duration,
+    ) -> Result<(Ipv4Addr, String), String> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.waiters.lock().unwrap().insert(xid, tx);
+        let r = self.dora_inner(mac, xid, ipxe, give_up, &mut rx).await;
+        self.waiters.lock().unwrap().remove(&xid);
+        r
+    }
+
+    async fn dora_inner(
+        &self,
+        mac: Mac,
+        xid: u32,
+        ipxe: bool,
+        give_up: Duration,
+        rx: &mut mpsc::UnboundedReceiver<v4::Message>,
+    ) -> Result<(Ipv4Addr, String), String> {
+        let t0 = Instant::now();
+        let opts = || {
+            let mut o = vec![
+                DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+                DhcpOption::ClientSystemArchitecture(v4::Architecture(0)),
+            ];
+            if ipxe {
+                o.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+            }
+            o
+        };
+        let mut wait = Duration::from_secs(1);
+        while t0.elapsed() < give_up {
+            self.send(&build_request(mac, MessageType::Discover, xid, opts()))
+                .await;
+            let Some(offer) = recv(rx, MessageType::Offer, wait).await else {
+                wait = (wait * 2).min(Duration::from_secs(4));
+                continue;
+            };
+            let ip = offer.yiaddr();
+            let sid = match offer.opts().get(OptionCode::ServerIdentifier) {
+                Some(DhcpOption::ServerIdentifier(s)) => *s,
+                _ => offer.siaddr(),
+            };
+            let mut o = opts();
+            o.push(DhcpOption::RequestedIpAddress(ip));
+            o.push(DhcpOption::ServerIdentifier(sid));
+            for _ in 0..3 {
+                self.send(&build_request(mac, MessageType::Request, xid, o.clone()))
+                    .await;
+                match recv2(rx, wait).await {
+                    Some(m) if msg_type(&m) == Some(MessageType::Ack) => {
+                        let file = match m.opts().get(OptionCode::BootfileName) {
+                            Some(DhcpOption::BootfileName(f)) => {
+                                String::from_utf8_lossy(f).into_owned()
+                            }
+                            _ => m
+                                .fname()
+                                .map(|f| {
+                                    String::from_utf8_lossy(f)
+                                        .trim_end_matches('\0')
+                                        .to_string()
+                                })
+                                .unwrap_or_default(),
+                        };
+                        return Ok((m.yiaddr(), file));
+                    }
+                    Some(m) if msg_type(&m) == Some(MessageType::Nak) => break,
+                    _ => {}
+                }
+            }
+            wait = (wait * 2).min(Duration::from_secs(4));
+        }
+        Err(format!("no ACK in {give_up:?}"))
+    }
+}
+
+fn msg_type(m: &v4::Message) -> Option<MessageType> {
+    match m.opts().get(OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(t)) => Some(*t),
+        _ => None,
+    }
+}
+
+async fn recv(
+    rx: &mut mpsc::UnboundedReceiver<v4::Message>,
+    want: MessageType,
+    wait: Duration,
+) -> Option<v4::Message> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let m = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
+        if msg_type(&m) == Some(want) {
+            return Some(m);
+        }
+    }
+}
+
+async fn recv2(
+    rx: &mut mpsc::UnboundedReceiver<v4::Message>,
+    wait: Duration,
+) -> Option<v4::Message> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let m = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
+        if matches!(msg_type(&m), Some(MessageType::Ack | MessageType::Nak)) {
+            return Some(m);
+        }
+    }
+}
+
+/// An RRQ with blksize 1468, then ACK every block; retransmit on silence.
+async fn tftp(
+    local: Ipv4Addr,
+    server: SocketAddr,
+    file: &str,
+    give_up: Duration,
+) -> Result<usize, String> {
+    let t0 = Instant::now();
+    'attempt: while t0.elapsed() < give_up {
+        let s = UdpSocket::bind((local, 0))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rrq = vec![0, 1];
+        rrq.extend_from_slice(file.as_bytes());
+        rrq.extend_from_slice(b"\0octet\0blksize\0");
+        rrq.extend_from_slice(b"1468\0");
+        let mut last = rrq.clone();
+        let mut dest = server;
+        let mut got = 0usize;
+        let mut expect: u16 = 1;
+        let mut blksize = 512;
+        let mut buf = vec![0u8; 2048];
+        s.send_to(&last, dest).await.map_err(|e| e.to_string())?;
+        let mut silent = 0;
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(1), s.recv_from(&mut buf)).await;
+            let (n, from) = match r {
+                Ok(Ok(x)) => x,
+                _ => {
+                    silent += 1;
+                    if silent > 5 {
+                        continue 'attempt;
+                    }
+                    let _ = s.send_to(&last, dest).await;
+                    continue;
+                }
+            };
+            silent = 0;
+            if n < 4 {
+                continue;
+            }
+            dest = from;
+            match u16::from_be_bytes([buf[0], buf[1]]) {
+                6 => {
+                    // OACK: blksize accepted.
+                    let text = String::from_utf8_lossy(&buf[2..n]).to_string();
+                    let parts: Vec<&str> = text.split('\0').collect();
+                    if let Some(i) = parts.iter().position(|p| p.eq_ignore_ascii_case("blksize")) {
+                        blksize = parts.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(512);
+                    }
+                    last = vec![0, 4, 0, 0];
+                    let _ = s.send_to(&last, dest).await;
+                }
+                3 => {
+                    let block = u16::from_be_bytes([buf[2], buf[3]]);
+                    if block == expect {
+                        got += n - 4;
+                        expect = expect.wrapping_add(1);
+                    }
+                    last = vec![0, 4, buf[2], buf[3]];
+                    let _ = s.send_to(&last, dest).await;
+                    if block == expect.wrapping_sub(1) && n - 4 < blksize {
+                        return Ok(got);
+                    }
+                }
+                5 => {
+                    return Err(format!(
+                        "TFTP error: {}",
+                        String::from_utf8_lossy(&buf[4..n]).trim_end_matches('\0')
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(format!("TFTP: nothing in {give_up:?}"))
+}
+
+/// GET `path` from `server` over a connection from `local`; (status, body).
+async fn http_get(
+    local: Ipv4Addr,
+    server: SocketAddr,
+    path: &str,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let sock = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    sock.bind(SocketAddr::new(local.into(), 0))
+        .map_err(|e| e.to_string())?;
+    let stream = tokio::time::timeout(Duration::from_secs(5), sock.connect(server))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", server.to_string())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
+        .await
+        .map_err(|_| "response timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Retry `f` on transport errors (a restarting kiln) until `give_up`.
+async fn retry<T, F, Fut>(give_up: Duration, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let t0 = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if t0.elapsed() > give_up => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+mod events {
+    use kiln::api::machine::machine_status_event::{MachineStage, MachineStatus};
+    use kiln::api::machine::{sequence_event, MachineStatusEvent, SequenceEvent};
+    use prost::Message;
+
+    fn any(name: &str, m: impl Message) -> prost_types::Any {
+        prost_types::Any {
+            type_url: format!("type.googleapis.com/machine.{name}"),
+            value: m.encode_to_vec(),
+        }
+    }
+    fn stage(s: MachineStage, ready: bool) -> prost_types::Any {
+        any(
+            "MachineStatusEvent",
+            MachineStatusEvent {
+                stage: s as i32,
+                status: Some(MachineStatus {
+                    ready,
+                    unmet_conditions: vec![],
+                }),
+            },
+        )
+    }
+    fn install(action: sequence_event::Action) -> prost_types::Any {
+        any(
+            "SequenceEvent",
+            SequenceEvent {
+                sequence: "install".into(),
+                action: action as i32,
+                error: None,
+            },
+        )
+    }
+    /// Talos's first boot, as its events sink reports it, up to ready.
+    pub fn first_boot() -> Vec<prost_types::Any> {
+        vec![
+            stage(MachineStage::Booting, false),
+            install(sequence_event::Action::Start),
+            stage(MachineStage::Installing, false),
+            install(sequence_event::Action::Stop),
+            stage(MachineStage::Running, false),
+            stage(MachineStage::Running, true),
+        ]
+    }
+}
+
+async fn publish(sink: SocketAddr, from: Ipv4Addr) -> Result<(), String> {
+    use kiln::api::events::event_sink_service_client::EventSinkServiceClient;
+    use kiln::api::events::EventRequest;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{sink}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(
+            move |_: tonic::transport::Uri| async move {
+                let s = tokio::net::TcpSocket::new_v4()?;
+                s.bind(SocketAddr::new(from.into(), 0))?;
+                let stream = s.connect(sink).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            },
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut c = EventSinkServiceClient::new(ch);
+    for (i, data) in events::first_boot().into_iter().enumerate() {
+        c.publish(EventRequest {
+            data: Some(data),
+            id: format!("storm{i}"),
+            actor_id: String::new(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[derive(Default, Clone)]
+struct Outcome {
+    mac: String,
+    ip: Option<Ipv4Addr>,
+    steps: Vec<Duration>,
+    error: Option<String>,
+}
+
+async fn machine(
+    i: usize,
+    o: Arc<Opts>,
+    dhcp: Arc<Dhcp>,
+    added: Arc<Mutex<std::collections::HashSet<Ipv4Addr>>>,
+) -> Outcome {
+    let mac = Mac([0x02, 0x53, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+    let mut out = Outcome {
+        mac: mac.to_string(),
+        ..Default::default()
+    };
+    let give_up = Duration::from_secs(o.step_timeout);
+    let fail = |mut out: Outcome, step: &str, e: String| {
+        out.error = Some(format!("{step}: {e}"));
+        out
+    };
+    // 1. DHCP as the PXE ROM.
+    let t = Instant::now();
+    let (ip, file) = match dhcp.dora(mac, 0x5000_0000 | i as u32, false, give_up).await {
+        Ok(x) => x,
+        Err(e) => return fail(out, STEPS[0], e),
+    };
+    out.steps.push(t.elapsed());
+    out.ip = Some(ip);
+    let fresh = added.lock().unwrap().insert(ip);
+    if fresh {
+        let st = tokio::process::Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", &o.iface])
+            .status()
+            .await;
+        if !st.as_ref().is_ok_and(|s| s.success()) {
+            return fail(out, "setup", format!("ip addr add {ip}: {st:?}"));
+        }
+    }
+    // 2. TFTP the boot file.
+    let t = Instant::now();
+    let server_tftp = SocketAddr::new(o.server.into(), o.tftp_port);
+    match tftp(ip, server_tftp, &file, give_up).await {
+        Ok(n) if n > 0 => {}
+        Ok(_) => return fail(out, STEPS[1], format!("{file}: empty")),
+        Err(e) => return fail(out, STEPS[1], format!("{file}: {e}")),
+    }
+    out.steps.push(t.elapsed());
+    // 3. DHCP again, as iPXE.
+    let t = Instant::now();
+    let (ip2, script_url) = match dhcp.dora(mac, 0x6000_0000 | i as u32, true, give_up).await {
+        Ok(x) => x,
+        Err(e) => return fail(out, STEPS[2], e),
+    };
+    out.steps.push(t.elapsed());
+    if ip2 != ip {
+        return fail(out, STEPS[2], format!("address changed {ip} -> {ip2}"));
+    }
+    // 4. The boot script, then this machine's.
+    let t = Instant::now();
+    let http = SocketAddr::new(o.server.into(), o.http_port);
+    let path_of = |url: &str| -> String {
+        url.split_once("://")
+            .and_then(|(_, r)| r.find('/').map(|p| r[p..].to_string()))
+            .unwrap_or_else(|| url.to_string())
+    };
+    let get_ok = |path: String| {
+        async move {
+            retry(give_up, || {
+                let path = path.clone();
+                async move {
+                    match http_get(ip, http, &path).await? {
+                        (200, b) => Ok(b),
+                        (s, b) => Err(format!("{path}: {s} {}", b.trim())),
+                    }
+                }
+            })
+            .await
+        }
+    };
+    if let Err(e) = get_ok(path_of(&script_url)).await {
+        return fail(out, STEPS[3], e);
+    }
+    let hyph = mac.to_string().replace(':', "-");
+    let uuid = format!("00000000-0000-4000-8000-{i:012x}");
+    let script = match get_ok(format!("/ipxe/{hyph}?uuid={uuid}&serial=&arch=i386")).await {
+        Ok(s) => s,
+        Err(e) => return fail(out, STEPS[3], e),
+    };
+    out.steps.push(t.elapsed());
+    // 5. The config, by the talos.config= URL.
+    let t = Instant::now();
+    let Some(cfg_url) = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("talos.config="))
+    else {
+        return fail(out, STEPS[4], format!("no talos.config= in {script:?}"));
+    };
+    let cfg_path = path_of(cfg_url)
+        .replace("${uuid}", &uuid)
+        .replace("${mac}", &mac.to_string());
+    match get_ok(cfg_path).await {
+        Ok(body) if body.contains("machine:") => {}
+        Ok(body) => return fail(out, STEPS[4], format!("not a config: {:.80}", body)),
+        Err(e) => return fail(out, STEPS[4], e),
+    }
+    out.steps.push(t.elapsed());
+    // 6. Events, booting .. ready.
+    let t = Instant::now();
+    let sink = SocketAddr::new(o.server.into(), o.events_port);
+    if let Err(e) = retry(give_up, || publish(sink, ip)).await {
+        return fail(out, STEPS[5], e);
+    }
+    out.steps.push(t.elapsed());
+    out
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let k = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[k.min(v.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let o = Arc::new(Opts::parse());
+    let dhcp = Arc::new(
+        Dhcp::new(&o.iface).expect("DHCP client socket on :68 (root, in the client namespace)"),
+    );
+    let added = Arc::default();
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..o.machines {
+        let (o, dhcp, added) = (o.clone(), dhcp.clone(), Arc::clone(&added));
+        // Deterministic spread of power-on times over the ramp.
+        let at = Duration::from_secs_f64(
+            o.ramp * ((i * 7919) % o.machines.max(1)) as f64 / o.machines.max(1) as f64,
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            machine(i, o, dhcp, added).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap_or_default());
+    }
+    let total = t0.elapsed();
+    let errors: Vec<&Outcome> = outcomes.iter().filter(|m| m.error.is_some()).collect();
+    let mut ips: Vec<Ipv4Addr> = outcomes.iter().filter_map(|m| m.ip).collect();
+    let n_ips = ips.len();
+    ips.sort();
+    ips.dedup();
+    let dups = n_ips - ips.len();
+    println!("| step | p50 ms | p99 ms | max ms | done |");
+    println!("|---|---|---|---|---|");
+    for (k, step) in STEPS.iter().enumerate() {
+        let mut v: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|m| m.steps.get(k))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        let n = v.len();
+        let (p50, p99, max) = (pct(&mut v, 50.0), pct(&mut v, 99.0), pct(&mut v, 100.0));
+        println!(
+            "| {step} | {p50:.1} | {p99:.1} | {max:.1} | {n}/{} |",
+            o.machines
+        );
+    }
+    println!();
+    println!(
+        "machines: {}, completed: {}, errors: {}, duplicate addresses: {dups}, total time: {:.1} s",
+        o.machines,
+        outcomes.len() - errors.len(),
+        errors.len(),
+        total.as_secs_f64()
+    );
+    let mut by_kind: HashMap<String, usize> = HashMap::new();
+    for e in &errors {
+        let k = e
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(60)
+            .collect::<String>();
+        *by_kind.entry(k).or_default() += 1;
+    }
+    for (k, n) in by_kind {
+        println!("  {n} x {k}");
+    }
+    if let Some(p) = &o.out {
+        let v: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "mac": m.mac,
+                    "ip": m.ip.map(|i| i.to_string()),
+                    "error": m.error,
+                    "steps_ms": m.steps.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).expect("write --out");
+    }
+    if !errors.is_empty() || dups > 0 {
+        std::process::exit(1);
+    }
+}
