@@ -170,7 +170,7 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         .with_context(|| format!("binding DHCP on {}:{}", l, cfg.ports.dhcp))?;
     let proxy_sock = dhcp_server::bind_udp(SocketAddrV4::new(l, cfg.ports.proxy_dhcp), iface, true)
         .with_context(|| format!("binding proxyDHCP on {}:{}", l, cfg.ports.proxy_dhcp))?;
-    let tftp_sock = std::net::UdpSocket::bind(SocketAddrV4::new(l, cfg.ports.tftp))
+    let tftp_socks = tftp::bind(SocketAddrV4::new(l, cfg.ports.tftp))
         .with_context(|| format!("binding TFTP on {}:{}", l, cfg.ports.tftp))?;
     let http_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(l, cfg.ports.http))
         .await
@@ -184,9 +184,14 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     ))
     .await
     .with_context(|| format!("binding the local API on 127.0.0.1:{}", cfg.ports.api))?;
-    let tftp_server = tftp::build(Arc::new(cfg.clone()), tftp_sock)
-        .await
-        .context("starting TFTP")?;
+    let mut tftp_servers = Vec::new();
+    for sock in tftp_socks {
+        tftp_servers.push(
+            tftp::build(Arc::new(cfg.clone()), sock)
+                .await
+                .context("starting TFTP")?,
+        );
+    }
 
     let persister = Persister::start(store);
     let mut tasks = tokio::task::JoinSet::new();
@@ -204,14 +209,28 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         persister,
         stop_rx.clone(),
     ));
-    {
+    for (i, tftp_server) in tftp_servers.into_iter().enumerate() {
+        // async-tftp runs every transfer of a server on one executor, polled by
+        // whoever polls `serve`: one server per core, each on its own thread
+        // (async-io's block_on drives the reactor there), the kernel spreading
+        // requests over their SO_REUSEPORT sockets (bench/tftp.sh: one server
+        // on a tokio task was 0.85x tftpd-hpa on 2 cores).
         let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                r = tftp_server.serve() => if let Err(e) = r { tracing::error!("tftp: {e}") },
-                _ = stop.changed() => {}
-            }
-        });
+        std::thread::Builder::new()
+            .name(format!("tftp-{i}"))
+            .spawn(move || {
+                async_io::block_on(futures_lite::future::or(
+                    async {
+                        if let Err(e) = tftp_server.serve().await {
+                            tracing::error!("tftp: {e}")
+                        }
+                    },
+                    async {
+                        let _ = stop.changed().await;
+                    },
+                ))
+            })
+            .context("starting the TFTP thread")?;
     }
     {
         let mut stop = stop_rx.clone();

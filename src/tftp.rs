@@ -63,6 +63,30 @@ impl Handler for AssetHandler {
     }
 }
 
+/// One socket per core on `addr`, all SO_REUSEPORT: the kernel spreads
+/// requests over them by client address and port.
+pub fn bind(addr: std::net::SocketAddrV4) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    // SO_REUSEPORT would let a second kiln share the port silently: probe
+    // with a plain bind first, so a port in use is still an error.
+    drop(std::net::UdpSocket::bind(addr)?);
+    (0..n)
+        .map(|_| {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            s.set_reuse_port(true)?;
+            s.bind(&std::net::SocketAddr::V4(addr).into())?;
+            Ok(s.into())
+        })
+        .collect()
+}
+
 /// Build the server on an already bound socket (so readiness means bound).
 pub async fn build(
     cfg: Arc<Config>,

@@ -497,19 +497,17 @@ async fn machine(
             .and_then(|(_, r)| r.find('/').map(|p| r[p..].to_string()))
             .unwrap_or_else(|| url.to_string())
     };
-    let get_ok = |path: String| {
-        async move {
-            retry(give_up, || {
-                let path = path.clone();
-                async move {
-                    match http_get(ip, http, &path).await? {
-                        (200, b) => Ok(b),
-                        (s, b) => Err(format!("{path}: {s} {}", b.trim())),
-                    }
+    let get_ok = |path: String| async move {
+        retry(give_up, || {
+            let path = path.clone();
+            async move {
+                match http_get(ip, http, &path).await? {
+                    (200, b) => Ok(b),
+                    (s, b) => Err(format!("{path}: {s} {}", b.trim())),
                 }
-            })
-            .await
-        }
+            }
+        })
+        .await
     };
     if let Err(e) = get_ok(path_of(&script_url)).await {
         return fail(out, STEPS[3], e);
