@@ -3,7 +3,7 @@
 # docs/benchmarks.md between the markers <!-- bench:begin --> and
 # <!-- bench:end --> (the analysis around them is written by hand).
 #
-#   sudo bench/run.sh            (about 25 minutes on 2 cores)
+#   sudo bench/run.sh            (about 20 minutes on 2 cores)
 #
 # Needs root and: iproute2, perfdhcp + kea-dhcp4 (kea-admin,
 # kea-dhcp4-server), dnsmasq, tftpd-hpa + atftp, nginx(-light), curl.
@@ -35,6 +35,14 @@ v() { "$@" 2>&1 | head -1 || echo "not found"; }
   echo "### HTTP (\`bench/http.sh\`)"
   echo
   bench/http.sh
+  echo
+  echo "### Boot storm (\`bench/storm.sh\`: 1,000 machines over 10 s)"
+  echo
+  bench/storm.sh 2>&1 | grep -v "Killed"
+  echo
+  echo "### Boot storm with kill -9 (\`KILL=1 bench/storm.sh\`)"
+  echo
+  KILL=1 bench/storm.sh 2>&1 | grep -v "Killed"
   echo
   echo "### Config rendering (\`cargo bench --bench render\`)"
   echo
