@@ -24,9 +24,9 @@ v() { "$@" 2>&1 | head -1 || echo "not found"; }
   echo
   bench/dhcp.sh 2000 8000 12000 16000
   echo
-  echo "### proxyDHCP (\`bench/proxydhcp.sh\`)"
+  echo "### proxyDHCP (\`bench/proxydhcp.sh 4000 16000 32000 64000\`)"
   echo
-  bench/proxydhcp.sh
+  bench/proxydhcp.sh 4000 16000 32000 64000
   echo
   echo "### TFTP (\`bench/tftp.sh\`)"
   echo
