@@ -71,8 +71,14 @@ pub fn bind(addr: std::net::SocketAddrV4) -> std::io::Result<Vec<std::net::UdpSo
         .unwrap_or(1)
         .clamp(1, 8);
     // SO_REUSEPORT would let a second kiln share the port silently: probe
-    // with a plain bind first, so a port in use is still an error.
-    drop(std::net::UdpSocket::bind(addr)?);
+    // with a plain bind first, so a port in use is still an error (and port
+    // 0 resolves to one port for all the sockets).
+    let probe = std::net::UdpSocket::bind(addr)?;
+    let addr = match probe.local_addr()? {
+        std::net::SocketAddr::V4(a) => a,
+        std::net::SocketAddr::V6(_) => addr,
+    };
+    drop(probe);
     (0..n)
         .map(|_| {
             let s = socket2::Socket::new(
@@ -98,4 +104,22 @@ pub async fn build(
         .window_size_limit(64)
         .build()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_port_for_every_core_and_a_port_in_use_is_an_error() {
+        let socks = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socks[0].local_addr().unwrap().port();
+        assert!(socks.iter().all(|s| s.local_addr().unwrap().port() == port));
+        // Another process (or a second kiln) holding the port: refused.
+        drop(socks);
+        let other = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+        let taken = match other.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        assert!(super::bind(taken).is_err());
+    }
 }
