@@ -50,6 +50,8 @@ struct Wire {
     boot_token_ttl: String,
     #[serde(default)]
     clusters: std::collections::BTreeMap<String, ClusterWire>,
+    #[serde(default)]
+    ipv6_router_advertisements: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +226,10 @@ pub struct Config {
     pub machines: PathBuf,
     pub boot_token_ttl: Duration,
     pub clusters: std::collections::BTreeMap<String, ClusterSpec>,
+    /// Answer IPv6 router solicitations on `interface` with an advertisement
+    /// that configures nothing (`ra.rs`): iPXE then stops waiting for IPv6.
+    /// Default: on in full DHCP mode, off in proxy mode.
+    pub ipv6_router_advertisements: bool,
 }
 
 impl Config {
@@ -405,7 +411,6 @@ impl Config {
             server_address: wire.server_address,
             listen_address: wire.listen_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
             ports: wire.ports,
-            dhcp,
             unknown_machines: wire.unknown_machines,
             default_profile: wire.default_profile,
             state_dir: rel(&wire.state_dir),
@@ -420,6 +425,10 @@ impl Config {
             machines: rel(&wire.machines),
             boot_token_ttl,
             clusters,
+            ipv6_router_advertisements: wire
+                .ipv6_router_advertisements
+                .unwrap_or(matches!(dhcp, DhcpMode::Full(_))),
+            dhcp,
         })
     }
 }

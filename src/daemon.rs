@@ -193,6 +193,11 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         );
     }
 
+    let ra_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if cfg.ipv6_router_advertisements {
+        crate::ra::spawn(&cfg.interface, ra_stop.clone());
+    }
+
     let persister = Persister::start(store);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(dhcp_server::serve(
@@ -322,6 +327,7 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    ra_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}
     })

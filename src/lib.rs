@@ -21,6 +21,7 @@ pub mod mac;
 pub mod problems;
 pub mod profile;
 pub mod provision;
+pub mod ra;
 pub mod store;
 pub mod talos;
 pub mod tftp;

@@ -47,6 +47,15 @@ fn bios_ipxe_rom_boots_the_per_machine_script() {
         serial.contains("KILN-GUEST: booted"),
         "guest never booted:\n{serial}\n--- kiln ---\n{logs}"
     );
+    // iPXE's IPv6 autoconfiguration got kiln's empty router advertisement
+    // (instead of soliciting until its timer gives up), from the guest's own
+    // link-local address.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("ipv6: answered router solicitation")
+                && l.contains("from=fe80::5054:ff:feaa:1")),
+        "no router solicitation answered:\n{logs}"
+    );
     // Its address came from its reservation, in Linux as in iPXE.
     assert!(serial.contains("KILN-GUEST: dhcp 10.99.0.11"), "{serial}");
     // The kernel line is the one kiln rendered for this machine, variables expanded by iPXE.

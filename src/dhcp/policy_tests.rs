@@ -58,6 +58,7 @@ fn cfg(full: bool) -> Config {
         machines: "machines.yaml".into(),
         boot_token_ttl: Duration::from_secs(3600),
         clusters: Default::default(),
+        ipv6_router_advertisements: full,
     }
 }
 
