@@ -14,24 +14,8 @@ cd "$(dirname "$0")/.."
 RATES=${*:-500 1000 2000 4000 8000}
 SECS=${SECS:-5}
 RUNS=${RUNS:-3}
-NS_S=kb-srv; NS_C=kb-cli
-work=$(mktemp -d)
-cleanup() {
-  for ns in $NS_S $NS_C; do
-    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
-    ip netns del $ns 2>/dev/null || true
-    rm -rf /etc/netns/$ns
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null || true
-work=$(mktemp -d)
-for ns in $NS_S $NS_C; do mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf; ip netns add $ns; ip -n $ns link set lo up; done
-ip link add kb0 type veth peer name kb1
-ip link set kb0 netns $NS_S; ip link set kb1 netns $NS_C
-ip -n $NS_S addr add 10.98.0.1/16 dev kb0; ip -n $NS_S link set kb0 up
-ip -n $NS_C addr add 10.98.255.254/16 dev kb1; ip -n $NS_C link set kb1 up
+. bench/lib.sh
+bench_pair kb-srv kb-cli kb0 kb1 10.98.0.1/16 10.98.255.254/16
 
 cargo build --release -q
 KILN=$PWD/target/release/kiln
@@ -73,13 +57,7 @@ J
   ip netns exec $NS_S kea-dhcp4 -c "$work/kea.json" > "$work/kea.log" 2>&1 &
   sleep 1.5
 }
-stop_server() {
-  for p in $(ip netns pids $NS_S); do kill $p 2>/dev/null || true; done
-  sleep 1
-  for p in $(ip netns pids $NS_S); do kill -9 $p 2>/dev/null || true; done
-}
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print a[int((NR+1)/2)]}'; }
 echo "| server | target rate (DORA/s) | achieved (DORA/s, median of $RUNS) | drops % (median) | avg offer delay ms (median) | avg ack delay ms (median) |"
 echo "|---|---|---|---|---|---|"
 for server in kiln dnsmasq kea; do

@@ -11,23 +11,8 @@ cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-50}
 SIZE_MB=${SIZE_MB:-100}
 RUNS=${RUNS:-3}
-NS_S=kh-srv; NS_C=kh-cli
-cleanup() {
-  for ns in $NS_S $NS_C; do
-    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
-    ip netns del $ns 2>/dev/null || true
-    rm -rf /etc/netns/$ns
-  done
-  rm -rf "${work:-/nonexistent}"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null || true
-work=$(mktemp -d)
-for ns in $NS_S $NS_C; do mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf; ip netns add $ns; ip -n $ns link set lo up; done
-ip link add kh0 type veth peer name kh1
-ip link set kh0 netns $NS_S; ip link set kh1 netns $NS_C
-ip -n $NS_S addr add 10.96.0.1/24 dev kh0; ip -n $NS_S link set kh0 up
-ip -n $NS_C addr add 10.96.0.2/24 dev kh1; ip -n $NS_C link set kh1 up
+. bench/lib.sh
+bench_pair kh-srv kh-cli kh0 kh1 10.96.0.1/24 10.96.0.2/24
 
 cargo build --release -q
 KILN=$PWD/target/release/kiln
@@ -70,11 +55,6 @@ N
   sleep 1
   url=http://10.96.0.1:8081/talos/v1.13.9/initramfs-amd64.xz
 }
-stop_server() {
-  for p in $(ip netns pids $NS_S); do kill $p 2>/dev/null || true; done
-  sleep 1
-  for p in $(ip netns pids $NS_S); do kill -9 $p 2>/dev/null || true; done
-}
 rss_kb() { # total VmRSS of the server namespace's processes
   local t=0
   for p in $(ip netns pids $NS_S); do
@@ -82,7 +62,6 @@ rss_kb() { # total VmRSS of the server namespace's processes
   done
   echo $t
 }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print a[int((NR+1)/2)]}'; }
 
 echo "| server | clients x size | throughput MiB/s (median of $RUNS) | idle RSS MiB | peak RSS MiB (median) | complete |"
 echo "|---|---|---|---|---|---|"

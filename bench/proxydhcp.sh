@@ -12,23 +12,8 @@ cd "$(dirname "$0")/.."
 RATES=${*:-1000 4000 16000}
 SECS=${SECS:-5}
 RUNS=${RUNS:-3}
-NS_S=kp-srv; NS_C=kp-cli
-cleanup() {
-  for ns in $NS_S $NS_C; do
-    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
-    ip netns del $ns 2>/dev/null || true
-    rm -rf /etc/netns/$ns
-  done
-  rm -rf "${work:-/nonexistent}"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null || true
-work=$(mktemp -d)
-for ns in $NS_S $NS_C; do mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf; ip netns add $ns; ip -n $ns link set lo up; done
-ip link add kp0 type veth peer name kp1
-ip link set kp0 netns $NS_S; ip link set kp1 netns $NS_C
-ip -n $NS_S addr add 10.97.0.1/16 dev kp0; ip -n $NS_S link set kp0 up
-ip -n $NS_C addr add 10.97.255.254/16 dev kp1; ip -n $NS_C link set kp1 up
+. bench/lib.sh
+bench_pair kp-srv kp-cli kp0 kp1 10.97.0.1/16 10.97.255.254/16
 
 cargo build --release -q
 KILN=$PWD/target/release/kiln
@@ -57,12 +42,6 @@ start_dnsmasq() {
     --dhcp-no-override --quiet-dhcp --log-facility=- --conf-file=/dev/null > "$work/dnsmasq.log" 2>&1 &
   sleep 1
 }
-stop_server() {
-  for p in $(ip netns pids $NS_S); do kill $p 2>/dev/null || true; done
-  sleep 1
-  for p in $(ip netns pids $NS_S); do kill -9 $p 2>/dev/null || true; done
-}
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print a[int((NR+1)/2)]}'; }
 
 PXE60=505845436c69656e743a417263683a30303030303a554e44493a303032303031
 echo "| server | target rate (DISCOVER/s) | OFFERs/s (median of $RUNS) | lost (median) | avg offer delay ms (median) |"

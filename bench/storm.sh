@@ -13,23 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}; RAMP=${RAMP:-10}; KILL=${KILL:-0}
-NS_S=ks-srv; NS_C=ks-cli
-cleanup() {
-  for ns in $NS_S $NS_C; do
-    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
-    ip netns del $ns 2>/dev/null || true
-    rm -rf /etc/netns/$ns
-  done
-  rm -rf "${work:-/nonexistent}"
-}
-trap cleanup EXIT
-cleanup 2>/dev/null || true
-work=$(mktemp -d)
-for ns in $NS_S $NS_C; do mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf; ip netns add $ns; ip -n $ns link set lo up; done
-ip link add ks0 type veth peer name ks1
-ip link set ks0 netns $NS_S; ip link set ks1 netns $NS_C
-ip -n $NS_S addr add 10.95.0.1/16 dev ks0; ip -n $NS_S link set ks0 up
-ip -n $NS_C addr add 10.95.255.254/16 dev ks1; ip -n $NS_C link set ks1 up
+. bench/lib.sh
+bench_pair ks-srv ks-cli ks0 ks1 10.95.0.1/16 10.95.255.254/16
 
 cargo build --release -q -p kiln -p kiln-storm
 KILN=$PWD/target/release/kiln

@@ -7,22 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200}; P=${P:-20}; RUNS=${RUNS:-3}
-NS_S=kt-srv; NS_C=kt-cli
-work=$(mktemp -d)
-cleanup() {
-  for ns in $NS_S $NS_C; do
-    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
-    ip netns del $ns 2>/dev/null || true
-    rm -rf /etc/netns/$ns
-  done
-}
-trap 'cleanup; rm -rf "$work"' EXIT
-cleanup
-for ns in $NS_S $NS_C; do mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf; ip netns add $ns; ip -n $ns link set lo up; done
-ip link add kt0 type veth peer name kt1
-ip link set kt0 netns $NS_S; ip link set kt1 netns $NS_C
-ip -n $NS_S addr add 10.97.0.1/24 dev kt0; ip -n $NS_S link set kt0 up
-ip -n $NS_C addr add 10.97.0.2/24 dev kt1; ip -n $NS_C link set kt1 up
+. bench/lib.sh
+bench_pair kt-srv kt-cli kt0 kt1 10.97.0.1/24 10.97.0.2/24
 
 mkdir -p "$work/root" "$work/out"
 cp -L /usr/lib/ipxe/ipxe.efi "$work/root/ipxe.efi"
@@ -47,11 +33,6 @@ start_dnsmasq() {
   ip netns exec $NS_S dnsmasq --no-daemon --port=0 --enable-tftp --tftp-root="$work/root" --interface=kt0 --bind-interfaces --conf-file=/dev/null > "$work/dnsmasq.log" 2>&1 &
   sleep 1
 }
-stop_server() {
-  for p in $(ip netns pids $NS_S); do kill $p 2>/dev/null || true; done
-  sleep 0.5
-  for p in $(ip netns pids $NS_S); do kill -9 $p 2>/dev/null || true; done
-}
 
 fetch_all() {
   rm -f "$work/out"/*
@@ -71,7 +52,7 @@ for server in kiln tftpd dnsmasq; do
     t0=$(date +%s.%N)
     ok=$(fetch_all)
     t1=$(date +%s.%N)
-    stop_server
+    stop_server 0.5
     times+=("$(echo "$t1 - $t0" | bc -l)")
   done
   med=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS+1)/2 ))p")
