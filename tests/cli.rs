@@ -5,12 +5,14 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab};
+use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab, Ports};
 
 fn yaml(http: u16) -> String {
-    let (ev, api) = (free_port(), free_port());
-    let (t, d, p) = (free_port(), free_port(), free_port());
-    format!("interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {d}, proxy_dhcp: {p}, tftp: {t}, http: {http}, events: {ev}, api: {api}}}\nipxe_dirs: [./ipxe]\n")
+    let ports = Ports {
+        http,
+        ..Ports::free()
+    };
+    format!("{}ipxe_dirs: [./ipxe]\n", ports.lo_yaml())
 }
 
 #[test]

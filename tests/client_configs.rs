@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab};
+use common::{have, kiln_bin, skip_unless, Kiln, Lab, Ports};
 use kiln::kubeconfig::KubeConfig;
 use kiln::talos::secrets::{pem_of, Bundle};
 use kiln::talos::talosconfig::TalosConfig;
@@ -43,10 +43,9 @@ fn one_context_per_cluster_chained_to_the_right_ca() {
     if skip_unless(have("openssl"), "openssl") {
         return;
     }
-    let p: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {}, proxy_dhcp: {}, tftp: {}, http: {}, events: {}, api: {}}}\nipxe_dirs: [./ipxe]\nboot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n  prod:\n    endpoint: https://k8s.prod.example:6443\n",
-        p[0], p[1], p[2], p[3], p[4], p[5]
+        "{}ipxe_dirs: [./ipxe]\nboot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n  prod:\n    endpoint: https://k8s.prod.example:6443\n",
+        Ports::free().lo_yaml()
     );
     let lab = Lab::new(&yaml, "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 192.168.50.11}\n  - {mac: 52:54:00:bb:00:01, hostname: prod-cp-1, profile: prodcp, ip: 10.20.0.11}\n");
     std::fs::write(

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab};
+use common::{have, kiln_bin, skip_unless, Kiln, Lab, Ports};
 use kiln::talos::generate::from_yaml;
 
 const MACHINES: &str = "machines:
@@ -19,10 +19,11 @@ const MACHINES: &str = "machines:
 ";
 
 fn lab(extra: &str) -> (Lab, u16) {
-    let (ev, api) = (free_port(), free_port());
-    let (http, tftp, dhcp, proxy) = (free_port(), free_port(), free_port(), free_port());
+    let ports = Ports::free();
+    let http = ports.http;
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {ev}, api: {api}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}"
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}",
+        ports.lo_yaml()
     );
     let lab = Lab::new(&yaml, MACHINES);
     lab.ipxe_stubs();

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{free_port, Kiln, Lab};
+use common::{Kiln, Lab, Ports};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -25,26 +25,11 @@ fn cases() -> u32 {
         .unwrap_or(150)
 }
 
-struct Ports {
-    http: u16,
-    tftp: u16,
-    dhcp: u16,
-    proxy: u16,
-    events: u16,
-}
-
 fn lab() -> (Lab, Ports) {
-    let p = Ports {
-        http: free_port(),
-        tftp: free_port(),
-        dhcp: free_port(),
-        proxy: free_port(),
-        events: free_port(),
-    };
-    let api = free_port();
+    let p = Ports::free();
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {}, proxy_dhcp: {}, tftp: {}, http: {}, events: {}, api: {api}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
-        p.dhcp, p.proxy, p.tftp, p.http, p.events
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
+        p.lo_yaml()
     );
     let lab = Lab::new(
         &yaml,
@@ -196,7 +181,7 @@ fn arbitrary_input_on_every_port_never_panics_and_service_goes_on() {
     ];
     runner()
         .run(&datagram, |d| {
-            for port in [p.dhcp, p.proxy, p.tftp] {
+            for port in [p.dhcp, p.proxy_dhcp, p.tftp] {
                 let _ = udp.send_to(&d, ("127.0.0.1", port));
             }
             Ok(())

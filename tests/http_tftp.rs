@@ -4,13 +4,14 @@ mod common;
 
 use std::process::Command;
 
-use common::{free_port, have, skip_unless, Kiln, Lab};
+use common::{have, skip_unless, Kiln, Lab, Ports};
 
 fn lab() -> (Lab, u16, u16) {
-    let (ev, api) = (free_port(), free_port());
-    let (http, tftp, dhcp, proxy) = (free_port(), free_port(), free_port(), free_port());
+    let ports = Ports::free();
+    let (http, tftp) = (ports.http, ports.tftp);
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {ev}, api: {api}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n"
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
+        ports.lo_yaml()
     );
     let lab = Lab::new(
         &yaml,

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::talos::{self, ev, Shared};
-use common::{free_port, kiln_bin, Kiln, Lab};
+use common::{free_port, kiln_bin, lo_ip as ip, Kiln, Lab, Ports, LOOPBACK_MACHINES};
 use kiln::api::machine::machine_status_event::MachineStage;
 use kiln::talos::secrets::Bundle;
 
@@ -21,32 +21,20 @@ struct Setup {
     talos_port: u16,
 }
 
-fn ip(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 1, n)
-}
-
 fn setup(auto: bool) -> Setup {
-    let (http, tftp, dhcp, proxy, events, api, talos_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let p = Ports::free();
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {events}, api: {api}, talos_api: {talos_port}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://lab.example:6443\n    auto_bootstrap: {auto}\n"
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://lab.example:6443\n    auto_bootstrap: {auto}\n",
+        p.lo_yaml()
     );
-    let machines = "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 127.0.1.1}\n  - {mac: 52:54:00:aa:00:02, hostname: cp-2, profile: controlplane, ip: 127.0.1.2}\n  - {mac: 52:54:00:aa:00:03, hostname: cp-3, profile: controlplane, ip: 127.0.1.3}\n  - {mac: 52:54:00:aa:00:11, hostname: w-1, profile: worker, ip: 127.0.1.11}\n";
-    let lab = Lab::new(&yaml, machines);
+    let lab = Lab::new(&yaml, LOOPBACK_MACHINES);
     lab.ipxe_stubs();
     Setup {
         lab,
-        http,
-        events,
-        api,
-        talos_port,
+        http: p.http,
+        events: p.events,
+        api: p.api,
+        talos_port: p.talos_api,
     }
 }
 

@@ -4,14 +4,14 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::talos::{self, ev, Shared};
-use common::{etcd, free_port, kiln_bin, Kiln, Lab};
+use common::{etcd, free_port, kiln_bin, lo_ip as ip, Kiln, Lab, Ports, LOOPBACK_MACHINES};
 use kiln::talos::secrets::Bundle;
 
 const NEW_MAC: &str = "52:54:00:aa:00:22";
@@ -26,35 +26,22 @@ struct World {
     kube: SocketAddr,
 }
 
-fn ip(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 1, n)
-}
-
 fn world() -> World {
-    let (http, tftp, dhcp, proxy, events, api, talos_port, kport) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let kube = SocketAddr::from(([127, 0, 0, 1], kport));
+    let p = Ports::free();
+    let kube = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let yaml = format!(
-        "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {dhcp}, proxy_dhcp: {proxy}, tftp: {tftp}, http: {http}, events: {events}, api: {api}, talos_api: {talos_port}}}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://{kube}\n"
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://{kube}\n",
+        p.lo_yaml()
     );
-    let machines = "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 127.0.1.1}\n  - {mac: 52:54:00:aa:00:02, hostname: cp-2, profile: controlplane, ip: 127.0.1.2}\n  - {mac: 52:54:00:aa:00:03, hostname: cp-3, profile: controlplane, ip: 127.0.1.3}\n  - {mac: 52:54:00:aa:00:11, hostname: w-1, profile: worker, ip: 127.0.1.11}\n";
-    let lab = Lab::new(&yaml, machines);
+    let lab = Lab::new(&yaml, LOOPBACK_MACHINES);
     lab.ipxe_stubs();
     World {
         lab,
-        dhcp,
-        http,
-        events,
-        api,
-        talos_port,
+        dhcp: p.dhcp,
+        http: p.http,
+        events: p.events,
+        api: p.api,
+        talos_port: p.talos_api,
         kube,
     }
 }
@@ -132,6 +119,12 @@ fn bring_up(w: &World) -> Running {
     }
 }
 
+/// Control plane `i` (0-based) dies: its etcd member and its Talos API go.
+fn dies(r: &mut Running, i: usize) {
+    r.etcd.kill(i);
+    r.nodes[i] = None;
+}
+
 fn removals(r: &Running) -> usize {
     r.nodes
         .iter()
@@ -147,9 +140,7 @@ fn replacing_a_control_plane_keeps_quorum_and_ends_with_three_members() {
     }
     let w = world();
     let mut r = bring_up(&w);
-    // cp-2 dies: its etcd member and its Talos API are gone.
-    r.etcd.kill(1);
-    r.nodes[1] = None;
+    dies(&mut r, 1);
     // Once the survivors have settled (a new leader if cp-2 led), a writer runs
     // against cp-1 through the whole replacement: etcd must accept every write.
     r.etcd.wait_healthy(0);
@@ -298,10 +289,8 @@ fn a_replace_that_would_break_quorum_is_refused_and_changes_nothing() {
     }
     let w = world();
     let mut r = bring_up(&w);
-    r.etcd.kill(1);
-    r.etcd.kill(2);
-    r.nodes[1] = None;
-    r.nodes[2] = None;
+    dies(&mut r, 1);
+    dies(&mut r, 2);
     let (ok, out) = kiln(&w, &["replace", "cp-2", "--mac", NEW_MAC, "--yes"]);
     assert!(!ok);
     assert!(
@@ -329,8 +318,7 @@ fn a_crash_between_removal_and_identity_move_resumes_without_a_second_removal() 
     }
     let w = world();
     let mut r = bring_up(&w);
-    r.etcd.kill(1);
-    r.nodes[1] = None;
+    dies(&mut r, 1);
     // The Node deletion hangs; kiln dies while waiting for it (step 2 recorded).
     r.kube.delay_ms.store(8000, Ordering::SeqCst);
     let api = w.api;
@@ -380,8 +368,7 @@ fn an_adopted_box_gets_the_failed_machines_config_and_the_old_mac_nothing() {
     }
     let w = world();
     let mut r = bring_up(&w);
-    r.etcd.kill(2);
-    r.nodes[2] = None;
+    dies(&mut r, 2);
     r.etcd.wait_healthy(0);
     let (ok, out) = kiln(&w, &["machines", "mark-failed", "cp-3"]);
     assert!(ok, "{out}");

@@ -151,6 +151,50 @@ impl Drop for Kiln {
     }
 }
 
+/// A free loopback port for every listener kiln opens (and the Talos API
+/// port it dials), for a kiln on `lo`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub dhcp: u16,
+    pub proxy_dhcp: u16,
+    pub tftp: u16,
+    pub http: u16,
+    pub events: u16,
+    pub api: u16,
+    pub talos_api: u16,
+}
+
+impl Ports {
+    pub fn free() -> Ports {
+        Ports {
+            dhcp: free_port(),
+            proxy_dhcp: free_port(),
+            tftp: free_port(),
+            http: free_port(),
+            events: free_port(),
+            api: free_port(),
+            talos_api: free_port(),
+        }
+    }
+
+    /// The head of a kiln.yaml on loopback: interface, address and ports.
+    pub fn lo_yaml(&self) -> String {
+        format!(
+            "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {}, proxy_dhcp: {}, tftp: {}, http: {}, events: {}, api: {}, talos_api: {}}}\n",
+            self.dhcp, self.proxy_dhcp, self.tftp, self.http, self.events, self.api, self.talos_api
+        )
+    }
+}
+
+/// Three control planes and a worker with fixed loopback addresses
+/// ([`lo_ip`] 1-3 and 11), for the tests whose stand-in nodes bind them.
+pub const LOOPBACK_MACHINES: &str = "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 127.0.1.1}\n  - {mac: 52:54:00:aa:00:02, hostname: cp-2, profile: controlplane, ip: 127.0.1.2}\n  - {mac: 52:54:00:aa:00:03, hostname: cp-3, profile: controlplane, ip: 127.0.1.3}\n  - {mac: 52:54:00:aa:00:11, hostname: w-1, profile: worker, ip: 127.0.1.11}\n";
+
+/// Machine `n`'s address in [`LOOPBACK_MACHINES`].
+pub fn lo_ip(n: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 1, n)
+}
+
 /// A scratch lab: profiles, machines and a kiln.yaml in a temp dir.
 pub struct Lab {
     pub dir: tempfile::TempDir,
