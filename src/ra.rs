@@ -54,22 +54,16 @@ fn sysfs(iface: &str, what: &str) -> io::Result<String> {
     )
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).ok())
-        .collect::<Option<_>>()?;
-    v.try_into().ok()
-}
-
 /// Open the socket: raw ICMPv6 on `iface`, in the all-routers group, hop
 /// limit 255 (RFC 4861 receivers drop anything else).
 fn open(iface: &str) -> io::Result<(Socket, u32, [u8; 6])> {
     let index: u32 = sysfs(iface, "ifindex")?
         .parse()
         .map_err(|_| io::Error::other("bad ifindex"))?;
-    let mac = parse_mac(&sysfs(iface, "address")?)
-        .ok_or_else(|| io::Error::other("no Ethernet address"))?;
+    let mac = sysfs(iface, "address")?
+        .parse::<crate::mac::Mac>()
+        .map_err(|_| io::Error::other("no Ethernet address"))?
+        .octets();
     let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
     s.bind_device(Some(iface.as_bytes()))?;
     s.set_multicast_hops_v6(255)?;
@@ -169,10 +163,5 @@ mod tests {
         assert!(is_solicitation(&[133, 0, 0, 0, 0, 0, 0, 0]));
         assert!(!is_solicitation(&[134, 0, 0, 0, 0, 0, 0, 0]));
         assert!(!is_solicitation(&[133, 0, 0]));
-        assert_eq!(
-            parse_mac("52:54:00:0a:0b:0c"),
-            Some([0x52, 0x54, 0, 10, 11, 12])
-        );
-        assert_eq!(parse_mac("52:54:00"), None);
     }
 }
