@@ -239,14 +239,26 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
             .any(|l| l.contains("tftp: sending") && l.contains("ipxe.efi")),
         "no TFTP of ipxe.efi"
     );
-    let o = std::process::Command::new("ip")
-        .args(["netns", "exec", &net.server])
-        .arg(kiln_bin())
-        .args(["machines", "--output", "json", "--api-port", "8081"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    // kiln's CLI inside the namespace, against its local API: (success, output).
+    let kiln_cli = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &net.server])
+            .arg(kiln_bin())
+            .args(args)
+            .args(["--api-port", "8081"])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (ok, out) = kiln_cli(&["machines", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{ok}: {out}"));
     for m in &MS {
         let st = v
             .as_array()
@@ -323,23 +335,6 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         "cp-3 was bootstrapped"
     );
     drop(vms.remove("cp-3"));
-    let kiln_cli = |args: &[&str]| {
-        let o = std::process::Command::new("ip")
-            .args(["netns", "exec", &net.server])
-            .arg(kiln_bin())
-            .args(args)
-            .args(["--api-port", "8081"])
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
-    };
     let (ok, out) = kiln_cli(&["replace", "cp-3", "--mac", NEW_CP3, "--yes"]);
     assert!(ok, "replace failed:\n{out}\n--- kiln ---\n{}", k.logs());
     assert!(out.contains("removed etcd member cp-3"), "{out}");
