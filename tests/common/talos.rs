@@ -46,21 +46,31 @@ pub struct Node {
     pub remove_delay_ms: AtomicU32,
 }
 
-/// `etcdctl` against `endpoint` (v3 API); stdout.
-fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, Status> {
+/// `etcdctl` against `endpoint` (v3 API), each command bounded by `timeout`
+/// (e.g. "5s"). Outer error: it did not run; inner: its stderr when it failed.
+pub fn etcdctl_with(
+    endpoint: &str,
+    timeout: &str,
+    args: &[&str],
+) -> std::io::Result<Result<String, String>> {
     let o = std::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
-        .args(["--command-timeout=5s"])
+        .arg(format!("--command-timeout={timeout}"))
         .args(args)
-        .output()
-        .map_err(|e| Status::internal(format!("etcdctl: {e}")))?;
-    if !o.status.success() {
-        return Err(Status::unavailable(
-            String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        .output()?;
+    Ok(if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    })
+}
+
+/// [`etcdctl_with`] for the Talos API: an etcd that fails is Unavailable.
+fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, Status> {
+    etcdctl_with(endpoint, "5s", args)
+        .map_err(|e| Status::internal(format!("etcdctl: {e}")))?
+        .map_err(Status::unavailable)
 }
 
 impl Node {
@@ -308,91 +318,8 @@ pub fn start(
     }
 }
 
-/// Publish Talos events to kiln's sink *from* `from` (the sink knows a node only
-/// by its address), as Talos does: one unary Publish per event.
-pub async fn publish(
-    sink: SocketAddr,
-    from: std::net::Ipv4Addr,
-    events: Vec<prost_types::Any>,
-) -> Result<(), tonic::Status> {
-    use kiln::api::events::event_sink_service_client::EventSinkServiceClient;
-    use kiln::api::events::EventRequest;
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{sink}"))
-        .unwrap()
-        .connect_with_connector(tower::service_fn(
-            move |_uri: tonic::transport::Uri| async move {
-                let s = tokio::net::TcpSocket::new_v4()?;
-                s.bind(SocketAddr::new(from.into(), 0))?;
-                let stream = s.connect(sink).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            },
-        ))
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut c = EventSinkServiceClient::new(ch);
-    for (i, data) in events.into_iter().enumerate() {
-        c.publish(EventRequest {
-            data: Some(data),
-            id: format!("ev{i}"),
-            actor_id: String::new(),
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// Event payloads as Talos's sink sends them (anypb.New type URLs).
-pub mod ev {
-    use kiln::api::machine::machine_status_event::{MachineStage, MachineStatus};
-    use kiln::api::machine::*;
-    use prost::Message;
-
-    fn any(name: &str, m: impl Message) -> prost_types::Any {
-        prost_types::Any {
-            type_url: format!("type.googleapis.com/machine.{name}"),
-            value: m.encode_to_vec(),
-        }
-    }
-    pub fn stage(s: MachineStage, ready: bool) -> prost_types::Any {
-        any(
-            "MachineStatusEvent",
-            MachineStatusEvent {
-                stage: s as i32,
-                status: Some(MachineStatus {
-                    ready,
-                    unmet_conditions: vec![],
-                }),
-            },
-        )
-    }
-    pub fn install_start() -> prost_types::Any {
-        any(
-            "SequenceEvent",
-            SequenceEvent {
-                sequence: "install".into(),
-                action: sequence_event::Action::Start as i32,
-                error: None,
-            },
-        )
-    }
-    pub fn install_done() -> prost_types::Any {
-        any(
-            "SequenceEvent",
-            SequenceEvent {
-                sequence: "install".into(),
-                action: sequence_event::Action::Stop as i32,
-                error: None,
-            },
-        )
-    }
-    /// The whole first boot as kiln sees it: booting, installing, installed, running.
-    pub fn first_boot() -> Vec<prost_types::Any> {
-        vec![
-            stage(MachineStage::Booting, false),
-            install_start(),
-            stage(MachineStage::Installing, false),
-            install_done(),
-            stage(MachineStage::Running, false),
-        ]
-    }
-}
+// The events client, shared with bench/storm.
+#[path = "sink.rs"]
+mod sink;
+#[allow(unused_imports)] // not every test binary publishes events
+pub use sink::{ev, publish};

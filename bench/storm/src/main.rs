@@ -142,7 +142,7 @@ impl Dhcp {
         while t0.elapsed() < give_up {
             self.send(&build_request(mac, MessageType::Discover, xid, opts()))
                 .await;
-            let Some(offer) = recv(rx, MessageType::Offer, wait).await else {
+            let Some(offer) = recv(rx, &[MessageType::Offer], wait).await else {
                 wait = (wait * 2).min(Duration::from_secs(4));
                 continue;
             };
@@ -157,7 +157,7 @@ impl Dhcp {
             for _ in 0..3 {
                 self.send(&build_request(mac, MessageType::Request, xid, o.clone()))
                     .await;
-                match recv2(rx, wait).await {
+                match recv(rx, &[MessageType::Ack, MessageType::Nak], wait).await {
                     Some(m) if msg_type(&m) == Some(MessageType::Ack) => {
                         let file = match m.opts().get(OptionCode::BootfileName) {
                             Some(DhcpOption::BootfileName(f)) => {
@@ -191,28 +191,16 @@ fn msg_type(m: &v4::Message) -> Option<MessageType> {
     }
 }
 
+/// The next reply of one of the `want` types within `wait`.
 async fn recv(
     rx: &mut mpsc::UnboundedReceiver<v4::Message>,
-    want: MessageType,
+    want: &[MessageType],
     wait: Duration,
 ) -> Option<v4::Message> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let m = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
-        if msg_type(&m) == Some(want) {
-            return Some(m);
-        }
-    }
-}
-
-async fn recv2(
-    rx: &mut mpsc::UnboundedReceiver<v4::Message>,
-    wait: Duration,
-) -> Option<v4::Message> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let m = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
-        if matches!(msg_type(&m), Some(MessageType::Ack | MessageType::Nak)) {
+        if msg_type(&m).is_some_and(|t| want.contains(&t)) {
             return Some(m);
         }
     }
@@ -353,83 +341,23 @@ where
     }
 }
 
-mod events {
-    use kiln::api::machine::machine_status_event::{MachineStage, MachineStatus};
-    use kiln::api::machine::{sequence_event, MachineStatusEvent, SequenceEvent};
-    use prost::Message;
+#[path = "../../../tests/common/sink.rs"]
+mod sink;
 
-    fn any(name: &str, m: impl Message) -> prost_types::Any {
-        prost_types::Any {
-            type_url: format!("type.googleapis.com/machine.{name}"),
-            value: m.encode_to_vec(),
-        }
-    }
-    fn stage(s: MachineStage, ready: bool) -> prost_types::Any {
-        any(
-            "MachineStatusEvent",
-            MachineStatusEvent {
-                stage: s as i32,
-                status: Some(MachineStatus {
-                    ready,
-                    unmet_conditions: vec![],
-                }),
-            },
-        )
-    }
-    fn install(action: sequence_event::Action) -> prost_types::Any {
-        any(
-            "SequenceEvent",
-            SequenceEvent {
-                sequence: "install".into(),
-                action: action as i32,
-                error: None,
-            },
-        )
-    }
-    /// Talos's first boot, as its events sink reports it, up to ready.
-    pub fn first_boot() -> Vec<prost_types::Any> {
-        vec![
-            stage(MachineStage::Booting, false),
-            install(sequence_event::Action::Start),
-            stage(MachineStage::Installing, false),
-            install(sequence_event::Action::Stop),
-            stage(MachineStage::Running, false),
-            stage(MachineStage::Running, true),
-        ]
-    }
+/// Talos's first boot as its events sink reports it, up to ready.
+fn first_boot_to_ready() -> Vec<prost_types::Any> {
+    let mut evs = sink::ev::first_boot();
+    evs.push(sink::ev::stage(
+        kiln::api::machine::machine_status_event::MachineStage::Running,
+        true,
+    ));
+    evs
 }
 
-async fn publish(sink: SocketAddr, from: Ipv4Addr) -> Result<(), String> {
-    use kiln::api::events::event_sink_service_client::EventSinkServiceClient;
-    use kiln::api::events::EventRequest;
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{sink}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(
-            move |_: tonic::transport::Uri| async move {
-                let s = tokio::net::TcpSocket::new_v4()?;
-                s.bind(SocketAddr::new(from.into(), 0))?;
-                let stream = s.connect(sink).await?;
-                // As Go's net package (Talos's sink client) does by default:
-                // without it each call's DATA frame waits for the delayed
-                // ACK of its HEADERS frame (~40 ms per event).
-                stream.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            },
-        ))
+async fn publish(sink_addr: SocketAddr, from: Ipv4Addr) -> Result<(), String> {
+    sink::publish(sink_addr, from, first_boot_to_ready())
         .await
-        .map_err(|e| e.to_string())?;
-    let mut c = EventSinkServiceClient::new(ch);
-    for (i, data) in events::first_boot().into_iter().enumerate() {
-        c.publish(EventRequest {
-            data: Some(data),
-            id: format!("storm{i}"),
-            actor_id: String::new(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Default, Clone)]

@@ -9,18 +9,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
-    let o = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .map_err(|e| format!("etcdctl: {e}"))?;
-    if !o.status.success() {
-        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+/// etcdctl with a timeout a TCG guest can meet.
+fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
+    crate::talos::etcdctl_with(endpoint, "10s", args).map_err(|e| format!("etcdctl: {e}"))?
 }
 
 fn start(name: &str, ip: Ipv4Addr, initial_cluster: &str, state: &str) -> std::io::Result<Child> {
