@@ -33,6 +33,7 @@ fn setup() -> (
         hostname: "cp-1".into(),
         profile: "controlplane".into(),
         ip: None,
+        uuid: None,
     };
     let mut p = Profile::new("controlplane", Role::Controlplane, "v1.13.9");
     p.cluster = Some("lab".into());

@@ -1,5 +1,9 @@
-//! kiln's own JSON API, bound to 127.0.0.1 only: what `kiln machines` shows and
-//! the few operations it performs. Loopback is the trust boundary.
+//! kiln's own JSON API: what `kiln machines` shows and the few operations it
+//! performs. Served on a Unix socket in `state_dir` (0600: the daemon's user
+//! only), and on 127.0.0.1 with a bearer token only where the operator opted
+//! in (`api_tcp: true`). No web page can drive it: any request with an Origin
+//! header is refused, and every POST must be `application/json`, which no
+//! simple cross-origin form or fetch can send (docs/security.md).
 
 use std::sync::Arc;
 
@@ -272,8 +276,74 @@ async fn adopt(
     }
 }
 
+/// Refuse what a browser page could send: anything with an Origin header, and
+/// POSTs that are not JSON (a cross-origin form can only send simple types).
+async fn guard(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.headers().contains_key(axum::http::header::ORIGIN) {
+        tracing::warn!("local API: refused a request with an Origin header (a web page)");
+        return (StatusCode::FORBIDDEN, "cross-origin requests are refused\n").into_response();
+    }
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if req.method() == axum::http::Method::POST && !json {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST needs content-type: application/json\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// The TCP listener's extra lock: `Authorization: Bearer <state_dir/api-token>`.
+pub fn with_bearer(router: Router, token: String) -> Router {
+    let token = Arc::new(token);
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or_default();
+                if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                    tracing::warn!("local API (TCP): refused a request without the bearer token");
+                    return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn bootstrap_reset(
+    State(ApiState { p, .. }): State<ApiState>,
+    Path(cluster): Path<String>,
+) -> Response {
+    if !p.cfg.clusters.contains_key(&cluster) {
+        return (StatusCode::NOT_FOUND, format!("no cluster {cluster:?}\n")).into_response();
+    }
+    match crate::provision::bootstrap::reset(&p, &cluster).await {
+        Ok(msg) => (StatusCode::OK, msg).into_response(),
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
+}
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route(
+            "/api/v1/cluster/{name}/bootstrap/reset",
+            post(bootstrap_reset),
+        )
         .route("/api/v1/machines/{id}/mark-failed", post(mark_failed))
         .route("/api/v1/adopt", post(adopt))
         .route("/api/v1/replace", post(replace))
@@ -281,6 +351,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cluster", get(clusters))
         .route("/api/v1/machines/{id}/reinstall", post(reinstall))
         .route("/api/v1/cluster/{name}/bootstrap", post(bootstrap))
+        .layer(axum::middleware::from_fn(guard))
         .with_state(state)
 }
 
@@ -343,53 +414,71 @@ pub fn table(v: &[MachineView]) -> String {
         .collect()
 }
 
-/// Client side, for the CLI: the body, or the daemon's own error text.
-fn request(method: &str, port: u16, path: &str) -> Result<String, String> {
-    request_body(method, port, path, None)
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    #[error("{path}: another kiln serves this state_dir (its API socket answers); stop it first")]
+    InUse { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
-fn request_body(
-    method: &str,
-    port: u16,
-    path: &str,
-    body: Option<String>,
-) -> Result<String, String> {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let resp = match (method, body) {
-        ("POST", Some(b)) => agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(b),
-        ("POST", None) => agent.post(&url).send_empty(),
-        _ => agent.get(&url).call(),
+/// Bind the API's Unix socket at `path`, owner-only (0600). A socket left by
+/// a crash is replaced; one that still answers means a second kiln.
+pub fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, ApiSetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| ApiSetupError::Io {
+        path: path.display().to_string(),
+        source,
     };
-    let mut r = resp.map_err(|e| format!("{url}: {e} (is `kiln serve` running?)"))?;
-    let ok = r.status().is_success();
-    let body = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
-    if ok {
-        Ok(body)
-    } else {
-        Err(format!("{}: {}", r.status(), body.trim_end()))
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ApiSetupError::InUse {
+                path: path.display().to_string(),
+            });
+        }
+        std::fs::remove_file(path).map_err(io)?;
     }
+    // state_dir holds the cluster's secrets: owner only, which also closes the
+    // moment between bind and chmod below.
+    if let Some(dir) = path.parent() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    let l = tokio::net::UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(l)
 }
 
-pub fn fetch(port: u16, path: &str) -> Result<String, String> {
-    request("GET", port, path)
-}
-
-pub fn post_to(port: u16, path: &str) -> Result<String, String> {
-    request("POST", port, path)
-}
-
-pub fn post_json(port: u16, path: &str, body: &impl Serialize) -> Result<String, String> {
-    request_body(
-        "POST",
-        port,
-        path,
-        Some(serde_json::to_string(body).map_err(|e| e.to_string())?),
-    )
+/// The TCP API's bearer token: `state_dir/api-token` (0600), made on first use.
+pub fn api_token(state_dir: &std::path::Path) -> Result<String, ApiSetupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("api-token");
+    let io = |source| ApiSetupError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    use rand_core::RngCore;
+    let mut b = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut b);
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    f.write_all(token.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io)?;
+    Ok(token)
 }

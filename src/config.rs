@@ -52,6 +52,8 @@ struct Wire {
     clusters: std::collections::BTreeMap<String, ClusterWire>,
     #[serde(default)]
     ipv6_router_advertisements: Option<bool>,
+    #[serde(default)]
+    api_tcp: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,7 +105,7 @@ fn default_machines() -> PathBuf {
     "./machines.yaml".into()
 }
 fn default_token_ttl() -> String {
-    "1h".into()
+    "15m".into()
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -230,6 +232,9 @@ pub struct Config {
     /// that configures nothing (`ra.rs`): iPXE then stops waiting for IPv6.
     /// Default: on in full DHCP mode, off in proxy mode.
     pub ipv6_router_advertisements: bool,
+    /// Also serve the local API on 127.0.0.1:`ports.api`, behind the bearer
+    /// token in `state_dir/api-token` (off: the Unix socket only).
+    pub api_tcp: bool,
 }
 
 impl Config {
@@ -334,7 +339,7 @@ impl Config {
 
         let boot_token_ttl =
             parse_duration(path, "boot_token_ttl", &wire.boot_token_ttl, &mut problems)
-                .unwrap_or(Duration::from_secs(3600));
+                .unwrap_or(Duration::from_secs(900));
 
         let mut clusters = std::collections::BTreeMap::new();
         for (name, c) in &wire.clusters {
@@ -425,6 +430,7 @@ impl Config {
             machines: rel(&wire.machines),
             boot_token_ttl,
             clusters,
+            api_tcp: wire.api_tcp,
             ipv6_router_advertisements: wire
                 .ipv6_router_advertisements
                 .unwrap_or(matches!(dhcp, DhcpMode::Full(_))),
@@ -513,7 +519,7 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
         w.lease_time.as_deref().unwrap_or("1h"),
         problems,
     )
-    .unwrap_or(Duration::from_secs(3600));
+    .unwrap_or(Duration::from_secs(900));
     let mut subnets = Vec::new();
     match (&w.subnet, &w.range) {
         (Some(net), Some(range)) => {

@@ -3,6 +3,9 @@
 //! profile or inventory files, reloads them; a reload that fails keeps the last
 //! good inventory and logs why.
 
+/// The local API's socket, in state_dir.
+pub const API_SOCKET: &str = "kiln.sock";
+
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,6 +149,10 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     for w in warnings(&cfg, &inv) {
         tracing::warn!("{w}");
     }
+    // The API socket first: a second kiln on this state_dir stops here, naming it.
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))?;
+    let api_socket = crate::api_http::bind_socket(&cfg.state_dir.join(API_SOCKET))?;
     let store = Store::open(&cfg.state_dir)?;
     for p in inv.profiles.values().filter(|p| p.stable_interface_names) {
         let path = schematic_path(&cfg, p);
@@ -178,12 +185,19 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     let events_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(l, cfg.ports.events))
         .await
         .with_context(|| format!("binding the events sink on {}:{}", l, cfg.ports.events))?;
-    let api_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(
-        std::net::Ipv4Addr::LOCALHOST,
-        cfg.ports.api,
-    ))
-    .await
-    .with_context(|| format!("binding the local API on 127.0.0.1:{}", cfg.ports.api))?;
+    let api_tcp = match cfg.api_tcp {
+        true => {
+            let token = crate::api_http::api_token(&cfg.state_dir)?;
+            let l = tokio::net::TcpListener::bind(SocketAddrV4::new(
+                std::net::Ipv4Addr::LOCALHOST,
+                cfg.ports.api,
+            ))
+            .await
+            .with_context(|| format!("binding the local API on 127.0.0.1:{}", cfg.ports.api))?;
+            Some((l, token))
+        }
+        false => None,
+    };
     let mut tftp_servers = Vec::new();
     for sock in tftp_socks {
         tftp_servers.push(
@@ -268,22 +282,38 @@ pub async fn serve(config_path: &Path) -> Result<()> {
         });
     }
     {
-        let mut stop = stop_rx.clone();
         let router = crate::api_http::router(crate::api_http::ApiState {
             p: p.clone(),
             b: boot.clone(),
         });
+        let mut stop = stop_rx.clone();
+        let on_socket = router.clone();
         tasks.spawn(async move {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = axum::serve(api_listener, router)
+            if let Err(e) = axum::serve(api_socket, on_socket)
                 .with_graceful_shutdown(shutdown)
                 .await
             {
-                tracing::error!("local API: {e}");
+                tracing::error!("local API (socket): {e}");
             }
         });
+        if let Some((listener, token)) = api_tcp {
+            let mut stop = stop_rx.clone();
+            let r = crate::api_http::with_bearer(router, token);
+            tasks.spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = axum::serve(listener, r)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!("local API (TCP): {e}");
+                }
+            });
+        }
     }
     boot.resume();
     crate::provision::replace::resume(p.clone());
@@ -295,8 +325,10 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     tracing::info!(
         interface = %cfg.interface, server = %cfg.server_address, dhcp = mode,
         machines = p.inventory().machines().len(),
-        "kiln ready: DHCP :{}, proxyDHCP :{}, TFTP :{}, HTTP :{}, events :{}, API 127.0.0.1:{}",
-        cfg.ports.dhcp, cfg.ports.proxy_dhcp, cfg.ports.tftp, cfg.ports.http, cfg.ports.events, cfg.ports.api
+        "kiln ready: DHCP :{}, proxyDHCP :{}, TFTP :{}, HTTP :{}, events :{}, API {}{}",
+        cfg.ports.dhcp, cfg.ports.proxy_dhcp, cfg.ports.tftp, cfg.ports.http, cfg.ports.events,
+        cfg.state_dir.join(API_SOCKET).display(),
+        if cfg.api_tcp { format!(" and 127.0.0.1:{} (bearer token)", cfg.ports.api) } else { String::new() }
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 

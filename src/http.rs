@@ -52,7 +52,17 @@ async fn machine_ipxe(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    tracing::info!(%mac, %peer, "machine script: {}", s.why);
+    if s.refused {
+        crate::refusal!(
+            crate::provision::owner::SCRIPT_REFUSALS,
+            %mac,
+            %peer,
+            "machine script refused: {}",
+            s.why
+        );
+    } else {
+        tracing::info!(%mac, %peer, "machine script: {}", s.why);
+    }
     ipxe_text(s.body)
 }
 
@@ -70,9 +80,10 @@ async fn machine_config(
     Path(mac): Path<String>,
     Query(q): Query<ConfigQuery>,
 ) -> Response {
+    use crate::provision::owner::CONFIG_REFUSALS;
     use crate::provision::ConfigDecision;
     let Ok(mac) = mac.parse::<Mac>() else {
-        tracing::warn!(%peer, path_mac = %mac, "config refused: malformed MAC");
+        crate::refusal!(CONFIG_REFUSALS, %peer, "config refused: malformed MAC in the path");
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let ip = match peer.ip() {
@@ -83,8 +94,8 @@ async fn machine_config(
         },
     };
     let p2 = p.clone();
-    let token = q.token.clone();
-    let d = match tokio::task::spawn_blocking(move || p2.config(mac, &token, ip)).await {
+    let (token, uuid) = (q.token.clone(), q.uuid.clone());
+    let d = match tokio::task::spawn_blocking(move || p2.config(mac, &token, ip, &uuid)).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(%mac, "config: {e}");
@@ -98,11 +109,11 @@ async fn machine_config(
             ([(header::CONTENT_TYPE, "application/yaml")], body).into_response()
         }
         ConfigDecision::Forbidden(why) => {
-            tracing::warn!(%mac, %peer, uuid = %q.uuid, "config refused: {why}");
+            crate::refusal!(CONFIG_REFUSALS, %mac, %peer, uuid = %q.uuid, "config refused: {why}");
             (StatusCode::FORBIDDEN, "forbidden\n").into_response()
         }
         ConfigDecision::NotFound(why) => {
-            tracing::warn!(%mac, %peer, uuid = %q.uuid, "config refused: {why}");
+            crate::refusal!(CONFIG_REFUSALS, %mac, %peer, uuid = %q.uuid, "config refused: {why}");
             (StatusCode::NOT_FOUND, "not found\n").into_response()
         }
     }
@@ -129,7 +140,20 @@ pub fn router(p: Arc<Provisioner>) -> Router {
         .route("/ipxe/{mac}", get(machine_ipxe))
         .route("/config/{mac}", get(machine_config))
         .nest("/assets", assets_service)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Request spans name the path only: query strings carry boot tokens.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    // tower-http's own target, so `tower_http=debug` still shows it.
+                    tracing::debug_span!(
+                        target: "tower_http::trace::make_span",
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path()
+                    )
+                },
+            ),
+        )
         .with_state(p)
 }
 

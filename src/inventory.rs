@@ -20,6 +20,9 @@ pub struct Machine {
     pub hostname: String,
     pub profile: String,
     pub ip: Option<Ipv4Addr>,
+    /// The SMBIOS UUID the machine's config fetch must carry (iPXE's `${uuid}`),
+    /// lower case; an extra check, not a secret (docs/security.md).
+    pub uuid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +40,8 @@ struct MachineWire {
     profile: Spanned<String>,
     #[serde(default)]
     ip: Option<Spanned<Ipv4Addr>>,
+    #[serde(default)]
+    uuid: Option<Spanned<String>>,
 }
 
 /// Profiles and machines, validated together; immutable once built (a reload
@@ -321,16 +326,44 @@ fn load_machines(
             }
             ip
         });
+        let uuid = w.uuid.and_then(|u| {
+            let v = u.value.to_ascii_lowercase();
+            if is_uuid(&v) {
+                return Some(v);
+            }
+            let ul = u.referenced.line();
+            problems.push(
+                path,
+                &format!("{}.uuid", at(ul)),
+                format!(
+                    "{:?} is not a UUID (8-4-4-4-12 hex digits, as iPXE's ${{uuid}})",
+                    u.value
+                ),
+            );
+            ok = false;
+            None
+        });
         if let (true, Some(mac)) = (ok, mac) {
             out.push(Machine {
                 mac,
                 hostname: host,
                 profile: w.profile.value,
                 ip,
+                uuid,
             });
         }
     }
     out
+}
+
+/// 8-4-4-4-12 hex digits.
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

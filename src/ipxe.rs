@@ -158,6 +158,7 @@ mod tests {
             hostname: "cp-1".into(),
             profile: "controlplane".into(),
             ip: None,
+            uuid: None,
         };
         let p = profile();
         let s = machine_script(&BootParams {

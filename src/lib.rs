@@ -5,6 +5,7 @@
 //! durable state in `store`. See docs/architecture.md.
 
 pub mod api;
+pub mod api_client;
 pub mod api_http;
 pub mod assets;
 pub mod clientconfig;
@@ -22,6 +23,7 @@ pub mod problems;
 pub mod profile;
 pub mod provision;
 pub mod ra;
+pub mod ratelog;
 pub mod store;
 pub mod talos;
 pub mod tftp;

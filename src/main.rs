@@ -68,6 +68,10 @@ enum Cmd {
         /// Control plane to bootstrap (default: the first that runs).
         #[arg(long)]
         node: Option<String>,
+        /// Clear a recorded bootstrap node that never proved itself (refused
+        /// once it did, or when any etcd member exists).
+        #[arg(long, conflicts_with = "node")]
+        reset: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -105,9 +109,13 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct ApiArgs {
-    /// Port of kiln's local API (default: ports.api from the config, else 8081).
+    /// Use the opt-in TCP API on 127.0.0.1:PORT (`api_tcp: true`) with the
+    /// bearer token from state_dir/api-token, instead of the Unix socket.
     #[arg(long, global = true)]
     api_port: Option<u16>,
+    /// The daemon's API socket (default: state_dir/kiln.sock from the config).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
     #[arg(
         short,
         long,
@@ -119,14 +127,30 @@ struct ApiArgs {
 }
 
 impl ApiArgs {
-    fn port(&self) -> u16 {
-        self.api_port
-            .or_else(|| {
-                kiln::config::Config::load(&self.config)
-                    .ok()
-                    .map(|c| c.ports.api)
-            })
-            .unwrap_or(8081)
+    /// Where the daemon listens: the socket in state_dir, unless told otherwise.
+    fn endpoint(&self) -> Result<kiln::api_client::Endpoint, String> {
+        use kiln::api_client::Endpoint;
+        if let Some(s) = &self.socket {
+            return Ok(Endpoint::Socket(s.clone()));
+        }
+        let cfg = kiln::config::Config::load(&self.config).map_err(|e| {
+            format!("{e}\n(kiln finds the daemon's API socket through its config: pass --config or --socket)")
+        })?;
+        match self.api_port {
+            Some(port) => {
+                let path = cfg.state_dir.join("api-token");
+                let token = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("{}: {e} (the TCP API needs its token)", path.display())
+                })?;
+                Ok(Endpoint::Tcp {
+                    port,
+                    token: token.trim().to_string(),
+                })
+            }
+            None => Ok(Endpoint::Socket(
+                cfg.state_dir.join(kiln::daemon::API_SOCKET),
+            )),
+        }
     }
 }
 
@@ -310,16 +334,21 @@ fn main() -> ExitCode {
             output,
             api,
         } => {
-            let port = api.port();
+            let port = match api.endpoint() {
+                Ok(e) => e,
+                Err(e) => return report(Err(e)),
+            };
+            let port = &port;
             let r = match action {
-                Some(MachinesCmd::MarkFailed { machine }) => kiln::api_http::post_to(
+                Some(MachinesCmd::MarkFailed { machine }) => kiln::api_client::post_to(
                     port,
                     &format!("/api/v1/machines/{machine}/mark-failed"),
                 ),
-                Some(MachinesCmd::Reinstall { machine }) => {
-                    kiln::api_http::post_to(port, &format!("/api/v1/machines/{machine}/reinstall"))
-                }
-                None => kiln::api_http::fetch(port, "/api/v1/machines").and_then(|body| {
+                Some(MachinesCmd::Reinstall { machine }) => kiln::api_client::post_to(
+                    port,
+                    &format!("/api/v1/machines/{machine}/reinstall"),
+                ),
+                None => kiln::api_client::fetch(port, "/api/v1/machines").and_then(|body| {
                     if output == "json" {
                         Ok(body)
                     } else {
@@ -343,8 +372,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Bootstrap { cluster, node, api } => {
-            let port = api.port();
+        Cmd::Bootstrap {
+            cluster,
+            node,
+            reset,
+            api,
+        } => {
+            let port = match api.endpoint() {
+                Ok(e) => e,
+                Err(e) => return report(Err(e)),
+            };
             let cluster = cluster.or_else(|| {
                 kiln::config::Config::load(&api.config).ok().and_then(|c| {
                     (c.clusters.len() == 1)
@@ -356,9 +393,15 @@ fn main() -> ExitCode {
                 eprintln!("kiln: name the cluster to bootstrap");
                 return ExitCode::FAILURE;
             };
+            if reset {
+                return report(kiln::api_client::post_to(
+                    &port,
+                    &format!("/api/v1/cluster/{cluster}/bootstrap/reset"),
+                ));
+            }
             let q = node.map(|n| format!("?node={n}")).unwrap_or_default();
-            report(kiln::api_http::post_to(
-                port,
+            report(kiln::api_client::post_to(
+                &port,
                 &format!("/api/v1/cluster/{cluster}/bootstrap{q}"),
             ))
         }
@@ -370,17 +413,24 @@ fn main() -> ExitCode {
             yes,
             api,
         } => {
-            let port = api.port();
+            let port = match api.endpoint() {
+                Ok(e) => e,
+                Err(e) => return report(Err(e)),
+            };
+            let port = &port;
             if adopt {
                 let q = machine.map(|m| format!("?machine={m}")).unwrap_or_default();
-                return report(kiln::api_http::post_to(port, &format!("/api/v1/adopt{q}")));
+                return report(kiln::api_client::post_to(
+                    port,
+                    &format!("/api/v1/adopt{q}"),
+                ));
             }
             let (Some(machine), Some(mac)) = (machine, mac) else {
                 eprintln!("kiln: name the failed machine and the new box's --mac (or use --adopt)");
                 return ExitCode::FAILURE;
             };
             let run = |dry: bool| {
-                kiln::api_http::post_json(
+                kiln::api_client::post_json(
                     port,
                     "/api/v1/replace",
                     &kiln::api_http::ReplaceRequest {

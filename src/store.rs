@@ -210,25 +210,43 @@ impl Store {
         Ok(out)
     }
 
-    /// Record a boot token, dropping expired ones.
+    /// Record a boot token, dropping expired ones and voiding the same MAC's
+    /// earlier tokens (a new boot makes the old ones worthless).
     pub fn put_token(&self, token: &str, t: &BootToken, now: u64) -> Result<(), StoreError> {
+        self.drop_tokens(&t.mac, now, Some((token, t)))
+    }
+
+    /// Void every boot token of `mac` (`kiln machines reinstall`).
+    pub fn void_tokens(&self, mac: &crate::mac::Mac) -> Result<(), StoreError> {
+        self.drop_tokens(mac, 0, None)
+    }
+
+    /// Drop expired tokens and `mac`'s, then insert `new`, in one transaction.
+    fn drop_tokens(
+        &self,
+        mac: &crate::mac::Mac,
+        now: u64,
+        new: Option<(&str, &BootToken)>,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             let mut tab = tx.open_table(BOOT_TOKENS)?;
-            let expired: Vec<String> = tab
+            let stale: Vec<String> = tab
                 .iter()?
                 .filter_map(|r| r.ok())
                 .filter(|(_, v)| {
                     serde_json::from_slice::<BootToken>(v.value())
-                        .map(|b| b.expires <= now)
+                        .map(|b| b.expires <= now || b.mac == *mac)
                         .unwrap_or(true)
                 })
                 .map(|(k, _)| k.value().to_string())
                 .collect();
-            for k in expired {
+            for k in stale {
                 tab.remove(k.as_str())?;
             }
-            let v = serde_json::to_vec(t).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-            tab.insert(token, v.as_slice())?;
+            if let Some((token, t)) = new {
+                let v = serde_json::to_vec(t).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                tab.insert(token, v.as_slice())?;
+            }
             Ok(())
         })
     }

@@ -18,9 +18,8 @@ const MACHINES: &str = "machines:
     profile: worker
 ";
 
-fn lab(extra: &str) -> (Lab, u16) {
+fn lab(extra: &str) -> (Lab, Ports) {
     let ports = Ports::free();
-    let http = ports.http;
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}",
         ports.lo_yaml()
@@ -32,7 +31,7 @@ fn lab(extra: &str) -> (Lab, u16) {
         "role: controlplane\ntalos_version: v1.13.9\ninstall_disk: /dev/sda\ndhcp_interfaces: [eth0]\nvip: 192.168.50.200\nallow_workloads: true\nkubelet_serving_certs: true\nstable_interface_names: true\n",
     )
     .unwrap();
-    (lab, http)
+    (lab, ports)
 }
 
 fn curl(args: &[&str]) -> (String, String) {
@@ -66,9 +65,10 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, http) = lab("");
-    let mut k = Kiln::start(&lab.config(), None);
-    let base = format!("http://127.0.0.1:{http}");
+    let (lab, ports) = lab("");
+    // Debug level everywhere: even there no token may reach the log.
+    let mut k = Kiln::start_logging(&lab.config(), None, "debug");
+    let base = format!("http://127.0.0.1:{}", ports.http);
     // Secrets were generated on first start, private.
     let secrets = lab.path().join("state/lab/secrets.yaml");
     assert_eq!(
@@ -78,14 +78,53 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
         0o600
     );
 
+    // Before any DHCP: nobody gets a token, whatever address asks.
     let (script, _) = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-01")]);
+    assert!(
+        !script.contains("talos.config") && script.contains("holds no DHCP-proven address"),
+        "{script}"
+    );
+    // cp-1 does proxyDHCP from 127.0.1.1: that address is now cp-1's.
+    let (cp1, w1) = (common::lo_ip(1).to_string(), common::lo_ip(11).to_string());
+    common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:01", common::lo_ip(1));
+    // Another address asking for cp-1's script gets none; a second claim on
+    // cp-1's MAC from another address is refused, and cp-1 keeps its own.
+    let (script, _) = curl(&[
+        "--interface",
+        "127.0.0.2",
+        &format!("{base}/ipxe/52-54-00-aa-00-01"),
+    ]);
+    assert!(
+        !script.contains("talos.config")
+            && script.contains("but DHCP proved 52:54:00:aa:00:01 is 127.0.1.1"),
+        "{script}"
+    );
+    common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:01", common::lo_ip(9));
+    let (old_script, _) = curl(&[
+        "--interface",
+        &cp1,
+        &format!("{base}/ipxe/52-54-00-aa-00-01"),
+    ]);
+    let old_url = config_url(&old_script, "52:54:00:aa:00:01");
+    let (script, _) = curl(&[
+        "--interface",
+        &cp1,
+        &format!("{base}/ipxe/52-54-00-aa-00-01"),
+    ]);
     let url = config_url(&script, "52:54:00:aa:00:01");
     assert!(
         url.contains("token=") && url.contains("uuid=4c4c4544"),
         "{url}"
     );
-    let (body, _) = curl(&["-f", &url]);
+    assert_eq!(
+        status(&["--interface", &cp1, &old_url]),
+        "403",
+        "a new boot voids the token of the one before"
+    );
+    let (body, _) = curl(&["-f", "--interface", &cp1, &url]);
     let docs = from_yaml(&body).unwrap();
+    // Talos retries: the same URL from the same address works again.
+    assert_eq!(status(&["--interface", &cp1, &url]), "200");
     assert_eq!(docs[0]["machine"]["type"], "controlplane");
     assert_eq!(
         docs[0]["cluster"]["controlPlane"]["endpoint"],
@@ -111,20 +150,31 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     // A made-up token, no token, or cp-1's token on w-1's path: refused.
     let forged =
         url.split("token=").next().unwrap().to_string() + "token=00000000000000000000000000000000";
-    assert_eq!(status(&[&forged]), "403");
+    assert_eq!(status(&["--interface", &cp1, &forged]), "403");
     assert_eq!(
-        status(&[&format!("{base}/config/52-54-00-aa-00-01")]),
+        status(&[
+            "--interface",
+            &cp1,
+            &format!("{base}/config/52-54-00-aa-00-01")
+        ]),
         "403"
     );
-    let (wscript, _) = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-11")]);
+    common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:11", common::lo_ip(11));
+    let (wscript, _) = curl(&[
+        "--interface",
+        &w1,
+        &format!("{base}/ipxe/52-54-00-aa-00-11"),
+    ]);
     let wurl = config_url(&wscript, "52:54:00:aa:00:11");
     let stolen = wurl.replace("52-54-00-aa-00-11", "52-54-00-aa-00-01");
-    assert_eq!(
-        status(&[&stolen]),
-        "403",
-        "a worker's token must not open a control-plane config"
-    );
-    let (wbody, _) = curl(&["-f", &wurl]);
+    for from in [&w1, &cp1] {
+        assert_eq!(
+            status(&["--interface", from, &stolen]),
+            "403",
+            "a worker's token must not open a control-plane config"
+        );
+    }
+    let (wbody, _) = curl(&["-f", "--interface", &w1, &wurl]);
     let wdocs = from_yaml(&wbody).unwrap();
     assert_eq!(wdocs[0]["machine"]["type"], "worker");
     assert_eq!(
@@ -146,6 +196,18 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
         logs.contains("config refused: request from 127.0.0.2"),
         "{logs}"
     );
+    assert!(
+        logs.contains("machine script refused: config withheld (cp-1): request from 127.0.0.2"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("address claim refused: 52:54:00:aa:00:01 already used 127.0.1.1"),
+        "{logs}"
+    );
+    for u in [&url, &old_url, &wurl] {
+        let token = u.split("token=").nth(1).unwrap().split('&').next().unwrap();
+        assert!(!logs.contains(token), "a boot token reached the debug log");
+    }
     assert!(
         logs.contains("config refused: token belongs to 52:54:00:aa:00:11"),
         "{logs}"
@@ -216,22 +278,39 @@ fn unknown_machines_never_get_control_plane_configs() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, http) = lab("unknown_machines: boot\ndefault_profile: controlplane\n");
+    let (lab, ports) = lab("unknown_machines: boot\ndefault_profile: controlplane\n");
     let _k = Kiln::start(&lab.config(), None);
-    let base = format!("http://127.0.0.1:{http}");
-    let (script, _) = curl(&[&format!("{base}/ipxe/52-54-00-bb-00-01")]);
+    let base = format!("http://127.0.0.1:{}", ports.http);
+    let me = common::lo_ip(21);
+    common::dhcp_claim(ports.proxy_dhcp, "52:54:00:bb:00:01", me);
+    let from = me.to_string();
+    let (script, _) = curl(&[
+        "--interface",
+        &from,
+        &format!("{base}/ipxe/52-54-00-bb-00-01"),
+    ]);
     let url = config_url(&script, "52:54:00:bb:00:01");
-    assert_eq!(status(&[&url]), "403");
+    assert_eq!(status(&["--interface", &from, &url]), "403");
     drop(_k);
-    let (lab, http) = lab_worker_default();
+    let (lab, ports) = lab_worker_default();
     let _k = Kiln::start(&lab.config(), None);
-    let (script, _) = curl(&[&format!("http://127.0.0.1:{http}/ipxe/52-54-00-bb-00-01")]);
-    let (body, _) = curl(&["-f", &config_url(&script, "52:54:00:bb:00:01")]);
+    common::dhcp_claim(ports.proxy_dhcp, "52:54:00:bb:00:01", me);
+    let (script, _) = curl(&[
+        "--interface",
+        &from,
+        &format!("http://127.0.0.1:{}/ipxe/52-54-00-bb-00-01", ports.http),
+    ]);
+    let (body, _) = curl(&[
+        "-f",
+        "--interface",
+        &from,
+        &config_url(&script, "52:54:00:bb:00:01"),
+    ]);
     let docs = from_yaml(&body).unwrap();
     assert_eq!(docs[0]["machine"]["type"], "worker");
 }
 
-fn lab_worker_default() -> (Lab, u16) {
+fn lab_worker_default() -> (Lab, Ports) {
     lab("unknown_machines: boot\ndefault_profile: worker\n")
 }
 

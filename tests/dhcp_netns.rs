@@ -37,38 +37,7 @@ fn full_yaml(extra: &str) -> String {
 /// Run busybox's DHCP client once in `ns` with our script (`-s `, never its
 /// default hook); returns the variables the script saw on `bound`.
 fn dhcp_client(lab: &Lab, ns: &str, args: &[&str]) -> Option<HashMap<String, String>> {
-    let script = lab.path().join("dhcp-hook.sh");
-    // Our script only records what was offered: it configures nothing and never
-    // touches resolv.conf (the host's, through a namespace).
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n[ \"$1\" = bound ] && env > \"$OUT\"\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = lab.path().join(format!("bound-{ns}"));
-    let _ = std::fs::remove_file(&out);
-    let st = Command::new("ip")
-        .args(["netns", "exec", ns, "env"])
-        .arg(format!("OUT={}", out.display()))
-        .args(["busybox", "udhcpc"]) // -s our script below, never the default hook (it would rewrite resolv.conf)
-        .args([
-            "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1", "-s",
-        ])
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap();
-    if !st.status.success() {
-        return None;
-    }
-    let text = std::fs::read_to_string(&out).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
+    netns::udhcpc(lab.path(), ns, args)
 }
 
 const BIOS: &[&str] = &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"];
@@ -139,7 +108,9 @@ fn full_mode_with_busybox_dhcp_clients() {
             &net.server,
             "curl",
             "-sS",
-            "http://127.0.0.1:8081/api/v1/machines",
+            "--unix-socket",
+            lab.path().join("state/kiln.sock").to_str().unwrap(),
+            "http://kiln/api/v1/machines",
         ])
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&o).unwrap();

@@ -245,7 +245,8 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
             .args(["netns", "exec", &net.server])
             .arg(kiln_bin())
             .args(args)
-            .args(["--api-port", "8081"])
+            .arg("--config")
+            .arg(lab.config())
             .output()
             .unwrap();
         (

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use common::{have, skip_unless, Kiln, Lab, Ports};
 
-fn lab() -> (Lab, u16, u16) {
+fn lab() -> (Lab, u16, u16, u16) {
     let ports = Ports::free();
     let (http, tftp) = (ports.http, ports.tftp);
     let yaml = format!(
@@ -17,7 +17,7 @@ fn lab() -> (Lab, u16, u16) {
         &yaml,
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
     );
-    (lab, http, tftp)
+    (lab, http, tftp, ports.proxy_dhcp)
 }
 
 fn curl(args: &[&str]) -> (String, String) {
@@ -37,8 +37,10 @@ fn http_scripts_and_assets_with_range_and_head() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, http, _) = lab();
+    let (lab, http, _, proxy) = lab();
     let _k = Kiln::start(&lab.config(), None);
+    // The machine did proxyDHCP from 127.0.0.1: its script carries its config.
+    common::dhcp_claim(proxy, "52:54:00:aa:00:01", std::net::Ipv4Addr::LOCALHOST);
     let base = format!("http://127.0.0.1:{http}");
 
     let (body, _) = curl(&[&format!("{base}/boot.ipxe")]);
@@ -147,7 +149,7 @@ fn tftp_serves_ipxe_with_options_and_refuses_traversal() {
     ) {
         return;
     }
-    let (lab, _, tftp) = lab();
+    let (lab, _, tftp, _) = lab();
     // A file of our own in boot_assets, larger than one window of blocks.
     let data: Vec<u8> = (0..850_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)

@@ -17,8 +17,8 @@ struct Setup {
     lab: Lab,
     http: u16,
     events: u16,
-    api: u16,
     talos_port: u16,
+    proxy_dhcp: u16,
 }
 
 fn setup(auto: bool) -> Setup {
@@ -33,9 +33,16 @@ fn setup(auto: bool) -> Setup {
         lab,
         http: p.http,
         events: p.events,
-        api: p.api,
         talos_port: p.talos_api,
+        proxy_dhcp: p.proxy_dhcp,
     }
+}
+
+/// kiln on the lab, with every machine's address proven by its proxyDHCP request.
+fn start(s: &Setup) -> Kiln {
+    let k = Kiln::start(&s.lab.config(), None);
+    common::claim_loopback_machines(s.proxy_dhcp);
+    k
 }
 
 fn bundle(s: &Setup) -> Bundle {
@@ -71,8 +78,8 @@ fn machines_json(s: &Setup) -> serde_json::Value {
             "machines",
             "--output",
             "json",
-            "--api-port",
-            &s.api.to_string(),
+            "--config",
+            s.lab.config().to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -110,7 +117,7 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     }
     let s = setup(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut k = Kiln::start(&s.lab.config(), None);
+    let mut k = start(&s);
     let shared = Arc::new(Shared::default());
     let ns = nodes(&rt, &s, &shared);
     // Each node is "not ready" twice, as a real first control plane is until its CRI runs.
@@ -119,7 +126,7 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
             .not_ready
             .store(2, std::sync::atomic::Ordering::SeqCst);
     }
-    assert_eq!(state_of(&s, "cp-1"), "unseen");
+    assert_eq!(state_of(&s, "cp-1"), "discovered", "DHCP saw it");
     // The worker installs first: the lifecycle moves, no bootstrap for workers.
     rt.block_on(talos::publish(
         SocketAddr::from(([127, 0, 0, 1], s.events)),
@@ -174,12 +181,7 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     wait("cp-1 ready", Duration::from_secs(10), || {
         state_of(&s, "cp-1") == "ready"
     });
-    let script = common::netns::sh(&[
-        "curl",
-        "-sS",
-        &format!("http://127.0.0.1:{}/ipxe/52-54-00-aa-00-01", s.http),
-    ])
-    .unwrap();
+    let script = common::script_from(s.http, "52:54:00:aa:00:01", ip(1));
     assert!(
         script.contains("sanboot") && script.contains("installed"),
         "{script}"
@@ -190,25 +192,20 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
             "machines",
             "reinstall",
             "cp-1",
-            "--api-port",
-            &s.api.to_string(),
+            "--config",
+            s.lab.config().to_str().unwrap(),
         ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let script = common::netns::sh(&[
-        "curl",
-        "-sS",
-        &format!("http://127.0.0.1:{}/ipxe/52-54-00-aa-00-01", s.http),
-    ])
-    .unwrap();
+    let script = common::script_from(s.http, "52:54:00:aa:00:01", ip(1));
     assert!(
         script.contains("kernel ") && !script.contains("sanboot"),
         "{script}"
     );
     // The table view works too.
     let o = std::process::Command::new(kiln_bin())
-        .args(["machines", "--api-port", &s.api.to_string()])
+        .args(["machines", "--config", s.lab.config().to_str().unwrap()])
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&o.stdout);
@@ -231,16 +228,19 @@ fn kill_9_between_decision_and_call_never_bootstraps_another_node() {
     }
     let s = setup(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut k = Kiln::start(&s.lab.config(), None);
-    // No Talos API answers yet: kiln decides, records, and keeps retrying.
+    let mut k = start(&s);
+    // The nodes prove themselves but are not ready: kiln decides, records,
+    // and keeps retrying.
+    let shared = Arc::new(Shared::default());
+    let ns = nodes(&rt, &s, &shared);
+    for n in &ns {
+        n.node
+            .not_ready
+            .store(1000, std::sync::atomic::Ordering::SeqCst);
+    }
     check_in_all(&rt, &s, &[2]);
     let decided = || {
-        let o = common::netns::sh(&[
-            "curl",
-            "-sS",
-            &format!("http://127.0.0.1:{}/api/v1/cluster", s.api),
-        ])
-        .unwrap();
+        let o = common::api_get(&s.lab, "/api/v1/cluster");
         let v: serde_json::Value = serde_json::from_str(&o).unwrap();
         v[0]["bootstrap_node"]["hostname"]
             .as_str()
@@ -252,10 +252,13 @@ fn kill_9_between_decision_and_call_never_bootstraps_another_node() {
     assert_eq!(decided().as_deref(), Some("cp-2"));
     k.child.kill().unwrap(); // SIGKILL
     let _ = k.child.wait();
-    // All nodes up now; the others check in first after the restart.
-    let shared = Arc::new(Shared::default());
-    let ns = nodes(&rt, &s, &shared);
-    let mut k = Kiln::start(&s.lab.config(), None);
+    // All nodes ready now; the others check in first after the restart.
+    for n in &ns {
+        n.node
+            .not_ready
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+    let mut k = start(&s);
     check_in_all(&rt, &s, &[1, 3]);
     wait("bootstrap", Duration::from_secs(30), || {
         !shared.clusters.lock().unwrap().is_empty()
@@ -273,7 +276,7 @@ fn kill_9_between_decision_and_call_never_bootstraps_another_node() {
 fn kill_9_after_the_call_resolves_as_already_exists() {
     let s = setup(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let k = Kiln::start(&s.lab.config(), None);
+    let k = start(&s);
     let shared = Arc::new(Shared::default());
     let ns = nodes(&rt, &s, &shared);
     // The node bootstraps, but holds its reply: kiln dies before it hears back.
@@ -292,7 +295,7 @@ fn kill_9_after_the_call_resolves_as_already_exists() {
         .node
         .reply_delay_ms
         .store(0, std::sync::atomic::Ordering::SeqCst);
-    let mut k = Kiln::start(&s.lab.config(), None);
+    let mut k = start(&s);
     check_in_all(&rt, &s, &[2, 3]);
     wait("confirmation", Duration::from_secs(30), || {
         ns[0].node.bootstrap_calls().len() >= 2
@@ -315,7 +318,7 @@ fn kill_9_after_the_call_resolves_as_already_exists() {
 fn manual_bootstrap_uses_the_same_guard() {
     let s = setup(false);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut k = Kiln::start(&s.lab.config(), None);
+    let mut k = start(&s);
     let shared = Arc::new(Shared::default());
     let ns = nodes(&rt, &s, &shared);
     check_in_all(&rt, &s, &[1, 2, 3]);
@@ -324,9 +327,10 @@ fn manual_bootstrap_uses_the_same_guard() {
         shared.clusters.lock().unwrap().is_empty(),
         "auto_bootstrap: false must wait for the operator"
     );
-    let port = s.api.to_string();
-    let run =
-        |args: &[&str]| common::run_kiln(None, &[args, &["--api-port", port.as_str()]].concat());
+    let cfg = s.lab.config();
+    let run = |args: &[&str]| {
+        common::run_kiln(None, &[args, &["--config", cfg.to_str().unwrap()]].concat())
+    };
     let (ok, out) = run(&["bootstrap", "lab", "--node", "cp-3"]);
     assert!(ok, "{out}");
     wait("bootstrap", Duration::from_secs(20), || {
@@ -344,6 +348,135 @@ fn manual_bootstrap_uses_the_same_guard() {
         vec!["cp-3".to_string()]
     );
     assert!(ns[0].node.bootstrap_calls().is_empty());
+    k.stop();
+}
+
+/// The cluster's bootstrap record, over the API socket.
+fn cluster_json(s: &Setup) -> serde_json::Value {
+    serde_json::from_str(&common::api_get(&s.lab, "/api/v1/cluster")).unwrap()
+}
+
+#[test]
+fn forged_events_and_impostor_nodes_never_get_bootstrap() {
+    let s = setup(true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut k = start(&s);
+    let sink = SocketAddr::from(([127, 0, 0, 1], s.events));
+    // Events from an address DHCP gave no machine: counted, dropped.
+    rt.block_on(talos::publish(sink, ip(40), ev::first_boot()))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    for h in ["cp-1", "cp-2", "cp-3", "w-1"] {
+        assert_eq!(state_of(&s, h), "discovered", "{h} moved on a forged event");
+    }
+    assert!(cluster_json(&s)[0]["bootstrap_node"].is_null());
+    assert!(k
+        .logs()
+        .contains("event dropped: 127.0.1.40 is no machine's DHCP-proven address"));
+
+    // At cp-1's address, a node whose certificate is another cluster's (it
+    // accepts kiln's client certificate and would take Bootstrap); at cp-2's,
+    // a node of this cluster that is another machine (cp-9).
+    let b = bundle(&s);
+    let other = Bundle::generate(13).unwrap();
+    let shared = Arc::new(Shared::default());
+    let at = |n: u8| SocketAddr::new(ip(n).into(), s.talos_port);
+    let stranger = talos::start_with(&rt, "cp-1", at(1), &other, &b, shared.clone());
+    let wrong = talos::start_with(&rt, "cp-9", at(2), &b, &b, shared.clone());
+    check_in_all(&rt, &s, &[1]);
+    k.wait_for(
+        "cp-1 was not recorded as the bootstrap node",
+        Duration::from_secs(40),
+    );
+    check_in_all(&rt, &s, &[2]);
+    k.wait_for(
+        "cp-2 was not recorded as the bootstrap node",
+        Duration::from_secs(40),
+    );
+    assert!(stranger.node.bootstrap_calls().is_empty() && wrong.node.bootstrap_calls().is_empty());
+    assert!(cluster_json(&s)[0]["bootstrap_node"].is_null());
+    let logs = k.logs();
+    assert!(
+        logs.contains("no certificate from the cluster's OS CA"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("its certificate names [\"cp-9\", \"cp-9.lab.local\"], not cp-2"),
+        "{logs}"
+    );
+    k.stop();
+
+    // A target recorded before kiln proved targets (an older kiln's store)
+    // never gets Bootstrap either; `kiln bootstrap --reset` clears it.
+    let store = kiln::store::Store::open(&s.lab.path().join("state")).unwrap();
+    store
+        .update(
+            kiln::store::CLUSTERS,
+            "lab",
+            |_: Option<kiln::provision::bootstrap::ClusterRecord>| {
+                let r = kiln::provision::bootstrap::ClusterRecord {
+                    name: "lab".into(),
+                    bootstrap_node: Some(kiln::provision::bootstrap::Node {
+                        mac: "52:54:00:aa:00:01".parse().unwrap(),
+                        hostname: "cp-1".into(),
+                        ip: ip(1),
+                    }),
+                    decided_at: Some(1),
+                    ..Default::default()
+                };
+                (Some(r), ())
+            },
+        )
+        .unwrap();
+    drop(store);
+    let mut k = start(&s);
+    k.wait_for(
+        "not calling cp-1: it has not proved itself",
+        Duration::from_secs(20),
+    );
+    let cfg = s.lab.config();
+    let (ok, out) = common::run_kiln(
+        None,
+        &[
+            "bootstrap",
+            "lab",
+            "--reset",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("cleared cp-1"), "{out}");
+    assert!(cluster_json(&s)[0]["bootstrap_node"].is_null());
+    // The real cp-3 proves itself and is bootstrapped; the impostors never were.
+    let real = talos::start(&rt, "cp-3", at(3), &b, shared.clone());
+    wait("cp-3's driver is free", Duration::from_secs(20), || {
+        k.logs().contains("no longer the recorded node")
+    });
+    check_in_all(&rt, &s, &[3]);
+    wait("bootstrap", Duration::from_secs(30), || {
+        !shared.clusters.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        shared.clusters.lock().unwrap().clone(),
+        vec!["cp-3".to_string()]
+    );
+    assert_eq!(real.node.bootstrap_calls(), vec!["ok"]);
+    assert!(stranger.node.bootstrap_calls().is_empty() && wrong.node.bootstrap_calls().is_empty());
+    // Reset is refused once the cluster is bootstrapped.
+    wait("bootstrap recorded", Duration::from_secs(10), || {
+        cluster_json(&s)[0]["bootstrapped_at"].is_u64()
+    });
+    let (ok, out) = common::run_kiln(
+        None,
+        &[
+            "bootstrap",
+            "lab",
+            "--reset",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && out.contains("was bootstrapped"), "{out}");
     k.stop();
 }
 

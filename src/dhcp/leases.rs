@@ -110,16 +110,19 @@ impl Pool {
         }
     }
 
-    /// Who holds a bound, unexpired lease on `ip`.
-    pub fn mac_of(&self, ip: Ipv4Addr) -> Option<Mac> {
+    /// Who holds a bound, unexpired lease on `ip` (what DHCP proved).
+    pub fn mac_of(&self, ip: Ipv4Addr, now: u64) -> Option<Mac> {
         self.entries
             .get(&ip)
-            .filter(|e| e.state == State::Bound)
+            .filter(|e| e.state == State::Bound && e.expires > now)
+            .filter(|e| !self.retired.contains(&e.mac))
             .map(|e| e.mac)
     }
 
-    pub fn lease_of(&self, mac: &Mac) -> Option<Ipv4Addr> {
-        self.by_mac.get(mac).copied()
+    /// The address of `mac`'s bound, unexpired lease (what DHCP proved).
+    pub fn lease_of(&self, mac: &Mac, now: u64) -> Option<Ipv4Addr> {
+        let ip = *self.by_mac.get(mac)?;
+        (self.mac_of(ip, now) == Some(*mac)).then_some(ip)
     }
 
     pub fn bound(&self, now: u64) -> Vec<Lease> {
@@ -347,8 +350,8 @@ mod tests {
         p.set_retired([m(1)]);
         assert_eq!(p.offer(m(2), &s, None, 200).unwrap(), fixed);
         p.bind(m(2), &s, fixed, 3600, 200).unwrap();
-        assert_eq!(p.mac_of(fixed), Some(m(2)));
-        assert_eq!(p.lease_of(&m(1)), None);
+        assert_eq!(p.mac_of(fixed, 200), Some(m(2)));
+        assert_eq!(p.lease_of(&m(1), 200), None);
     }
 
     #[test]
@@ -386,7 +389,21 @@ mod tests {
         ));
         let a = p.offer(m(4), &s, None, 200).unwrap();
         p.bind(m(4), &s, a, 100, 200).unwrap();
-        assert_eq!(p.lease_of(&m(4)), Some(a));
+        assert_eq!(p.lease_of(&m(4), 200), Some(a));
+    }
+
+    #[test]
+    fn only_a_bound_unexpired_lease_proves_an_address() {
+        let mut p = Pool::default();
+        let s = subnet();
+        let a = p.offer(m(1), &s, None, 0).unwrap();
+        assert_eq!(p.lease_of(&m(1), 0), None, "an offer proves nothing");
+        assert_eq!(p.mac_of(a, 0), None);
+        p.bind(m(1), &s, a, 100, 0).unwrap();
+        assert_eq!(p.lease_of(&m(1), 99), Some(a));
+        assert_eq!(p.mac_of(a, 99), Some(m(1)));
+        assert_eq!(p.lease_of(&m(1), 100), None, "expired");
+        assert_eq!(p.mac_of(a, 100), None);
     }
 
     #[test]

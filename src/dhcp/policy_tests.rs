@@ -59,6 +59,7 @@ fn cfg(full: bool) -> Config {
         boot_token_ttl: Duration::from_secs(3600),
         clusters: Default::default(),
         ipv6_router_advertisements: full,
+        api_tcp: false,
     }
 }
 
@@ -72,12 +73,14 @@ fn inventory() -> Inventory {
                 hostname: "w-1".into(),
                 profile: "worker".into(),
                 ip: None,
+                uuid: None,
             },
             Machine {
                 mac: FIXED.parse().unwrap(),
                 hostname: "w-2".into(),
                 profile: "worker".into(),
                 ip: Some(ip("10.99.0.12")),
+                uuid: None,
             },
         ],
     )

@@ -139,16 +139,17 @@ async fn handle(
     };
     let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
     async move {
-        // Proxy mode has no lease: remember the address the machine uses, which
-        // its config request must then come from.
-        let used = if !req.ciaddr.is_unspecified() {
-            Some(req.ciaddr)
-        } else {
-            match src.ip() {
-                std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !req.relayed() => Some(ip),
-                _ => None,
-            }
+        // Proxy mode has no lease: remember the address the machine itself
+        // used (ciaddr, its requested address, or the source of a 4011
+        // request), which its script, config and events must then come from.
+        let src_ip = match src.ip() {
+            std::net::IpAddr::V4(ip) if port == Port::Proxy && !req.relayed() => Some(ip),
+            _ => None,
         };
+        let used = [Some(req.ciaddr), req.requested_ip, src_ip]
+            .into_iter()
+            .flatten()
+            .find(|ip| !ip.is_unspecified() && !ip.is_broadcast());
         if let Some(ip) = used {
             p.saw(req.mac, ip);
         }

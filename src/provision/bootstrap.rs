@@ -36,6 +36,9 @@ pub struct ClusterRecord {
     pub bootstrap_node: Option<Node>,
     pub decided_at: Option<u64>,
     pub bootstrapped_at: Option<u64>,
+    /// When the recorded node proved itself (talos::proof) before the first call.
+    #[serde(default)]
+    pub proved_at: Option<u64>,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -164,32 +167,10 @@ impl Bootstrapper {
         });
     }
 
-    /// Decide (durably) and call, until the recorded node confirms.
+    /// Decide (durably) and call, until the recorded node confirms. No node is
+    /// recorded, and none is called, before it proves it is the cluster's
+    /// machine kiln thinks it is (talos::proof).
     pub async fn drive(&self, cluster: &str, candidate: Option<Node>) -> Result<(), String> {
-        let p = self.p.clone();
-        let name = cluster.to_string();
-        let cand = candidate.clone();
-        let rec = tokio::task::spawn_blocking(move || {
-            update(&p, &name, |r| {
-                if r.bootstrap_node.is_none() && r.bootstrapped_at.is_none() {
-                    if let Some(c) = cand {
-                        r.bootstrap_node = Some(c);
-                        r.decided_at = Some(now());
-                    }
-                }
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        if rec.bootstrapped_at.is_some() {
-            return Ok(());
-        }
-        let Some(node) = rec.bootstrap_node.clone() else {
-            return Ok(());
-        };
-        if candidate.as_ref().is_some_and(|c| c.mac == node.mac) && rec.attempts == 0 {
-            tracing::info!(cluster, hostname = %node.hostname, ip = %node.ip, "bootstrap: decided on this node (recorded before the first call)");
-        }
         let bundle = self
             .p
             .secrets
@@ -197,28 +178,107 @@ impl Bootstrapper {
             .ok_or_else(|| format!("no secrets for cluster {cluster}"))?;
         let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
         let port = self.p.cfg.ports.talos_api;
+        let cur = cluster_record(&self.p, cluster);
+        if cur.bootstrapped_at.is_some() {
+            return Ok(());
+        }
+        if cur.bootstrap_node.is_none() {
+            let Some(c) = candidate.clone() else {
+                return Ok(());
+            };
+            // Proven before it is recorded: an impostor never becomes the target.
+            if let Err(e) = prove_until(&c, port, &creds, 5).await {
+                return Err(format!(
+                    "{} was not recorded as the bootstrap node: {e}",
+                    c.hostname
+                ));
+            }
+        }
+        let cand = candidate.clone();
+        let rec = self
+            .store_update(cluster, move |r| {
+                if r.bootstrap_node.is_none() && r.bootstrapped_at.is_none() {
+                    if let Some(c) = cand {
+                        r.bootstrap_node = Some(c);
+                        r.decided_at = Some(now());
+                        r.proved_at = Some(now());
+                    }
+                }
+            })
+            .await?;
+        if rec.bootstrapped_at.is_some() {
+            return Ok(());
+        }
+        let Some(node) = rec.bootstrap_node.clone() else {
+            return Ok(());
+        };
+        if candidate.as_ref().is_some_and(|c| c.mac == node.mac) && rec.attempts == 0 {
+            tracing::info!(cluster, hostname = %node.hostname, ip = %node.ip, "bootstrap: decided on this node (proved and recorded before the first call)");
+        }
+        // A node recorded earlier (before a restart) proves itself again; a
+        // reset (`kiln bootstrap --reset`) ends the wait.
+        let mut delay = Duration::from_millis(500);
+        while let Err(e) = crate::talos::proof::prove(node.ip, port, &node.hostname, &creds).await {
+            if cluster_record(&self.p, cluster).bootstrap_node.as_ref() != Some(&node) {
+                return Err(format!(
+                    "{}: no longer the recorded node ({e})",
+                    node.hostname
+                ));
+            }
+            crate::refusal!(
+                BOOTSTRAP_REFUSALS,
+                hostname = %node.hostname,
+                "bootstrap: not calling {}: it has not proved itself ({e}); retrying in {delay:?} (`kiln bootstrap --reset {cluster}` clears it)",
+                node.hostname
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if rec.proved_at.is_none() {
+            self.store_update(cluster, |r| r.proved_at = Some(now()))
+                .await?;
+        }
+        self.call_until_done(cluster, &node, port, &creds).await
+    }
+
+    async fn store_update(
+        &self,
+        cluster: &str,
+        f: impl FnOnce(&mut ClusterRecord) + Send + 'static,
+    ) -> Result<ClusterRecord, String> {
+        let p = self.p.clone();
+        let name = cluster.to_string();
+        tokio::task::spawn_blocking(move || update(&p, &name, f))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Call Bootstrap on the recorded node until it confirms, recording each
+    /// attempt; stops when the record no longer names this node (a reset).
+    async fn call_until_done(
+        &self,
+        cluster: &str,
+        node: &Node,
+        port: u16,
+        creds: &Credentials,
+    ) -> Result<(), String> {
         let mut delay = Duration::from_millis(500);
         loop {
-            let outcome = call(node.ip, port, &creds).await;
-            let p = self.p.clone();
-            let name = cluster.to_string();
+            let outcome = call(node.ip, port, creds).await;
             let (done, err) = match &outcome {
                 Ok(()) => (true, None),
                 Err((Code::AlreadyExists, _)) => (true, None),
                 Err((code, msg)) => (false, Some(format!("{code:?}: {msg}"))),
             };
-            let e2 = err.clone();
-            tokio::task::spawn_blocking(move || {
-                update(&p, &name, |r| {
+            let rec = self
+                .store_update(cluster, move |r| {
                     r.attempts += 1;
-                    r.last_error = e2;
+                    r.last_error = err;
                     if done {
                         r.bootstrapped_at = Some(now());
                     }
                 })
-            })
-            .await
-            .map_err(|e| e.to_string())??;
+                .await?;
             match outcome {
                 Ok(()) => {
                     tracing::info!(cluster, hostname = %node.hostname, "bootstrap: etcd bootstrapped");
@@ -241,6 +301,12 @@ impl Bootstrapper {
                     ));
                 }
                 Err((code, m)) => {
+                    if rec.bootstrap_node.as_ref() != Some(node) {
+                        return Err(format!(
+                            "{}: the recorded node changed; stopping",
+                            node.hostname
+                        ));
+                    }
                     tracing::info!(cluster, hostname = %node.hostname, "bootstrap: not yet ({code:?}: {m}), retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(15));
@@ -249,6 +315,100 @@ impl Bootstrapper {
         }
     }
 }
+
+/// `kiln bootstrap --reset CLUSTER`: clear a recorded bootstrap node that never
+/// proved itself (so was never sent Bootstrap). Refused once the cluster is
+/// bootstrapped, once the node proved itself, or when any control plane that
+/// proves itself reports etcd members.
+pub async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, String> {
+    let rec = cluster_record(p, cluster);
+    if let Some(t) = rec.bootstrapped_at {
+        return Err(format!(
+            "{cluster} was bootstrapped at {t}; nothing to reset"
+        ));
+    }
+    let Some(node) = rec.bootstrap_node.clone() else {
+        return Ok(format!(
+            "{cluster}: no bootstrap node recorded; nothing to reset\n"
+        ));
+    };
+    if rec.proved_at.is_some() {
+        return Err(format!(
+            "{cluster}: {} proved itself and may have been sent Bootstrap; kiln will not pick another node",
+            node.hostname
+        ));
+    }
+    let bundle = p.secrets.get(cluster).ok_or("no secrets for the cluster")?;
+    let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
+    let port = p.cfg.ports.talos_api;
+    let inv = p.inventory();
+    for cp in super::replace::cps_of(p, &inv, cluster, "") {
+        if crate::talos::proof::prove(cp.ip, port, &cp.hostname, &creds)
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        match super::replace::members(cp.ip, port, &creds).await {
+            Ok(m) if !m.is_empty() => {
+                let names: Vec<String> = m.into_iter().map(|(_, n)| n).collect();
+                return Err(format!(
+                    "{cluster}: {} reports etcd members {names:?}; etcd exists, so the bootstrap node stays",
+                    cp.hostname
+                ));
+            }
+            _ => {}
+        }
+    }
+    let name = cluster.to_string();
+    let p2 = p.clone();
+    tokio::task::spawn_blocking(move || {
+        update(&p2, &name, |r| {
+            r.bootstrap_node = None;
+            r.decided_at = None;
+            r.attempts = 0;
+            r.last_error = None;
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    tracing::warn!(cluster, hostname = %node.hostname, "bootstrap: recorded node cleared by the operator (it never proved itself)");
+    Ok(format!(
+        "{cluster}: cleared {} ({}), which never proved itself; the next control plane that does is bootstrapped\n",
+        node.hostname, node.ip
+    ))
+}
+
+/// Prove `node` (talos::proof), retrying with backoff up to `tries` times: a
+/// node whose Talos API is still starting answers late.
+async fn prove_until(
+    node: &Node,
+    port: u16,
+    creds: &Credentials,
+    tries: u32,
+) -> Result<(), crate::talos::proof::ProofError> {
+    let mut delay = Duration::from_millis(500);
+    let mut n = 0;
+    loop {
+        n += 1;
+        match crate::talos::proof::prove(node.ip, port, &node.hostname, creds).await {
+            Ok(()) => return Ok(()),
+            Err(e) if n >= tries => return Err(e),
+            Err(e) => {
+                crate::refusal!(
+                    BOOTSTRAP_REFUSALS,
+                    hostname = %node.hostname,
+                    "bootstrap: {} has not proved itself yet ({e}); retrying in {delay:?}",
+                    node.hostname
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
+static BOOTSTRAP_REFUSALS: crate::ratelog::RateLog = crate::ratelog::RateLog::new(5);
 
 async fn call(ip: Ipv4Addr, port: u16, creds: &Credentials) -> Result<(), (Code, String)> {
     let mut c = client::connect(ip, port, creds)

@@ -4,13 +4,15 @@
 pub mod adopt;
 pub mod bootstrap;
 pub mod lifecycle;
+pub mod owner;
 pub mod render;
 pub mod replace;
 
 pub use lifecycle::{Record, State};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,8 +39,8 @@ pub struct Provisioner {
     pub pool: Mutex<Pool>,
     /// Each cluster's secrets.
     pub secrets: BTreeMap<String, Bundle>,
-    /// Proxy mode: the address DHCP last saw each MAC use.
-    seen: Mutex<HashMap<Mac, Ipv4Addr>>,
+    /// Who DHCP proved holds which address (see `owner`).
+    owners: owner::Owners,
 }
 
 /// Why a config request was refused (logged; the client gets only the status).
@@ -54,6 +56,8 @@ pub enum ConfigDecision {
 pub struct Script {
     pub body: String,
     pub why: String,
+    /// The script refuses to boot (logged as a refusal, rate limited).
+    pub refused: bool,
 }
 
 impl Provisioner {
@@ -61,13 +65,23 @@ impl Provisioner {
         let mut pool = Pool::new(store.leases()?);
         pool.set_reservations(inventory.reserved_ips());
         pool.set_retired(inventory.retired_macs());
+        let owners = owner::Owners::default();
+        if matches!(cfg.dhcp, crate::config::DhcpMode::Proxy) {
+            // Renewals go to the LAN's server, unseen: after a restart, the
+            // addresses recorded from proven requests stand until a new claim.
+            for r in store.all::<Record>(crate::store::MACHINES)? {
+                if let Some(ip) = r.ip {
+                    owners.seed(r.mac, ip);
+                }
+            }
+        }
         Ok(Provisioner {
             cfg,
             inventory: RwLock::new(Arc::new(inventory)),
             store,
             pool: Mutex::new(pool),
             secrets: BTreeMap::new(),
-            seen: Mutex::new(HashMap::new()),
+            owners,
         })
     }
 
@@ -105,6 +119,7 @@ impl Provisioner {
                 hostname: format!("talos-{}", mac.hyphenated().replace('-', "")),
                 profile: p.clone(),
                 ip: None,
+                uuid: None,
             }),
             _ => None,
         }
@@ -114,31 +129,6 @@ impl Provisioner {
     pub fn with_secrets(mut self, secrets: BTreeMap<String, Bundle>) -> Provisioner {
         self.secrets = secrets;
         self
-    }
-
-    /// DHCP saw `mac` use `ip` (proxy mode has no lease to go by).
-    pub fn saw(&self, mac: Mac, ip: Ipv4Addr) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(mac, ip);
-    }
-
-    /// The address `mac` holds: its lease (full mode) or what DHCP last saw.
-    fn address_of(&self, mac: &Mac) -> Option<Ipv4Addr> {
-        match self.cfg.dhcp {
-            crate::config::DhcpMode::Full(_) => self
-                .pool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lease_of(mac),
-            crate::config::DhcpMode::Proxy => self
-                .seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(mac)
-                .copied(),
-        }
     }
 
     /// Move `mac` forward in its lifecycle (durably); returns the record.
@@ -184,6 +174,7 @@ impl Provisioner {
     /// `kiln machines reinstall`: the next PXE boot installs again.
     pub fn reinstall(&self, mac: Mac) -> Result<bool, StoreError> {
         let t = now();
+        self.store.void_tokens(&mac)?;
         self.store.update(
             crate::store::MACHINES,
             &mac.to_string(),
@@ -200,28 +191,6 @@ impl Provisioner {
         )
     }
 
-    /// Which machine sent from `ip`: a fixed address, a lease, or what DHCP saw.
-    pub fn mac_at(&self, ip: Ipv4Addr) -> Option<Mac> {
-        let inv = self.inventory();
-        if let Some(m) = inv.machines().iter().find(|m| m.ip == Some(ip)) {
-            return Some(m.mac);
-        }
-        if let Some(m) = self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .mac_of(ip)
-        {
-            return Some(m);
-        }
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(_, v)| **v == ip)
-            .map(|(k, _)| *k)
-    }
-
     /// A Talos event from `peer`: advance the sender's lifecycle. Returns the
     /// machine's record, or None for events from addresses kiln cannot place.
     pub fn event(
@@ -231,7 +200,13 @@ impl Provisioner {
         value: &[u8],
     ) -> Result<Option<Record>, StoreError> {
         let Some(mac) = self.mac_at(peer) else {
-            tracing::debug!(%peer, type_url, "event from an address no machine holds");
+            self.owners.dropped_events.fetch_add(1, Ordering::Relaxed);
+            crate::refusal!(
+                owner::EVENT_REFUSALS,
+                %peer,
+                type_url,
+                "event dropped: {peer} is no machine's DHCP-proven address"
+            );
             return Ok(None);
         };
         let inv = self.inventory();
@@ -246,11 +221,13 @@ impl Provisioner {
     }
 
     /// The per-machine iPXE script, fetched from `peer`. For machines with a
-    /// cluster it carries `talos.config=` with a fresh per-boot token.
+    /// cluster it carries `talos.config=` with a fresh per-boot token, but only
+    /// when `peer` is the address DHCP proved is `mac`'s.
     pub fn script(&self, mac: Mac, peer: Option<Ipv4Addr>) -> Script {
         let refuse = |why: String| Script {
             body: ipxe::refuse_script(&mac.to_string(), &why),
             why,
+            refused: true,
         };
         let inv = self.inventory();
         let Some(machine) = self.machine_for(&inv, mac) else {
@@ -267,26 +244,33 @@ impl Provisioner {
                     r.state.as_str(),
                     r.since
                 ),
+                refused: false,
             };
+        }
+        let owner = self.owner_address(&mac);
+        if profile.cluster.is_some() && (peer.is_none() || peer != owner) {
+            return refuse(withheld(&machine.hostname, mac, peer, owner));
         }
         if let Err(e) = self.note(
             mac,
             &machine.hostname,
             State::Booting,
             Some("iPXE script served".into()),
-            peer,
+            // Only a proven address is recorded (it is trusted after a restart).
+            peer.filter(|p| Some(*p) == owner),
         ) {
             return refuse(format!("cannot record the boot: {e}"));
         }
         let base = self.cfg.http_base();
-        let config_url = match &profile.cluster {
-            Some(_) => {
+        let config_url = match (&profile.cluster, owner) {
+            (Some(_), Some(ip)) => {
                 let token = new_token();
                 let t = BootToken {
                     mac,
-                    ip: peer,
+                    ip: Some(ip),
                     expires: now() + self.cfg.boot_token_ttl.as_secs(),
                 };
+                // A new boot voids the tokens of earlier ones.
                 if let Err(e) = self.store.put_token(&token, &t, now()) {
                     return refuse(format!("cannot record a boot token: {e}"));
                 }
@@ -296,7 +280,7 @@ impl Provisioner {
                     mac.hyphenated()
                 ))
             }
-            None => None,
+            _ => None,
         };
         let mut extra = Vec::new();
         if profile.cluster.is_some() {
@@ -318,11 +302,14 @@ impl Provisioner {
                 "boot {} as {} with profile {}",
                 profile.talos_version, machine.hostname, profile.name
             ),
+            refused: false,
         }
     }
 
-    /// The rendered config for `mac`, if `token` and `peer` entitle it.
-    pub fn config(&self, mac: Mac, token: &str, peer: Ipv4Addr) -> ConfigDecision {
+    /// The rendered config for `mac`, if `token` and `peer` entitle it: the
+    /// token was minted for `mac`, is unexpired, and `peer` is both the address
+    /// it was minted for and the one DHCP proves is `mac`'s now.
+    pub fn config(&self, mac: Mac, token: &str, peer: Ipv4Addr, uuid: &str) -> ConfigDecision {
         use ConfigDecision::*;
         let t = match self.store.token(token) {
             Ok(Some(t)) => t,
@@ -335,14 +322,13 @@ impl Provisioner {
         if t.expires <= now() {
             return Forbidden("token expired".into());
         }
-        let known = self.address_of(&mac);
-        if Some(peer) != known && Some(peer) != t.ip {
+        let owner = self.owner_address(&mac);
+        if Some(peer) != owner || Some(peer) != t.ip {
             return Forbidden(format!(
                 "request from {peer}, but {mac} holds {}",
-                known
-                    .or(t.ip)
+                owner
                     .map(|i| i.to_string())
-                    .unwrap_or_else(|| "no address".into())
+                    .unwrap_or_else(|| "no DHCP-proven address".into())
             ));
         }
         let inv = self.inventory();
@@ -350,6 +336,11 @@ impl Provisioner {
         let Some(machine) = self.machine_for(&inv, mac) else {
             return NotFound("not in the inventory".into());
         };
+        if let Some(want) = &machine.uuid {
+            if !want.eq_ignore_ascii_case(uuid) {
+                return Forbidden(format!("SMBIOS UUID {uuid:?} is not the pinned {want}"));
+            }
+        }
         let Some(profile) = inv.profile(&machine.profile) else {
             return NotFound(format!("profile {:?} is gone", machine.profile));
         };
@@ -375,6 +366,15 @@ impl Provisioner {
             }
             Err(e) => NotFound(format!("cannot render: {e}")),
         }
+    }
+}
+
+/// Why a script carries no config: the requester is not the MAC's proven address.
+fn withheld(host: &str, mac: Mac, peer: Option<Ipv4Addr>, owner: Option<Ipv4Addr>) -> String {
+    let from = peer.map_or("an address that is not IPv4".into(), |p| p.to_string());
+    match owner {
+        Some(o) => format!("config withheld ({host}): request from {from}, but DHCP proved {mac} is {o}"),
+        None => format!("config withheld ({host}): request from {from}, but {mac} holds no DHCP-proven address (boot it through DHCP first)"),
     }
 }
 

@@ -77,12 +77,12 @@ pub struct Report {
     pub done: bool,
 }
 
-struct Cp {
-    hostname: String,
-    ip: Ipv4Addr,
+pub(crate) struct Cp {
+    pub(crate) hostname: String,
+    pub(crate) ip: Ipv4Addr,
 }
 
-fn cps_of(p: &Provisioner, inv: &Inventory, cluster: &str, except: &str) -> Vec<Cp> {
+pub(crate) fn cps_of(p: &Provisioner, inv: &Inventory, cluster: &str, except: &str) -> Vec<Cp> {
     let records = p.records();
     inv.machines()
         .iter()
@@ -118,7 +118,7 @@ async fn reachable(ip: Ipv4Addr, port: u16, creds: &Credentials) -> bool {
 }
 
 /// (member id, all member names) from a healthy control plane.
-async fn members(
+pub(crate) async fn members(
     ip: Ipv4Addr,
     port: u16,
     creds: &Credentials,
@@ -219,11 +219,19 @@ pub async fn replace(
             let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
             let port = p.cfg.ports.talos_api;
             let old_ip = p.record(&machine.mac).and_then(|r| r.ip).or(machine.ip);
+            // Alive means: proves it is this cluster's {hostname} (talos::proof),
+            // not merely that something answers at its last address.
             if let Some(ip) = old_ip {
-                if reachable(ip, port, &creds).await {
-                    return Err(format!(
-                        "{hostname} ({ip}) still answers its Talos API: it has not failed. Reset it (`talosctl -n {ip} reset`) or power it off first; kiln replaces only dead machines"
-                    ));
+                match crate::talos::proof::prove(ip, port, &hostname, &creds).await {
+                    Ok(()) => {
+                        return Err(format!(
+                            "{hostname} ({ip}) still answers its Talos API: it has not failed. Reset it (`talosctl -n {ip} reset`) or power it off first; kiln replaces only dead machines"
+                        ))
+                    }
+                    Err(e) if !e.unreachable() => {
+                        tracing::warn!(%hostname, "replace: something answers at {hostname}'s address but is not it: {e}");
+                    }
+                    Err(_) => {}
                 }
             }
             let mut healthy = Vec::new();

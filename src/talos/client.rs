@@ -20,9 +20,9 @@ pub enum ClientError {
 /// Credentials for one cluster, made once and reused for every call.
 #[derive(Clone)]
 pub struct Credentials {
-    ca: String,
-    crt: String,
-    key: String,
+    pub(crate) ca: String,
+    pub(crate) crt: String,
+    pub(crate) key: String,
 }
 
 impl Credentials {

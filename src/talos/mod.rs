@@ -12,4 +12,5 @@ pub fn yaml_options() -> serde_saphyr::SerializerOptions {
     serde_saphyr::ser_options! { indent_step: 4, compact_list_indent: false, prefer_block_scalars: false }
 }
 pub mod client;
+pub mod proof;
 pub mod settings;

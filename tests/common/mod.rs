@@ -69,6 +69,13 @@ pub struct Kiln {
 impl Kiln {
     /// Start kiln (inside `netns` if given) and wait until it says it is ready.
     pub fn start(config: &Path, netns: Option<&str>) -> Kiln {
+        let filter =
+            std::env::var("KILNTEST_LOG").unwrap_or_else(|_| "info,tower_http=debug".into());
+        Kiln::start_logging(config, netns, &filter)
+    }
+
+    /// [`Kiln::start`] with `KILN_LOG` set to `filter`.
+    pub fn start_logging(config: &Path, netns: Option<&str>, filter: &str) -> Kiln {
         let log = config.with_extension(format!("log.{}", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = match netns {
@@ -80,12 +87,9 @@ impl Kiln {
             None => Command::new(kiln_bin()),
         };
         cmd.arg("serve").arg("--config").arg(config);
-        cmd.env(
-            "KILN_LOG",
-            std::env::var("KILNTEST_LOG").unwrap_or_else(|_| "info,tower_http=debug".into()),
-        )
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
+        cmd.env("KILN_LOG", filter)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
         let child = cmd.spawn().expect("spawn kiln");
         let mut k = Kiln { child, log };
         k.wait_for("kiln ready", Duration::from_secs(20));
@@ -262,4 +266,68 @@ impl Lab {
             std::fs::write(self.path().join("ipxe").join(f), b"ipxe").unwrap();
         }
     }
+}
+
+/// Play a PXE client's proxyDHCP request (port 4011 style, to kiln's
+/// `proxy_dhcp` port on loopback) from `ip`, as the machine `mac` does in
+/// proxy mode: kiln then knows `ip` is `mac`'s. Waits for kiln's ACK.
+pub fn dhcp_claim(proxy_port: u16, mac: &str, ip: std::net::Ipv4Addr) {
+    use dhcproto::v4::{Architecture, DhcpOption, MessageType};
+    let mac: kiln::mac::Mac = mac.parse().unwrap();
+    let sock = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let opts = vec![
+        DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003016".to_vec()),
+        DhcpOption::ClientSystemArchitecture(Architecture(7)),
+        DhcpOption::ClientMachineIdentifier(vec![0; 17]),
+    ];
+    let req = kiln::dhcp::packet::build_request(mac, MessageType::Request, 0x4b11, opts);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        sock.send_to(&req, ("127.0.0.1", proxy_port)).unwrap();
+        let mut buf = [0u8; 1500];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if kiln::dhcp::packet::parse_reply(&buf[..n]).is_some() {
+                return;
+            }
+        }
+    }
+    panic!("kiln never answered {mac}'s proxyDHCP request from {ip}");
+}
+
+/// Every machine of [`LOOPBACK_MACHINES`] does proxyDHCP from its address.
+pub fn claim_loopback_machines(proxy_port: u16) {
+    for (mac, n) in [
+        ("52:54:00:aa:00:01", 1),
+        ("52:54:00:aa:00:02", 2),
+        ("52:54:00:aa:00:03", 3),
+        ("52:54:00:aa:00:11", 11),
+    ] {
+        dhcp_claim(proxy_port, mac, lo_ip(n));
+    }
+}
+
+/// `/ipxe/<mac>` fetched with curl from `from`, as the machine's iPXE does.
+pub fn script_from(http: u16, mac: &str, from: std::net::Ipv4Addr) -> String {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--interface", &from.to_string()])
+        .arg(format!(
+            "http://127.0.0.1:{http}/ipxe/{}",
+            mac.replace(':', "-")
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// GET `path` from the lab's kiln over its API socket (curl --unix-socket).
+pub fn api_get(lab: &Lab, path: &str) -> String {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--unix-socket"])
+        .arg(lab.path().join("state/kiln.sock"))
+        .arg(format!("http://kiln{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -206,3 +206,44 @@ pub fn udp_socket_in(ns: &str, bind: std::net::SocketAddr) -> std::net::UdpSocke
     .join()
     .unwrap()
 }
+
+/// One DHCP exchange by busybox udhcpc in `ns` (extra `args`: vendor class,
+/// options): what the server bound, as udhcpc's environment. Our hook script
+/// (in `dir`) only records it: it configures nothing and never touches
+/// resolv.conf (the host's, through a namespace).
+pub fn udhcpc(
+    dir: &std::path::Path,
+    ns: &str,
+    args: &[&str],
+) -> Option<std::collections::HashMap<String, String>> {
+    let script = dir.join("dhcp-hook.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && env > \"$OUT\"\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.join(format!("bound-{ns}"));
+    let _ = std::fs::remove_file(&out);
+    let st = Command::new("ip")
+        .args(["netns", "exec", ns, "env"])
+        .arg(format!("OUT={}", out.display()))
+        .args(["busybox", "udhcpc"]) // -s our script below, never the default hook (it would rewrite resolv.conf)
+        .args([
+            "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1", "-s",
+        ])
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    if !st.status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&out).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}

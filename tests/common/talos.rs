@@ -247,14 +247,20 @@ impl MachineService for Svc {
 }
 
 /// A server certificate as machined issues it: signed by the OS CA, the node's
-/// address as IP SAN, serverAuth.
-pub fn server_identity(bundle: &Bundle, ip: std::net::IpAddr) -> Identity {
+/// address and 127.0.0.1 as IP SANs, its hostname and FQDN as DNS SANs,
+/// serverAuth (controllers/secrets/api.go, api_cert_sans.go).
+pub fn server_identity(bundle: &Bundle, ip: std::net::IpAddr, hostname: &str) -> Identity {
     let ca_pem = pem_of(&bundle.os().crt).unwrap();
     let issuer =
         rcgen::Issuer::from_ca_cert_pem(&ca_pem, signing_key(&bundle.os().key).unwrap()).unwrap();
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.subject_alt_names = vec![rcgen::SanType::IpAddress(ip)];
+    p.subject_alt_names = vec![
+        rcgen::SanType::IpAddress(ip),
+        rcgen::SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+        rcgen::SanType::DnsName(hostname.try_into().unwrap()),
+        rcgen::SanType::DnsName(format!("{hostname}.lab.local").try_into().unwrap()),
+    ];
     p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = p.signed_by(&kp, &issuer).unwrap();
     Identity::from_pem(cert.pem(), kp.serialize_pem())
@@ -282,6 +288,20 @@ pub fn start(
     bundle: &Bundle,
     shared: Arc<Shared>,
 ) -> Running {
+    start_with(rt, name, addr, bundle, bundle, shared)
+}
+
+/// A stand-in whose server certificate comes from `server`'s OS CA while it
+/// accepts clients of `clients`' OS CA: with `server` another cluster's
+/// bundle, an impostor that would take kiln's Bootstrap if kiln let it.
+pub fn start_with(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    addr: SocketAddr,
+    server: &Bundle,
+    clients: &Bundle,
+    shared: Arc<Shared>,
+) -> Running {
     let node = Arc::new(Node {
         name: name.into(),
         shared,
@@ -295,8 +315,8 @@ pub fn start(
         remove_delay_ms: AtomicU32::new(0),
     });
     let tls = ServerTlsConfig::new()
-        .identity(server_identity(bundle, addr.ip()))
-        .client_ca_root(Certificate::from_pem(pem_of(&bundle.os().crt).unwrap()));
+        .identity(server_identity(server, addr.ip(), name))
+        .client_ca_root(Certificate::from_pem(pem_of(&clients.os().crt).unwrap()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let svc = MachineServiceServer::new(Svc(node.clone()));
     let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();

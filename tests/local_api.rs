@@ -1,0 +1,204 @@
+//! kiln's local API: a Unix socket only its owner may use, no TCP listener
+//! unless opted in (and then only with the bearer token), and nothing a web
+//! page can send changes anything.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::{have, is_root, run_kiln, skip_unless, Kiln, Lab, Ports};
+
+const MACHINES: &str =
+    "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane}\n";
+
+fn lab(extra: &str) -> (Lab, Ports) {
+    let ports = Ports::free();
+    let yaml = format!(
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n{extra}",
+        ports.lo_yaml()
+    );
+    let lab = Lab::new(&yaml, MACHINES);
+    lab.ipxe_stubs();
+    (lab, ports)
+}
+
+/// curl ARGS against the socket: (HTTP status, body).
+fn curl(lab: &Lab, args: &[&str], path: &str) -> (String, String) {
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(lab.path().join("state/kiln.sock"))
+        .args(args)
+        .arg(format!("http://kiln{path}"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.to_string(), body.to_string())
+}
+
+fn last_event(lab: &Lab) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&common::api_get(lab, "/api/v1/machines")).unwrap();
+    v[0]["last_event"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_socket_is_the_owners_and_no_web_page_can_drive_it() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let (lab, ports) = lab("");
+    let mut k = Kiln::start(&lab.config(), None);
+    let sock = lab.path().join("state/kiln.sock");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sock), 0o600, "the API socket is owner-only");
+    assert_eq!(
+        mode(&lab.path().join("state")),
+        0o700,
+        "state_dir is owner-only"
+    );
+    // No TCP listener unless opted in.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports.api)).is_err());
+
+    common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:01", common::lo_ip(1));
+    let before = last_event(&lab);
+    assert!(before.starts_with("DHCP"), "{before}");
+    let reinstall = "/api/v1/machines/cp-1/reinstall";
+    // A cross-origin page: a "simple" form POST, and one with an Origin.
+    let (code, body) = curl(
+        &lab,
+        &["-X", "POST", "-H", "content-type: text/plain", "-d", "x"],
+        reinstall,
+    );
+    assert_eq!(code, "415", "{body}");
+    let (code, body) = curl(
+        &lab,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "origin: http://evil.example",
+            "-d",
+            "{}",
+        ],
+        reinstall,
+    );
+    assert_eq!(code, "403", "{body}");
+    let (code, _) = curl(
+        &lab,
+        &["-H", "origin: http://evil.example"],
+        "/api/v1/machines",
+    );
+    assert_eq!(code, "403");
+    assert_eq!(
+        last_event(&lab),
+        before,
+        "a refused request changed something"
+    );
+
+    // Another local user cannot use the socket at all.
+    if is_root() && have("setpriv") {
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "curl",
+                "-sS",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{}",
+                "--unix-socket",
+            ])
+            .arg(&sock)
+            .arg(format!("http://kiln{reinstall}"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "nobody reached the API socket");
+        assert_eq!(last_event(&lab), before);
+    } else {
+        skip_unless(false, "root and setpriv, to try the socket as another user");
+    }
+
+    // The CLI (the socket's owner) does it.
+    let cfg = lab.config();
+    let (ok, out) = run_kiln(
+        None,
+        &[
+            "machines",
+            "reinstall",
+            "cp-1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(last_event(&lab), "reinstall requested");
+
+    // A second kiln on the same state_dir stops, naming the live socket.
+    let (ok, out) = run_kiln(None, &["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("another kiln serves this state_dir"),
+        "{out}"
+    );
+    k.stop();
+    assert!(k.logs().contains("refused a request with an Origin header"));
+}
+
+#[test]
+fn the_opt_in_tcp_api_needs_the_bearer_token() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let (lab, ports) = lab("api_tcp: true\n");
+    let _k = Kiln::start(&lab.config(), None);
+    let token_file = lab.path().join("state/api-token");
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let url = format!("http://127.0.0.1:{}/api/v1/machines", ports.api);
+    let code = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(code(&[]), "401");
+    assert_eq!(code(&["-H", "authorization: Bearer wrong"]), "401");
+    assert_eq!(
+        code(&["-H", &format!("authorization: Bearer {}", token.trim())]),
+        "200"
+    );
+    // The CLI over TCP reads the token from state_dir.
+    let cfg = lab.config();
+    let port = ports.api.to_string();
+    let (ok, out) = run_kiln(
+        None,
+        &[
+            "machines",
+            "--api-port",
+            &port,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("cp-1"), "{out}");
+}
