@@ -394,3 +394,67 @@ fn newer_talos_release_gets_the_newest_contract_with_a_warning() {
         "{err}"
     );
 }
+
+/// Tokens expire (`boot_token_ttl`), and a pinned SMBIOS UUID (`uuid:`) must
+/// come with the fetch.
+#[test]
+fn tokens_expire_and_a_pinned_uuid_must_match() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let (lab, ports) = lab("boot_token_ttl: 1m\n");
+    std::fs::write(
+        lab.path().join("machines.yaml"),
+        format!("{MACHINES}  - mac: 52:54:00:aa:00:12\n    hostname: w-2\n    profile: worker\n    uuid: 4C4C4544-0033-3910-8052-B4C04F4C4D31\n"),
+    )
+    .unwrap();
+    // A token that expired a second ago (as a machine that took longer than
+    // boot_token_ttl would hold), written while kiln is down.
+    let store = kiln::store::Store::open(&lab.path().join("state")).unwrap();
+    let t = kiln::store::BootToken {
+        mac: "52:54:00:aa:00:12".parse().unwrap(),
+        ip: Some(common::lo_ip(12)),
+        expires: kiln::provision::now() - 1,
+    };
+    store
+        .put_token("0123456789abcdef0123456789abcdef", &t, 0)
+        .unwrap();
+    drop(store);
+    let mut k = Kiln::start(&lab.config(), None);
+    let from = common::lo_ip(12);
+    let f = from.to_string();
+    common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:12", from);
+    let expired = format!(
+        "http://127.0.0.1:{}/config/52-54-00-aa-00-12?token=0123456789abcdef0123456789abcdef&uuid=4c4c4544-0033-3910-8052-b4c04f4c4d31",
+        ports.http
+    );
+    assert_eq!(
+        status(&["--interface", &f, &expired]),
+        "403",
+        "an expired token worked"
+    );
+    let script = common::script_from(ports.http, "52:54:00:aa:00:12", from);
+    // config_url fills ${uuid} with the pinned UUID.
+    let url = config_url(&script, "52:54:00:aa:00:12");
+    let wrong = url.replace("uuid=4c4c4544-0033", "uuid=00000000-0033");
+    assert_eq!(status(&["--interface", &f, &wrong]), "403");
+    assert_eq!(status(&["--interface", &f, &url]), "200");
+    k.stop();
+    let logs = k.logs();
+    assert!(
+        logs.contains("is not the pinned 4c4c4544-0033-3910-8052-b4c04f4c4d31"),
+        "{logs}"
+    );
+    assert!(logs.contains("config refused: token expired"), "{logs}");
+    // A malformed pin is an error naming the file and line.
+    std::fs::write(
+        lab.path().join("machines.yaml"),
+        "machines:\n  - {mac: 52:54:00:aa:00:12, hostname: w-2, profile: worker, uuid: not-a-uuid}\n",
+    )
+    .unwrap();
+    let (ok, out) = common::run_kiln(None, &["check", "--config", lab.config().to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("uuid") && out.contains("is not a UUID"),
+        "{out}"
+    );
+}
