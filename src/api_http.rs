@@ -338,8 +338,20 @@ async fn bootstrap_reset(
     }
 }
 
+/// What kiln refused since it started (each also logged, rate limited).
+async fn refusals(State(ApiState { p, .. }): State<ApiState>) -> Json<serde_json::Value> {
+    use crate::provision::owner::{CLAIM_REFUSALS, CONFIG_REFUSALS, SCRIPT_REFUSALS};
+    Json(serde_json::json!({
+        "events_dropped": p.dropped_events(),
+        "scripts_withheld": SCRIPT_REFUSALS.total(),
+        "configs_refused": CONFIG_REFUSALS.total(),
+        "address_claims_refused": CLAIM_REFUSALS.total(),
+    }))
+}
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/api/v1/refusals", get(refusals))
         .route(
             "/api/v1/cluster/{name}/bootstrap/reset",
             post(bootstrap_reset),

@@ -373,6 +373,9 @@ fn forged_events_and_impostor_nodes_never_get_bootstrap() {
     assert!(k
         .logs()
         .contains("event dropped: 127.0.1.40 is no machine's DHCP-proven address"));
+    let r: serde_json::Value =
+        serde_json::from_str(&common::api_get(&s.lab, "/api/v1/refusals")).unwrap();
+    assert!(r["events_dropped"].as_u64() >= Some(1), "{r}");
 
     // At cp-1's address, a node whose certificate is another cluster's (it
     // accepts kiln's client certificate and would take Bootstrap); at cp-2's,

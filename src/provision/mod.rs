@@ -200,11 +200,12 @@ impl Provisioner {
         value: &[u8],
     ) -> Result<Option<Record>, StoreError> {
         let Some(mac) = self.mac_at(peer) else {
-            self.owners.dropped_events.fetch_add(1, Ordering::Relaxed);
+            let n = self.owners.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
             crate::refusal!(
                 owner::EVENT_REFUSALS,
                 %peer,
                 type_url,
+                dropped_total = n,
                 "event dropped: {peer} is no machine's DHCP-proven address"
             );
             return Ok(None);
