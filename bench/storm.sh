@@ -70,7 +70,7 @@ set -e
 echo
 echo "kiln (last incarnation): peak RSS MiB, CPU s: $(usage "$pid")"
 # kiln's own view: every machine ready, each address held by one MAC.
-ip netns exec $NS_S "$KILN" machines --output json > "$work/machines.json"
+ip netns exec $NS_S "$KILN" machines --output json --config "$d/kiln.yaml" > "$work/machines.json"
 python3 - "$work/machines.json" "$work/storm.json" "$N" <<'P'
 import json, sys
 ms = json.load(open(sys.argv[1])); storm = json.load(open(sys.argv[2])); n = int(sys.argv[3])
