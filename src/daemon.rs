@@ -286,33 +286,16 @@ pub async fn serve(config_path: &Path) -> Result<()> {
             p: p.clone(),
             b: boot.clone(),
         });
-        let mut stop = stop_rx.clone();
-        let on_socket = router.clone();
-        tasks.spawn(async move {
-            let shutdown = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(e) = axum::serve(api_socket, on_socket)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!("local API (socket): {e}");
-            }
-        });
+        spawn_api(
+            &mut tasks,
+            api_socket,
+            router.clone(),
+            stop_rx.clone(),
+            "socket",
+        );
         if let Some((listener, token)) = api_tcp {
-            let mut stop = stop_rx.clone();
             let r = crate::api_http::with_bearer(router, token);
-            tasks.spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.changed().await;
-                };
-                if let Err(e) = axum::serve(listener, r)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("local API (TCP): {e}");
-                }
-            });
+            spawn_api(&mut tasks, listener, r, stop_rx.clone(), "TCP");
         }
     }
     boot.resume();
@@ -399,4 +382,28 @@ pub fn render_for(path: &Path, mac: &str) -> Result<String> {
     );
     let docs = crate::provision::render::render(&cfg, &secrets, m, p)?;
     Ok(crate::talos::generate::to_yaml(&docs))
+}
+
+/// Serve the local API on `listener` until the stop signal.
+fn spawn_api<L>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    listener: L,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tasks.spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("local API ({what}): {e}");
+        }
+    });
 }

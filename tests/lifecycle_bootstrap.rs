@@ -97,6 +97,15 @@ fn state_of(s: &Setup, host: &str) -> String {
         .unwrap()
 }
 
+/// Every node answers its next `calls` Bootstraps with "not available yet".
+fn not_ready(ns: &[talos::Running], calls: u32) {
+    for n in ns {
+        n.node
+            .not_ready
+            .store(calls, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn check_in_all(rt: &tokio::runtime::Runtime, s: &Setup, which: &[u8]) {
     let sink = SocketAddr::from(([127, 0, 0, 1], s.events));
     rt.block_on(async {
@@ -121,11 +130,7 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     let shared = Arc::new(Shared::default());
     let ns = nodes(&rt, &s, &shared);
     // Each node is "not ready" twice, as a real first control plane is until its CRI runs.
-    for n in &ns {
-        n.node
-            .not_ready
-            .store(2, std::sync::atomic::Ordering::SeqCst);
-    }
+    not_ready(&ns, 2);
     assert_eq!(state_of(&s, "cp-1"), "discovered", "DHCP saw it");
     // The worker installs first: the lifecycle moves, no bootstrap for workers.
     rt.block_on(talos::publish(
@@ -233,11 +238,7 @@ fn kill_9_between_decision_and_call_never_bootstraps_another_node() {
     // and keeps retrying.
     let shared = Arc::new(Shared::default());
     let ns = nodes(&rt, &s, &shared);
-    for n in &ns {
-        n.node
-            .not_ready
-            .store(1000, std::sync::atomic::Ordering::SeqCst);
-    }
+    not_ready(&ns, 1000);
     check_in_all(&rt, &s, &[2]);
     let decided = || {
         let o = common::api_get(&s.lab, "/api/v1/cluster");
@@ -253,11 +254,7 @@ fn kill_9_between_decision_and_call_never_bootstraps_another_node() {
     k.child.kill().unwrap(); // SIGKILL
     let _ = k.child.wait();
     // All nodes ready now; the others check in first after the restart.
-    for n in &ns {
-        n.node
-            .not_ready
-            .store(0, std::sync::atomic::Ordering::SeqCst);
-    }
+    not_ready(&ns, 0);
     let mut k = start(&s);
     check_in_all(&rt, &s, &[1, 3]);
     wait("bootstrap", Duration::from_secs(30), || {
