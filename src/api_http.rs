@@ -339,10 +339,12 @@ async fn bootstrap_reset(
 }
 
 /// What kiln refused since it started (each also logged, rate limited).
-async fn refusals(State(ApiState { p, .. }): State<ApiState>) -> Json<serde_json::Value> {
-    use crate::provision::owner::{CLAIM_REFUSALS, CONFIG_REFUSALS, SCRIPT_REFUSALS};
+async fn refusals() -> Json<serde_json::Value> {
+    use crate::provision::owner::{
+        CLAIM_REFUSALS, CONFIG_REFUSALS, EVENT_REFUSALS, SCRIPT_REFUSALS,
+    };
     Json(serde_json::json!({
-        "events_dropped": p.dropped_events(),
+        "events_dropped": EVENT_REFUSALS.total(),
         "scripts_withheld": SCRIPT_REFUSALS.total(),
         "configs_refused": CONFIG_REFUSALS.total(),
         "address_claims_refused": CLAIM_REFUSALS.total(),

@@ -3,9 +3,6 @@
 //! profile or inventory files, reloads them; a reload that fails keeps the last
 //! good inventory and logs why.
 
-/// The local API's socket, in state_dir.
-pub const API_SOCKET: &str = "kiln.sock";
-
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +19,9 @@ use crate::inventory::Inventory;
 use crate::provision::Provisioner;
 use crate::store::Store;
 use crate::{assets, http, tftp};
+
+/// The local API's socket, in state_dir.
+pub const API_SOCKET: &str = "kiln.sock";
 
 /// Load config + inventory and check assets: what `serve` needs to start.
 pub fn load(path: &Path) -> Result<(Config, Inventory), crate::problems::Problems> {
@@ -185,18 +185,17 @@ pub async fn serve(config_path: &Path) -> Result<()> {
     let events_listener = tokio::net::TcpListener::bind(SocketAddrV4::new(l, cfg.ports.events))
         .await
         .with_context(|| format!("binding the events sink on {}:{}", l, cfg.ports.events))?;
-    let api_tcp = match cfg.api_tcp {
-        true => {
-            let token = crate::api_http::api_token(&cfg.state_dir)?;
-            let l = tokio::net::TcpListener::bind(SocketAddrV4::new(
-                std::net::Ipv4Addr::LOCALHOST,
-                cfg.ports.api,
-            ))
-            .await
-            .with_context(|| format!("binding the local API on 127.0.0.1:{}", cfg.ports.api))?;
-            Some((l, token))
-        }
-        false => None,
+    let api_tcp = if cfg.api_tcp {
+        let token = crate::api_http::api_token(&cfg.state_dir)?;
+        let l = tokio::net::TcpListener::bind(SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            cfg.ports.api,
+        ))
+        .await
+        .with_context(|| format!("binding the local API on 127.0.0.1:{}", cfg.ports.api))?;
+        Some((l, token))
+    } else {
+        None
     };
     let mut tftp_servers = Vec::new();
     for sock in tftp_socks {

@@ -327,9 +327,8 @@ fn load_machines(
             ip
         });
         let uuid = w.uuid.and_then(|u| {
-            let v = u.value.to_ascii_lowercase();
-            if is_uuid(&v) {
-                return Some(v);
+            if let Ok(v) = uuid::Uuid::parse_str(u.value.trim()) {
+                return Some(v.hyphenated().to_string());
             }
             let ul = u.referenced.line();
             problems.push(
@@ -354,16 +353,6 @@ fn load_machines(
         }
     }
     out
-}
-
-/// 8-4-4-4-12 hex digits.
-fn is_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

@@ -97,6 +97,12 @@ fn state_of(s: &Setup, host: &str) -> String {
         .unwrap()
 }
 
+/// `kiln ARGS --config <the lab's>`: (success, output).
+fn cli(s: &Setup, args: &[&str]) -> (bool, String) {
+    let cfg = s.lab.config();
+    common::run_kiln(None, &[args, &["--config", cfg.to_str().unwrap()]].concat())
+}
+
 /// Every node answers its next `calls` Bootstraps with "not available yet".
 fn not_ready(ns: &[talos::Running], calls: u32) {
     for n in ns {
@@ -324,17 +330,13 @@ fn manual_bootstrap_uses_the_same_guard() {
         shared.clusters.lock().unwrap().is_empty(),
         "auto_bootstrap: false must wait for the operator"
     );
-    let cfg = s.lab.config();
-    let run = |args: &[&str]| {
-        common::run_kiln(None, &[args, &["--config", cfg.to_str().unwrap()]].concat())
-    };
-    let (ok, out) = run(&["bootstrap", "lab", "--node", "cp-3"]);
+    let (ok, out) = cli(&s, &["bootstrap", "lab", "--node", "cp-3"]);
     assert!(ok, "{out}");
     wait("bootstrap", Duration::from_secs(20), || {
         !shared.clusters.lock().unwrap().is_empty()
     });
     // Asking again, even for another node, never bootstraps a second one.
-    let (_, out) = run(&["bootstrap", "lab", "--node", "cp-1"]);
+    let (_, out) = cli(&s, &["bootstrap", "lab", "--node", "cp-1"]);
     assert!(
         out.contains("already bootstrapped") || out.contains("never sends it to another node"),
         "{out}"
@@ -434,17 +436,7 @@ fn forged_events_and_impostor_nodes_never_get_bootstrap() {
         "not calling cp-1: it has not proved itself",
         Duration::from_secs(20),
     );
-    let cfg = s.lab.config();
-    let (ok, out) = common::run_kiln(
-        None,
-        &[
-            "bootstrap",
-            "lab",
-            "--reset",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let (ok, out) = cli(&s, &["bootstrap", "lab", "--reset"]);
     assert!(ok && out.contains("cleared cp-1"), "{out}");
     assert!(cluster_json(&s)[0]["bootstrap_node"].is_null());
     // The real cp-3 proves itself and is bootstrapped; the impostors never were.
@@ -466,16 +458,7 @@ fn forged_events_and_impostor_nodes_never_get_bootstrap() {
     wait("bootstrap recorded", Duration::from_secs(10), || {
         cluster_json(&s)[0]["bootstrapped_at"].is_u64()
     });
-    let (ok, out) = common::run_kiln(
-        None,
-        &[
-            "bootstrap",
-            "lab",
-            "--reset",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let (ok, out) = cli(&s, &["bootstrap", "lab", "--reset"]);
     assert!(!ok && out.contains("was bootstrapped"), "{out}");
     k.stop();
 }

@@ -83,6 +83,18 @@ fn update(
         .map_err(|e| e.to_string())
 }
 
+/// [`update`] off the async workers (a durable write).
+async fn update_async(
+    p: &Arc<Provisioner>,
+    name: &str,
+    f: impl FnOnce(&mut ClusterRecord) + Send + 'static,
+) -> Result<ClusterRecord, String> {
+    let (p, name) = (p.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || update(&p, &name, f))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
 /// Drives bootstrap for every cluster; one driver task per cluster at a time.
 pub struct Bootstrapper {
     p: Arc<Provisioner>,
@@ -187,7 +199,7 @@ impl Bootstrapper {
                 return Ok(());
             };
             // Proven before it is recorded: an impostor never becomes the target.
-            if let Err(e) = prove_until(&c, port, &creds, 5).await {
+            if let Err(e) = prove_until(&c, port, &creds, 5, "", || true).await {
                 return Err(format!(
                     "{} was not recorded as the bootstrap node: {e}",
                     c.hostname
@@ -195,17 +207,16 @@ impl Bootstrapper {
             }
         }
         let cand = candidate.clone();
-        let rec = self
-            .store_update(cluster, move |r| {
-                if r.bootstrap_node.is_none() && r.bootstrapped_at.is_none() {
-                    if let Some(c) = cand {
-                        r.bootstrap_node = Some(c);
-                        r.decided_at = Some(now());
-                        r.proved_at = Some(now());
-                    }
+        let rec = update_async(&self.p, cluster, move |r| {
+            if r.bootstrap_node.is_none() && r.bootstrapped_at.is_none() {
+                if let Some(c) = cand {
+                    r.bootstrap_node = Some(c);
+                    r.decided_at = Some(now());
+                    r.proved_at = Some(now());
                 }
-            })
-            .await?;
+            }
+        })
+        .await?;
         if rec.bootstrapped_at.is_some() {
             return Ok(());
         }
@@ -217,40 +228,19 @@ impl Bootstrapper {
         }
         // A node recorded earlier (before a restart) proves itself again; a
         // reset (`kiln bootstrap --reset`) ends the wait.
-        let mut delay = Duration::from_millis(500);
-        while let Err(e) = crate::talos::proof::prove(node.ip, port, &node.hostname, &creds).await {
-            if cluster_record(&self.p, cluster).bootstrap_node.as_ref() != Some(&node) {
-                return Err(format!(
-                    "{}: no longer the recorded node ({e})",
-                    node.hostname
-                ));
-            }
-            crate::refusal!(
-                BOOTSTRAP_REFUSALS,
-                hostname = %node.hostname,
-                "bootstrap: not calling {}: it has not proved itself ({e}); retrying in {delay:?} (`kiln bootstrap --reset {cluster}` clears it)",
+        let hint = format!(" (`kiln bootstrap --reset {cluster}` clears it)");
+        let still_recorded =
+            || cluster_record(&self.p, cluster).bootstrap_node.as_ref() == Some(&node);
+        if let Err(e) = prove_until(&node, port, &creds, u32::MAX, &hint, still_recorded).await {
+            return Err(format!(
+                "{}: no longer the recorded node ({e})",
                 node.hostname
-            );
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            ));
         }
         if rec.proved_at.is_none() {
-            self.store_update(cluster, |r| r.proved_at = Some(now()))
-                .await?;
+            update_async(&self.p, cluster, |r| r.proved_at = Some(now())).await?;
         }
         self.call_until_done(cluster, &node, port, &creds).await
-    }
-
-    async fn store_update(
-        &self,
-        cluster: &str,
-        f: impl FnOnce(&mut ClusterRecord) + Send + 'static,
-    ) -> Result<ClusterRecord, String> {
-        let p = self.p.clone();
-        let name = cluster.to_string();
-        tokio::task::spawn_blocking(move || update(&p, &name, f))
-            .await
-            .map_err(|e| e.to_string())?
     }
 
     /// Call Bootstrap on the recorded node until it confirms, recording each
@@ -270,15 +260,14 @@ impl Bootstrapper {
                 Err((Code::AlreadyExists, _)) => (true, None),
                 Err((code, msg)) => (false, Some(format!("{code:?}: {msg}"))),
             };
-            let rec = self
-                .store_update(cluster, move |r| {
-                    r.attempts += 1;
-                    r.last_error = err;
-                    if done {
-                        r.bootstrapped_at = Some(now());
-                    }
-                })
-                .await?;
+            let rec = update_async(&self.p, cluster, move |r| {
+                r.attempts += 1;
+                r.last_error = err;
+                if done {
+                    r.bootstrapped_at = Some(now());
+                }
+            })
+            .await?;
             match outcome {
                 Ok(()) => {
                     tracing::info!(cluster, hostname = %node.hostname, "bootstrap: etcd bootstrapped");
@@ -360,18 +349,13 @@ pub async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, String
             _ => {}
         }
     }
-    let name = cluster.to_string();
-    let p2 = p.clone();
-    tokio::task::spawn_blocking(move || {
-        update(&p2, &name, |r| {
-            r.bootstrap_node = None;
-            r.decided_at = None;
-            r.attempts = 0;
-            r.last_error = None;
-        })
+    update_async(p, cluster, |r| {
+        r.bootstrap_node = None;
+        r.decided_at = None;
+        r.attempts = 0;
+        r.last_error = None;
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await?;
     tracing::warn!(cluster, hostname = %node.hostname, "bootstrap: recorded node cleared by the operator (it never proved itself)");
     Ok(format!(
         "{cluster}: cleared {} ({}), which never proved itself; the next control plane that does is bootstrapped\n",
@@ -379,13 +363,16 @@ pub async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, String
     ))
 }
 
-/// Prove `node` (talos::proof), retrying with backoff up to `tries` times: a
-/// node whose Talos API is still starting answers late.
+/// Prove `node` (talos::proof), retrying with backoff (a node whose Talos API
+/// is still starting answers late) up to `tries` times and while `wanted()`
+/// holds; the last error when it gives up.
 async fn prove_until(
     node: &Node,
     port: u16,
     creds: &Credentials,
     tries: u32,
+    hint: &str,
+    wanted: impl Fn() -> bool,
 ) -> Result<(), crate::talos::proof::ProofError> {
     let mut delay = Duration::from_millis(500);
     let mut n = 0;
@@ -393,16 +380,16 @@ async fn prove_until(
         n += 1;
         match crate::talos::proof::prove(node.ip, port, &node.hostname, creds).await {
             Ok(()) => return Ok(()),
-            Err(e) if n >= tries => return Err(e),
+            Err(e) if n >= tries || !wanted() => return Err(e),
             Err(e) => {
                 crate::refusal!(
                     BOOTSTRAP_REFUSALS,
                     hostname = %node.hostname,
-                    "bootstrap: {} has not proved itself yet ({e}); retrying in {delay:?}",
+                    "bootstrap: not calling {}: it has not proved itself ({e}); retrying in {delay:?}{hint}",
                     node.hostname
                 );
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(15));
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -12,7 +12,6 @@ pub use lifecycle::{Record, State};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -200,12 +199,11 @@ impl Provisioner {
         value: &[u8],
     ) -> Result<Option<Record>, StoreError> {
         let Some(mac) = self.mac_at(peer) else {
-            let n = self.owners.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
             crate::refusal!(
                 owner::EVENT_REFUSALS,
                 %peer,
                 type_url,
-                dropped_total = n,
+                dropped_total = owner::EVENT_REFUSALS.total(),
                 "event dropped: {peer} is no machine's DHCP-proven address"
             );
             return Ok(None);

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{now, Provisioner};
@@ -23,14 +22,14 @@ pub struct Claim {
     pub live_until: u64,
 }
 
-/// Proxy-mode claims plus the counters and log limits of refusals.
+/// Proxy-mode claims.
 #[derive(Default)]
 pub struct Owners {
     claims: Mutex<HashMap<Mac, Claim>>,
-    pub dropped_events: AtomicU64,
 }
 
-/// One rate limit per kind of refusal, so a flood of one kind does not hide another.
+/// One rate limit per kind of refusal, so a flood of one kind does not hide
+/// another; each also counts every refusal offered (`RateLog::total`).
 pub static SCRIPT_REFUSALS: RateLog = RateLog::new(10);
 pub static CONFIG_REFUSALS: RateLog = RateLog::new(10);
 pub static EVENT_REFUSALS: RateLog = RateLog::new(10);
@@ -136,11 +135,6 @@ impl Provisioner {
                 self.owners.claimant(ip, |m| inv.retired(m).is_some())
             }
         }
-    }
-
-    /// Events dropped because their source is no machine's proven address.
-    pub fn dropped_events(&self) -> u64 {
-        self.owners.dropped_events.load(Ordering::Relaxed)
     }
 }
 

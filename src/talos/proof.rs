@@ -95,6 +95,24 @@ fn names_host(names: &[String], hostname: &str) -> bool {
     })
 }
 
+/// `fut` within `secs` seconds; its error becomes `err`, a timeout Unreachable.
+async fn within<T, E: std::fmt::Display>(
+    addr: &str,
+    secs: u64,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+    err: impl Fn(String, String) -> ProofError,
+) -> Result<T, ProofError> {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(err(addr.to_string(), e.to_string())),
+        Err(_) => Err(ProofError::Unreachable {
+            addr: addr.to_string(),
+            why: format!("{what} timed out"),
+        }),
+    }
+}
+
 /// Prove that `ip:port` is the cluster node `hostname` (see the module doc).
 pub async fn prove(
     ip: Ipv4Addr,
@@ -104,43 +122,26 @@ pub async fn prove(
 ) -> Result<(), ProofError> {
     let addr = format!("{ip}:{port}");
     let cfg = tls_config(creds)?;
-    let tcp = match tokio::time::timeout(
-        Duration::from_secs(5),
+    let unreachable = |addr: String, why: String| ProofError::Unreachable { addr, why };
+    let untrusted = |addr: String, why: String| ProofError::Untrusted { addr, why };
+    let tcp = within(
+        &addr,
+        5,
+        "connect",
         tokio::net::TcpStream::connect((ip, port)),
+        unreachable,
     )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(ProofError::Unreachable {
-                addr,
-                why: e.to_string(),
-            })
-        }
-        Err(_) => {
-            return Err(ProofError::Unreachable {
-                addr,
-                why: "timed out".into(),
-            })
-        }
-    };
+    .await?;
     let name = ServerName::IpAddress(IpAddr::V4(ip).into());
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let stream = match tokio::time::timeout(Duration::from_secs(10), tls.connect(name, tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(ProofError::Untrusted {
-                addr,
-                why: e.to_string(),
-            })
-        }
-        Err(_) => {
-            return Err(ProofError::Unreachable {
-                addr,
-                why: "TLS handshake timed out".into(),
-            })
-        }
-    };
+    let stream = within(
+        &addr,
+        10,
+        "TLS handshake",
+        tls.connect(name, tcp),
+        untrusted,
+    )
+    .await?;
     let (_, conn) = stream.get_ref();
     let leaf = conn
         .peer_certificates()
