@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kiln::config::Config;
-use kiln::inventory::{Machine, Profile, Role};
-use kiln::provision::render::render;
+use kiln::brain::render::render;
+use kiln::model::config::Config;
+use kiln::model::inventory::{Machine, Profile, Role};
 use kiln::talos::generate::to_yaml;
 use kiln::talos::secrets::Bundle;
 

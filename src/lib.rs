@@ -1,29 +1,25 @@
 //! kiln: provisions Talos Linux clusters on bare metal.
 //!
-//! Layers (arrows point down only): `daemon` wires the protocol edges (`dhcp`,
-//! `tftp`, `http`) to the brain (`provision`), which reads `inventory` and keeps
-//! durable state in `store`. See docs/architecture.md.
+//! The layers are folders; arrows point down only (docs/architecture.md):
+//!
+//! ```text
+//! cli     -> daemon -> edge -> brain -> {talos, store} -> model
+//! ```
+//!
+//! - `cli`: arguments, talks to the daemon or calls the library; no logic.
+//! - `daemon`: wires the servers together; startup checks, signals, shutdown.
+//! - `edge`: DHCP, TFTP, HTTP, events, the local API: decode, ask the brain, encode.
+//! - `brain`: every decision (boot file, script, who may have a config,
+//!   lifecycle, bootstrap once, replace, adopt).
+//! - `talos`: secrets, machine config per contract, patches, client configs,
+//!   the Talos API client.
+//! - `store`: durable state behind typed repositories.
+//! - `model`: kiln.yaml, profiles, inventory, Role, Arch, MAC: validated data.
 
-pub mod api;
-pub mod api_client;
-pub mod api_http;
-pub mod assets;
-pub mod clientconfig;
-pub mod config;
+pub mod brain;
+pub mod cli;
 pub mod daemon;
-pub mod dhcp;
-pub mod events;
-pub mod gen;
-pub mod http;
-pub mod inventory;
-pub mod ipxe;
-pub mod kubeconfig;
-pub mod mac;
-pub mod problems;
-pub mod profile;
-pub mod provision;
-pub mod ra;
-pub mod ratelog;
+pub mod edge;
+pub mod model;
 pub mod store;
 pub mod talos;
-pub mod tftp;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{have, kiln_bin, skip_unless, Kiln, Lab, Ports};
-use kiln::kubeconfig::KubeConfig;
+use kiln::talos::kubeconfig::KubeConfig;
 use kiln::talos::secrets::{pem_of, Bundle};
 use kiln::talos::talosconfig::TalosConfig;
 

@@ -414,7 +414,7 @@ fn tokens_expire_and_a_pinned_uuid_must_match() {
     let t = kiln::store::BootToken {
         mac: "52:54:00:aa:00:12".parse().unwrap(),
         ip: Some(common::lo_ip(12)),
-        expires: kiln::provision::now() - 1,
+        expires: kiln::brain::now() - 1,
     };
     store
         .put_token("0123456789abcdef0123456789abcdef", &t, 0)

@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::netns::{self, Net};
 use common::{Kiln, Lab};
 use dhcproto::v4::{Architecture, DhcpOption, MessageType, OptionCode};
-use kiln::dhcp::packet::{build_request, parse_reply};
-use kiln::mac::Mac;
+use kiln::edge::dhcp::packet::{build_request, parse_reply};
+use kiln::model::mac::Mac;
 
 const MACHINES: &str = "machines:
   - mac: 52:54:00:aa:00:01

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::talos::{self, ev, Shared};
 use common::{free_port, kiln_bin, lo_ip as ip, Kiln, Lab, Ports, LOOPBACK_MACHINES};
-use kiln::api::machine::machine_status_event::MachineStage;
+use kiln::talos::proto::machine::machine_status_event::MachineStage;
 use kiln::talos::secrets::Bundle;
 
 struct Setup {
@@ -415,10 +415,10 @@ fn forged_events_and_impostor_nodes_never_get_bootstrap() {
         .update(
             kiln::store::CLUSTERS,
             "lab",
-            |_: Option<kiln::provision::bootstrap::ClusterRecord>| {
-                let r = kiln::provision::bootstrap::ClusterRecord {
+            |_: Option<kiln::brain::bootstrap::ClusterRecord>| {
+                let r = kiln::brain::bootstrap::ClusterRecord {
                     name: "lab".into(),
-                    bootstrap_node: Some(kiln::provision::bootstrap::Node {
+                    bootstrap_node: Some(kiln::brain::bootstrap::Node {
                         mac: "52:54:00:aa:00:01".parse().unwrap(),
                         hostname: "cp-1".into(),
                         ip: ip(1),
@@ -496,7 +496,7 @@ fn the_stand_in_enforces_mtls_and_roles_like_apid() {
             "v1.13.9"
         );
         let e = c
-            .bootstrap(kiln::api::machine::BootstrapRequest::default())
+            .bootstrap(kiln::talos::proto::machine::BootstrapRequest::default())
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
@@ -510,11 +510,11 @@ fn the_stand_in_enforces_mtls_and_roles_like_apid() {
         let mut c = connect(ip(21), port, &Credentials::admin(&b).unwrap())
             .await
             .unwrap();
-        c.bootstrap(kiln::api::machine::BootstrapRequest::default())
+        c.bootstrap(kiln::talos::proto::machine::BootstrapRequest::default())
             .await
             .unwrap();
         let e = c
-            .bootstrap(kiln::api::machine::BootstrapRequest::default())
+            .bootstrap(kiln::talos::proto::machine::BootstrapRequest::default())
             .await
             .unwrap_err();
         assert_eq!(

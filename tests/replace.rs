@@ -374,8 +374,8 @@ fn an_adopted_box_gets_the_failed_machines_config_and_the_old_mac_nothing() {
     let (ok, out) = kiln(&w, &["replace", "--adopt"]);
     assert!(ok && out.contains("takes over cp-3"), "{out}");
     // A new box nobody typed in PXE boots.
-    let adopted: kiln::mac::Mac = "52:54:00:aa:00:33".parse().unwrap();
-    let discover = kiln::dhcp::packet::build_request(
+    let adopted: kiln::model::mac::Mac = "52:54:00:aa:00:33".parse().unwrap();
+    let discover = kiln::edge::dhcp::packet::build_request(
         adopted,
         MessageType::Discover,
         0x33,

@@ -5,8 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use kiln::inventory::Role;
-use kiln::talos::contract::Contract;
+use kiln::model::contract::Contract;
+use kiln::model::inventory::Role;
 use kiln::talos::generate::{from_yaml, generate, Options};
 use kiln::talos::patch;
 use kiln::talos::secrets::Bundle;

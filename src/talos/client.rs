@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::secrets::{issue_client_cert, pem_of, Bundle};
-use crate::api::machine::machine_service_client::MachineServiceClient;
+use crate::talos::proto::machine::machine_service_client::MachineServiceClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -5,9 +5,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::contract::Contract;
 use super::secrets::{Bundle, CertAndKey};
-use crate::inventory::Role;
+use crate::model::contract::Contract;
+use crate::model::inventory::Role;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -348,7 +348,7 @@ pub fn from_yaml(text: &str) -> Result<Vec<Value>, String> {
         text,
         serde_saphyr::options! { with_snippet: false },
     )
-    .map_err(|e| crate::problems::one_line(&e))?;
+    .map_err(|e| crate::model::problems::one_line(&e))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 

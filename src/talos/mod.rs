@@ -1,8 +1,13 @@
-//! Talos: secrets, machine config generation and patching, talosconfig (pure).
+//! Talos: secrets, machine config per contract and patches, talosconfig and
+//! kubeconfig (pure), `kiln gen`, and the Talos API client (`client`, `proof`,
+//! `proto`). May import: model.
 
-pub mod contract;
+pub mod clientconfig;
+pub mod gen;
 pub mod generate;
+pub mod kubeconfig;
 pub mod patch;
+pub mod proto;
 pub mod secrets;
 pub mod talosconfig;
 

@@ -15,7 +15,7 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::problems::Problems;
+use crate::model::problems::Problems;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -309,7 +309,7 @@ impl Bundle {
 
     /// Parse and validate a secrets.yaml text; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Bundle, SecretsError> {
-        let b: Bundle = crate::problems::parse_yaml(text).map_err(|e| {
+        let b: Bundle = crate::model::problems::parse_yaml(text).map_err(|e| {
             let mut p = Problems::default();
             p.push(file, "", e);
             SecretsError::Invalid(p)

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::contract::Contract;
-use crate::inventory::Role;
+use crate::model::contract::Contract;
+use crate::model::inventory::Role;
 
 /// kubelet-serving-cert-approver, the manifest the seed's kubelet-certificates patch adds.
 pub const CERT_APPROVER: &str = "https://raw.githubusercontent.com/alex1989hu/kubelet-serving-cert-approver/main/deploy/standalone-install.yaml";

@@ -35,7 +35,7 @@ impl TalosConfig {
     }
 
     pub fn parse(text: &str) -> Result<TalosConfig, String> {
-        crate::problems::parse_yaml(text)
+        crate::model::problems::parse_yaml(text)
     }
 
     /// Add or replace contexts from `other`; `other`'s current context wins.

@@ -273,7 +273,7 @@ impl Lab {
 /// proxy mode: kiln then knows `ip` is `mac`'s. Waits for kiln's ACK.
 pub fn dhcp_claim(proxy_port: u16, mac: &str, ip: std::net::Ipv4Addr) {
     use dhcproto::v4::{Architecture, DhcpOption, MessageType};
-    let mac: kiln::mac::Mac = mac.parse().unwrap();
+    let mac: kiln::model::mac::Mac = mac.parse().unwrap();
     let sock = std::net::UdpSocket::bind((ip, 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -282,13 +282,13 @@ pub fn dhcp_claim(proxy_port: u16, mac: &str, ip: std::net::Ipv4Addr) {
         DhcpOption::ClientSystemArchitecture(Architecture(7)),
         DhcpOption::ClientMachineIdentifier(vec![0; 17]),
     ];
-    let req = kiln::dhcp::packet::build_request(mac, MessageType::Request, 0x4b11, opts);
+    let req = kiln::edge::dhcp::packet::build_request(mac, MessageType::Request, 0x4b11, opts);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(20) {
         sock.send_to(&req, ("127.0.0.1", proxy_port)).unwrap();
         let mut buf = [0u8; 1500];
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if kiln::dhcp::packet::parse_reply(&buf[..n]).is_some() {
+            if kiln::edge::dhcp::packet::parse_reply(&buf[..n]).is_some() {
                 return;
             }
         }

@@ -13,8 +13,8 @@ pub async fn publish(
     from: std::net::Ipv4Addr,
     events: Vec<prost_types::Any>,
 ) -> Result<(), tonic::Status> {
-    use kiln::api::events::event_sink_service_client::EventSinkServiceClient;
-    use kiln::api::events::EventRequest;
+    use kiln::talos::proto::events::event_sink_service_client::EventSinkServiceClient;
+    use kiln::talos::proto::events::EventRequest;
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{sink}"))
         .unwrap()
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -43,8 +43,8 @@ pub async fn publish(
 
 /// Event payloads as Talos's sink sends them (anypb.New type URLs).
 pub mod ev {
-    use kiln::api::machine::machine_status_event::{MachineStage, MachineStatus};
-    use kiln::api::machine::*;
+    use kiln::talos::proto::machine::machine_status_event::{MachineStage, MachineStatus};
+    use kiln::talos::proto::machine::*;
     use prost::Message;
 
     fn any(name: &str, m: impl Message) -> prost_types::Any {

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln::api::machine::machine_service_server::{MachineService, MachineServiceServer};
-use kiln::api::machine::*;
+use kiln::talos::proto::machine::machine_service_server::{MachineService, MachineServiceServer};
+use kiln::talos::proto::machine::*;
 use kiln::talos::secrets::{pem_of, signing_key, Bundle};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};

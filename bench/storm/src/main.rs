@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
-use kiln::dhcp::packet::{build_request, parse_reply};
-use kiln::mac::Mac;
+use kiln::edge::dhcp::packet::{build_request, parse_reply};
+use kiln::model::mac::Mac;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -348,7 +348,7 @@ mod sink;
 fn first_boot_to_ready() -> Vec<prost_types::Any> {
     let mut evs = sink::ev::first_boot();
     evs.push(sink::ev::stage(
-        kiln::api::machine::machine_status_event::MachineStage::Running,
+        kiln::talos::proto::machine::machine_status_event::MachineStage::Running,
         true,
     ));
     evs

@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln::api::machine::machine_status_event::MachineStage;
+use kiln::talos::proto::machine::machine_status_event::MachineStage;
 use kiln::talos::secrets::{Bundle, CertAndKey, Certs};
 use talos::ev;
 

@@ -1,0 +1,111 @@
+//! Adoption, for racks where nobody types MACs: machines are marked failed, and
+//! when armed, the next unknown MAC that PXE boots takes one over through the
+//! same guarded replacement as `kiln replace`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::replace::replace;
+use super::Provisioner;
+use crate::model::mac::Mac;
+
+/// For racks where nobody types MACs: machines marked failed, and whether the
+/// next unknown MAC that PXE boots takes one over (`kiln replace --adopt`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptState {
+    pub failed: Vec<String>,
+    pub armed: bool,
+}
+
+fn adopt_state(p: &Provisioner) -> AdoptState {
+    p.store
+        .get(crate::store::ADOPT, "state")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn set_adopt(p: &Provisioner, f: impl FnOnce(&mut AdoptState)) -> Result<AdoptState, String> {
+    p.store
+        .update(crate::store::ADOPT, "state", |cur: Option<AdoptState>| {
+            let mut s = cur.unwrap_or_default();
+            f(&mut s);
+            (Some(s.clone()), s)
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// `kiln machines mark-failed HOST`.
+pub fn mark_failed(p: &Provisioner, hostname: &str) -> Result<(), String> {
+    let inv = p.inventory();
+    let m = inv
+        .machine_by_name(hostname)
+        .ok_or_else(|| format!("{hostname} is not in the inventory"))?;
+    let host = m.hostname.clone();
+    set_adopt(p, |s| {
+        if !s.failed.contains(&host) {
+            s.failed.push(host.clone());
+        }
+    })?;
+    let _ = p.note(
+        m.mac,
+        &host,
+        super::State::Discovered,
+        Some("marked failed".into()),
+        None,
+    );
+    tracing::info!(hostname = %host, "marked failed");
+    Ok(())
+}
+
+/// `kiln replace --adopt [HOST]`: arm adoption (marking HOST failed first).
+pub fn arm_adoption(p: &Provisioner, hostname: Option<&str>) -> Result<String, String> {
+    if let Some(h) = hostname {
+        mark_failed(p, h)?;
+    }
+    let s = set_adopt(p, |s| s.armed = !s.failed.is_empty())?;
+    if !s.armed {
+        return Err(
+            "no machine is marked failed: `kiln machines mark-failed HOST` first, or name one"
+                .into(),
+        );
+    }
+    Ok(format!(
+        "the next unknown machine that PXE boots takes over {}\n",
+        s.failed[0]
+    ))
+}
+
+static ADOPTING: std::sync::Mutex<Option<Mac>> = std::sync::Mutex::new(None);
+
+/// DHCP saw an unknown PXE client: if adoption is armed, it takes over the
+/// first failed machine (the whole replacement, quorum checks included).
+pub fn on_unknown_pxe(p: Arc<Provisioner>, mac: Mac) {
+    let s = adopt_state(&p);
+    let Some(host) = s.failed.first().cloned().filter(|_| s.armed) else {
+        return;
+    };
+    {
+        let mut busy = ADOPTING.lock().unwrap_or_else(|e| e.into_inner());
+        if busy.is_some() {
+            return;
+        }
+        *busy = Some(mac);
+    }
+    tracing::info!(%mac, hostname = %host, "adopt: unknown PXE client takes over a failed machine");
+    tokio::spawn(async move {
+        match replace(p.clone(), &host, mac, false).await {
+            Ok(_) => {
+                let h = host.clone();
+                let _ = set_adopt(&p, move |s| {
+                    s.failed.retain(|x| *x != h);
+                    s.armed = !s.failed.is_empty() && s.armed;
+                });
+                tracing::info!(%mac, hostname = %host, "adopt: done; the box boots as {host} on its next DHCP attempt");
+            }
+            Err(e) => tracing::error!(%mac, hostname = %host, "adopt refused: {e}"),
+        }
+        *ADOPTING.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    });
+}

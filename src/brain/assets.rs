@@ -1,0 +1,106 @@
+//! Boot assets: iPXE binaries (TFTP and HTTP) and Talos kernels/initramfs (HTTP).
+//! Lookup is confined to `boot_assets` and, for iPXE binaries, the `ipxe_dirs`
+//! fallbacks (Debian's `ipxe` package installs /usr/lib/ipxe).
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::brain::dhcp::policy::{ARM64_EFI_IPXE, BIOS_IPXE, X64_EFI_IPXE};
+use crate::model::config::Config;
+use crate::model::inventory::{is_url, Arch, Inventory};
+use crate::model::problems::Problems;
+
+/// A request path made safe: relative, no `..`, no root or prefix components.
+/// `None` means the path tries to leave the asset directory.
+pub fn clean_relative(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path.trim_start_matches('/'));
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Find `rel` under boot_assets, then (single file names only) under ipxe_dirs.
+pub fn resolve(cfg: &Config, rel: &Path) -> Option<PathBuf> {
+    let p = cfg.boot_assets.join(rel);
+    if p.is_file() {
+        return Some(p);
+    }
+    if rel.components().count() == 1 {
+        for d in &cfg.ipxe_dirs {
+            let p = d.join(rel);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Every asset the configuration will hand out must exist.
+pub fn check(cfg: &Config, inv: &Inventory) -> Problems {
+    let mut problems = Problems::default();
+    let mut needed: Vec<&str> = vec![BIOS_IPXE, X64_EFI_IPXE];
+    if inv.profiles.values().any(|p| p.arch == Arch::Arm64) {
+        needed.push(ARM64_EFI_IPXE);
+    }
+    for f in needed {
+        if resolve(cfg, Path::new(f)).is_none() {
+            let dirs: Vec<String> = std::iter::once(&cfg.boot_assets)
+                .chain(cfg.ipxe_dirs.iter())
+                .map(|d| d.display().to_string())
+                .collect();
+            problems.push(
+                &cfg.file,
+                "boot_assets",
+                format!(
+                    "missing iPXE binary {f} (looked in {}; Debian: apt-get install ipxe)",
+                    dirs.join(", ")
+                ),
+            );
+        }
+    }
+    for p in inv.profiles.values() {
+        for (key, r) in [("kernel", p.kernel_ref()), ("initramfs", p.initramfs_ref())] {
+            if is_url(&r) {
+                continue;
+            }
+            let ok = clean_relative(&r).is_some_and(|rel| cfg.boot_assets.join(rel).is_file());
+            if !ok {
+                problems.push(
+                    &cfg.profiles.join(format!("{}.yaml", p.name)),
+                    key,
+                    format!(
+                        "missing boot asset {} (see boot-assets/README.md)",
+                        cfg.boot_assets.join(&r).display()
+                    ),
+                );
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_is_refused() {
+        assert_eq!(
+            clean_relative("/undionly.kpxe"),
+            Some(PathBuf::from("undionly.kpxe"))
+        );
+        assert_eq!(
+            clean_relative("talos/./v1/x"),
+            Some(PathBuf::from("talos/v1/x"))
+        );
+        assert_eq!(clean_relative("../etc/passwd"), None);
+        assert_eq!(clean_relative("a/../../b"), None);
+        assert_eq!(clean_relative("/"), None);
+    }
+}

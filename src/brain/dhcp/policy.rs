@@ -1,0 +1,279 @@
+//! What to answer, decided without sockets: proxy or full mode, known or unknown
+//! MAC, which boot file for which firmware, which address from which pool.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::MessageType;
+
+use super::msg::{Assign, Boot, ClientClass, Reply, Request};
+use super::pool::Pool;
+use crate::model::config::{Config, DhcpMode, FullDhcp, Subnet, UnknownMachines};
+use crate::model::inventory::Inventory;
+use crate::store::leases::{Lease, LeaseChange};
+
+/// Which of kiln's sockets the request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// Port 67: DHCP (full mode) or proxyDHCP offers (proxy mode).
+    Dhcp,
+    /// Port 4011: proxyDHCP requests (PXE boot server).
+    Proxy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Say nothing; the reason is logged.
+    Ignore(String),
+    /// Answer; if `change` is set it is made durable first.
+    Reply {
+        reply: Box<Reply>,
+        change: Option<LeaseChange>,
+        why: String,
+    },
+}
+
+/// Boot file names, relative to the TFTP root.
+pub const BIOS_IPXE: &str = "undionly.kpxe";
+pub const X64_EFI_IPXE: &str = "ipxe.efi";
+pub const ARM64_EFI_IPXE: &str = "ipxe-arm64.efi";
+
+/// The boot file for a PXE/HTTP firmware (option 93) or for iPXE itself.
+pub fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, String> {
+    let http = cfg.http_base();
+    let pxe = req.class == ClientClass::Pxe;
+    let vendor_class = match req.class {
+        ClientClass::Pxe => Some("PXEClient"),
+        ClientClass::Http => Some("HTTPClient"),
+        ClientClass::Other => None,
+    };
+    let mk = |file: String| Boot {
+        next_server: cfg.server_address,
+        file,
+        vendor_class,
+        pxe_vendor_options: pxe,
+    };
+    if req.ipxe {
+        // Already running iPXE: hand it the script, never the binary again (no loop).
+        return Ok(mk(format!("{http}/boot.ipxe")));
+    }
+    match (req.class, req.arch.unwrap_or(0)) {
+        (ClientClass::Pxe, 0) => Ok(mk(BIOS_IPXE.into())),
+        (ClientClass::Pxe, 7 | 9) => Ok(mk(X64_EFI_IPXE.into())),
+        (ClientClass::Pxe, 11) => Ok(mk(ARM64_EFI_IPXE.into())),
+        (ClientClass::Http, 16) => Ok(mk(format!("{http}/assets/{X64_EFI_IPXE}"))),
+        (ClientClass::Http, 19) => Ok(mk(format!("{http}/assets/{ARM64_EFI_IPXE}"))),
+        (ClientClass::Other, _) => Err("not a PXE or HTTP-boot client".into()),
+        (_, a) => Err(format!(
+            "client architecture {a} (option 93) has no iPXE build kiln serves"
+        )),
+    }
+}
+
+/// Pick the subnet a request belongs to: the relay's (giaddr) or the local one.
+fn subnet_for<'a>(full: &'a FullDhcp, req: &Request) -> Option<&'a Subnet> {
+    if req.relayed() {
+        full.subnets.iter().find(|s| s.net.contains(&req.giaddr))
+    } else {
+        full.subnets.first()
+    }
+}
+
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub inventory: &'a Inventory,
+    pub now: u64,
+}
+
+/// Decide the answer to one request. `pool` is only touched in full mode.
+pub fn decide(ctx: &Ctx<'_>, req: &Request, port: Port, pool: &mut Pool) -> Decision {
+    if let Some(host) = ctx.inventory.retired(&req.mac) {
+        return Decision::Ignore(format!(
+            "retired MAC: {host} was replaced by another machine"
+        ));
+    }
+    let machine = ctx.inventory.machine(&req.mac);
+    if machine.is_none() && ctx.cfg.unknown_machines == UnknownMachines::Ignore {
+        return Decision::Ignore("unknown MAC (unknown_machines: ignore)".into());
+    }
+    match &ctx.cfg.dhcp {
+        DhcpMode::Proxy => proxy(ctx, req, port),
+        DhcpMode::Full(full) => {
+            if port == Port::Proxy {
+                // A PXE client may still ask the boot server on 4011.
+                return proxy(ctx, req, port);
+            }
+            let hostname = machine.map(|m| m.hostname.clone());
+            self::full(ctx, full, req, pool, hostname)
+        }
+    }
+}
+
+fn proxy(ctx: &Ctx<'_>, req: &Request, port: Port) -> Decision {
+    if !req.is_pxe() {
+        return Decision::Ignore("proxy mode answers only PXE/HTTP-boot clients".into());
+    }
+    let msg_type = match (port, req.msg_type) {
+        (Port::Dhcp, MessageType::Discover) => MessageType::Offer,
+        (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,
+        (p, t) => {
+            return Decision::Ignore(format!("proxyDHCP does not answer {t:?} on the {p:?} port"))
+        }
+    };
+    match boot_for(req, ctx.cfg) {
+        Ok(boot) => Decision::Reply {
+            why: format!("proxy {msg_type:?}: boot {}", boot.file),
+            reply: Box::new(Reply {
+                msg_type,
+                server_id: ctx.cfg.server_address,
+                assign: None,
+                boot: Some(boot),
+                message: None,
+            }),
+            change: None,
+        },
+        Err(e) => Decision::Ignore(e),
+    }
+}
+
+fn assign(full: &FullDhcp, subnet: &Subnet, ip: Ipv4Addr, hostname: Option<String>) -> Assign {
+    Assign {
+        yiaddr: ip,
+        lease_secs: full.lease_time.as_secs().min(u32::MAX as u64) as u32,
+        netmask: subnet.net.netmask(),
+        router: subnet.router,
+        dns: subnet.dns.clone(),
+        domain: full.domain.clone(),
+        hostname,
+    }
+}
+
+fn full(
+    ctx: &Ctx<'_>,
+    full: &FullDhcp,
+    req: &Request,
+    pool: &mut Pool,
+    hostname: Option<String>,
+) -> Decision {
+    let Some(subnet) = subnet_for(full, req) else {
+        return Decision::Ignore(format!(
+            "relayed through {} but no subnet configured contains it",
+            req.giaddr
+        ));
+    };
+    let server_id = ctx.cfg.server_address;
+    // Boot information only for firmware that asks for it; an OS's DHCP client
+    // (Talos after boot) gets an address and nothing else.
+    let boot = if req.is_pxe() || req.ipxe {
+        boot_for(req, ctx.cfg).ok()
+    } else {
+        None
+    };
+    let lease_secs = full.lease_time.as_secs();
+    match req.msg_type {
+        MessageType::Discover => match pool.offer(req.mac, subnet, req.requested_ip, ctx.now) {
+            Ok(ip) => Decision::Reply {
+                why: format!(
+                    "offer {ip}{}",
+                    boot.as_ref()
+                        .map(|b| format!(", boot {}", b.file))
+                        .unwrap_or_default()
+                ),
+                reply: Box::new(Reply {
+                    msg_type: MessageType::Offer,
+                    server_id,
+                    assign: Some(assign(full, subnet, ip, hostname)),
+                    boot,
+                    message: None,
+                }),
+                change: None,
+            },
+            Err(e) => Decision::Ignore(format!("no offer: {e}")),
+        },
+        MessageType::Request => {
+            if let Some(sid) = req.server_id {
+                if sid != server_id {
+                    return Decision::Ignore(format!("client chose server {sid}"));
+                }
+            }
+            let ip = match (req.requested_ip, req.ciaddr) {
+                (Some(ip), _) => ip,
+                (None, c) if !c.is_unspecified() => c,
+                _ => return Decision::Ignore("REQUEST without an address".into()),
+            };
+            match pool.bind(req.mac, subnet, ip, lease_secs, ctx.now) {
+                Ok(lease) => Decision::Reply {
+                    why: format!("ack {ip} until {}", lease.expires),
+                    reply: Box::new(Reply {
+                        msg_type: MessageType::Ack,
+                        server_id,
+                        assign: Some(assign(full, subnet, ip, hostname.clone())),
+                        boot,
+                        message: None,
+                    }),
+                    change: Some(LeaseChange::Bind(Lease { hostname, ..lease })),
+                },
+                Err(e) => {
+                    // Authoritative for this subnet: a wrong address is refused so
+                    // the client starts over.
+                    let msg = e.to_string();
+                    Decision::Reply {
+                        why: format!("nak {ip}: {msg}"),
+                        reply: Box::new(Reply {
+                            msg_type: MessageType::Nak,
+                            server_id,
+                            assign: None,
+                            boot: None,
+                            message: Some(msg),
+                        }),
+                        change: None,
+                    }
+                }
+            }
+        }
+        MessageType::Release => match pool.release(&req.mac, req.ciaddr) {
+            Some(change) => Decision::Reply {
+                why: format!("released {}", req.ciaddr),
+                reply: Box::new(Reply {
+                    msg_type: MessageType::Release,
+                    server_id,
+                    assign: None,
+                    boot: None,
+                    message: None,
+                }),
+                change: Some(change),
+            },
+            None => Decision::Ignore(format!("release of {} it does not hold", req.ciaddr)),
+        },
+        MessageType::Decline => {
+            let ip = req.requested_ip.unwrap_or(req.ciaddr);
+            if pool.decline(&req.mac, ip, lease_secs, ctx.now) {
+                Decision::Reply {
+                    why: format!("declined {ip}: held out of the pool"),
+                    reply: Box::new(Reply {
+                        msg_type: MessageType::Decline,
+                        server_id,
+                        assign: None,
+                        boot: None,
+                        message: None,
+                    }),
+                    change: Some(LeaseChange::Free(ip)),
+                }
+            } else {
+                Decision::Ignore(format!("decline of {ip} it was not given"))
+            }
+        }
+        t => Decision::Ignore(format!("{t:?} is not handled")),
+    }
+}
+
+/// Whether a decision is a message to send (RELEASE/DECLINE only change state).
+pub fn sends(reply: &Reply) -> bool {
+    matches!(
+        reply.msg_type,
+        MessageType::Offer | MessageType::Ack | MessageType::Nak
+    )
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,397 @@
+//! Policy decisions without sockets: each firmware, iPXE, proxy vs full, unknown
+//! MACs, relays.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use dhcproto::v4::{Architecture, DhcpOption, MessageType};
+
+use super::*;
+use crate::edge::dhcp::packet::{build_request, decode};
+use crate::model::config::{Ports, Subnet};
+use crate::model::inventory::{Machine, Profile, Role};
+use crate::model::mac::Mac;
+
+const KNOWN: &str = "52:54:00:aa:00:01";
+const FIXED: &str = "52:54:00:aa:00:02";
+const UNKNOWN: &str = "52:54:00:ff:ff:ff";
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn cfg(full: bool) -> Config {
+    Config {
+        file: "kiln.yaml".into(),
+        interface: "br0".into(),
+        server_address: ip("10.99.0.1"),
+        listen_address: Ipv4Addr::UNSPECIFIED,
+        ports: Ports::default(),
+        dhcp: if full {
+            DhcpMode::Full(FullDhcp {
+                subnets: vec![
+                    Subnet {
+                        net: "10.99.0.0/24".parse().unwrap(),
+                        range: (ip("10.99.0.100"), ip("10.99.0.200")),
+                        router: Some(ip("10.99.0.1")),
+                        dns: vec![ip("10.99.0.1")],
+                    },
+                    Subnet {
+                        net: "10.98.0.0/24".parse().unwrap(),
+                        range: (ip("10.98.0.100"), ip("10.98.0.200")),
+                        router: Some(ip("10.98.0.1")),
+                        dns: vec![],
+                    },
+                ],
+                domain: Some("lab".into()),
+                lease_time: Duration::from_secs(3600),
+            })
+        } else {
+            DhcpMode::Proxy
+        },
+        unknown_machines: UnknownMachines::Ignore,
+        default_profile: None,
+        state_dir: "state".into(),
+        boot_assets: "boot-assets".into(),
+        ipxe_dirs: vec![],
+        profiles: "profiles".into(),
+        machines: "machines.yaml".into(),
+        boot_token_ttl: Duration::from_secs(3600),
+        clusters: Default::default(),
+        ipv6_router_advertisements: full,
+        api_tcp: false,
+    }
+}
+
+fn inventory() -> Inventory {
+    let p = Profile::new("worker", Role::Worker, "v1.13.0");
+    Inventory::from_parts(
+        vec![p],
+        vec![
+            Machine {
+                mac: KNOWN.parse().unwrap(),
+                hostname: "w-1".into(),
+                profile: "worker".into(),
+                ip: None,
+                uuid: None,
+            },
+            Machine {
+                mac: FIXED.parse().unwrap(),
+                hostname: "w-2".into(),
+                profile: "worker".into(),
+                ip: Some(ip("10.99.0.12")),
+                uuid: None,
+            },
+        ],
+    )
+}
+
+fn pxe(arch: u16) -> Vec<DhcpOption> {
+    vec![
+        DhcpOption::ClassIdentifier(format!("PXEClient:Arch:{arch:05}:UNDI:002001").into_bytes()),
+        DhcpOption::ClientSystemArchitecture(Architecture(arch)),
+        DhcpOption::ClientMachineIdentifier(vec![
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+        ]),
+    ]
+}
+
+fn req(mac: &str, t: MessageType, opts: Vec<DhcpOption>) -> Request {
+    let m: Mac = mac.parse().unwrap();
+    decode(&build_request(m, t, 0x1234, opts)).unwrap()
+}
+
+fn run(c: &Config, r: &Request, port: Port, pool: &mut Pool) -> Decision {
+    let inv = inventory();
+    pool.set_reservations(inv.reserved_ips());
+    decide(
+        &Ctx {
+            cfg: c,
+            inventory: &inv,
+            now: 1000,
+        },
+        r,
+        port,
+        pool,
+    )
+}
+
+fn reply(d: Decision) -> (Reply, Option<LeaseChange>) {
+    match d {
+        Decision::Reply { reply, change, .. } => (*reply, change),
+        Decision::Ignore(why) => panic!("ignored: {why}"),
+    }
+}
+
+#[test]
+fn boot_file_per_architecture() {
+    let c = cfg(false);
+    for (arch, file) in [
+        (0u16, "undionly.kpxe"),
+        (7, "ipxe.efi"),
+        (9, "ipxe.efi"),
+        (11, "ipxe-arm64.efi"),
+    ] {
+        let (r, _) = reply(run(
+            &c,
+            &req(KNOWN, MessageType::Discover, pxe(arch)),
+            Port::Dhcp,
+            &mut Pool::default(),
+        ));
+        let boot = r.boot.unwrap();
+        assert_eq!(boot.file, file, "arch {arch}");
+        assert_eq!(boot.next_server, ip("10.99.0.1"));
+        assert_eq!(boot.vendor_class, Some("PXEClient"));
+        assert!(boot.pxe_vendor_options);
+    }
+    // UEFI HTTP boot: a URL, vendor class echoed.
+    for (arch, file) in [
+        (16u16, "http://10.99.0.1:8080/assets/ipxe.efi"),
+        (19, "http://10.99.0.1:8080/assets/ipxe-arm64.efi"),
+    ] {
+        let opts = vec![
+            DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016".to_vec()),
+            DhcpOption::ClientSystemArchitecture(Architecture(arch)),
+        ];
+        let (r, _) = reply(run(
+            &c,
+            &req(KNOWN, MessageType::Discover, opts),
+            Port::Dhcp,
+            &mut Pool::default(),
+        ));
+        let boot = r.boot.unwrap();
+        assert_eq!(boot.file, file);
+        assert_eq!(boot.vendor_class, Some("HTTPClient"));
+    }
+    // An architecture with no iPXE build is refused, not guessed.
+    let d = run(
+        &c,
+        &req(KNOWN, MessageType::Discover, pxe(6)),
+        Port::Dhcp,
+        &mut Pool::default(),
+    );
+    assert!(
+        matches!(d, Decision::Ignore(ref w) if w.contains("architecture 6")),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn ipxe_gets_the_script_not_the_binary() {
+    let c = cfg(false);
+    let mut opts = pxe(0);
+    opts.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+    let (r, _) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, opts),
+        Port::Dhcp,
+        &mut Pool::default(),
+    ));
+    assert_eq!(r.boot.unwrap().file, "http://10.99.0.1:8080/boot.ipxe");
+}
+
+#[test]
+fn proxy_mode_never_assigns_addresses() {
+    let c = cfg(false);
+    let mut pool = Pool::default();
+    let (r, change) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, pxe(7)),
+        Port::Dhcp,
+        &mut pool,
+    ));
+    assert_eq!(r.msg_type, MessageType::Offer);
+    assert!(r.assign.is_none() && change.is_none());
+    // The PXE client's follow-up REQUEST on 4011 is acknowledged with the boot file.
+    let (r, _) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Request, pxe(7)),
+        Port::Proxy,
+        &mut pool,
+    ));
+    assert_eq!(r.msg_type, MessageType::Ack);
+    assert!(r.assign.is_none());
+    assert_eq!(r.boot.unwrap().file, "ipxe.efi");
+    // A REQUEST to the LAN's DHCP server on 67 is not ours to answer.
+    assert!(matches!(
+        run(
+            &c,
+            &req(KNOWN, MessageType::Request, pxe(7)),
+            Port::Dhcp,
+            &mut pool
+        ),
+        Decision::Ignore(_)
+    ));
+    // Nor is an ordinary (non-PXE) client.
+    assert!(matches!(
+        run(
+            &c,
+            &req(KNOWN, MessageType::Discover, vec![]),
+            Port::Dhcp,
+            &mut pool
+        ),
+        Decision::Ignore(_)
+    ));
+}
+
+#[test]
+fn unknown_macs_get_nothing_unless_configured() {
+    let mut c = cfg(true);
+    let d = run(
+        &c,
+        &req(UNKNOWN, MessageType::Discover, pxe(0)),
+        Port::Dhcp,
+        &mut Pool::default(),
+    );
+    assert!(
+        matches!(d, Decision::Ignore(ref w) if w.contains("unknown MAC")),
+        "{d:?}"
+    );
+    c.unknown_machines = UnknownMachines::Boot;
+    let (r, _) = reply(run(
+        &c,
+        &req(UNKNOWN, MessageType::Discover, pxe(0)),
+        Port::Dhcp,
+        &mut Pool::default(),
+    ));
+    assert_eq!(r.boot.unwrap().file, "undionly.kpxe");
+}
+
+#[test]
+fn full_mode_dora_with_durable_change() {
+    let c = cfg(true);
+    let mut pool = Pool::default();
+    let (offer, change) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, pxe(0)),
+        Port::Dhcp,
+        &mut pool,
+    ));
+    assert!(change.is_none(), "an offer is not persisted");
+    let a = offer.assign.unwrap();
+    assert_eq!(a.yiaddr, ip("10.99.0.100"));
+    assert_eq!(a.netmask, ip("255.255.255.0"));
+    assert_eq!(a.router, Some(ip("10.99.0.1")));
+    assert_eq!(a.hostname.as_deref(), Some("w-1"));
+    let mut opts = pxe(0);
+    opts.push(DhcpOption::RequestedIpAddress(a.yiaddr));
+    opts.push(DhcpOption::ServerIdentifier(ip("10.99.0.1")));
+    let (ack, change) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Request, opts),
+        Port::Dhcp,
+        &mut pool,
+    ));
+    assert_eq!(ack.msg_type, MessageType::Ack);
+    match change {
+        Some(LeaseChange::Bind(l)) => {
+            assert_eq!(l.ip, a.yiaddr);
+            assert_eq!(l.expires, 1000 + 3600);
+        }
+        other => panic!("{other:?}"),
+    }
+    // An OS DHCP client (no PXE) on the same machine gets the address, no boot file.
+    let (r, _) = reply(run(
+        &c,
+        &req(KNOWN, MessageType::Discover, vec![]),
+        Port::Dhcp,
+        &mut pool,
+    ));
+    assert_eq!(r.assign.unwrap().yiaddr, a.yiaddr);
+    assert!(r.boot.is_none());
+}
+
+#[test]
+fn fixed_addresses_and_naks() {
+    let c = cfg(true);
+    let mut pool = Pool::default();
+    let (offer, _) = reply(run(
+        &c,
+        &req(FIXED, MessageType::Discover, vec![]),
+        Port::Dhcp,
+        &mut pool,
+    ));
+    assert_eq!(offer.assign.unwrap().yiaddr, ip("10.99.0.12"));
+    // Asking for another address is refused with a NAK (authoritative).
+    let (nak, change) = reply(run(
+        &c,
+        &req(
+            FIXED,
+            MessageType::Request,
+            vec![DhcpOption::RequestedIpAddress(ip("10.99.0.150"))],
+        ),
+        Port::Dhcp,
+        &mut pool,
+    ));
+    assert_eq!(nak.msg_type, MessageType::Nak);
+    assert!(change.is_none());
+    // Another server was chosen: silence.
+    let d = run(
+        &c,
+        &req(
+            KNOWN,
+            MessageType::Request,
+            vec![
+                DhcpOption::RequestedIpAddress(ip("10.99.0.100")),
+                DhcpOption::ServerIdentifier(ip("10.99.0.254")),
+            ],
+        ),
+        Port::Dhcp,
+        &mut pool,
+    );
+    assert!(matches!(d, Decision::Ignore(_)));
+}
+
+#[test]
+fn relayed_requests_use_the_relay_subnet() {
+    let c = cfg(true);
+    let mut pool = Pool::default();
+    let mut r = req(KNOWN, MessageType::Discover, pxe(7));
+    r.giaddr = ip("10.98.0.1");
+    let (offer, _) = reply(run(&c, &r, Port::Dhcp, &mut pool));
+    let a = offer.assign.unwrap();
+    assert_eq!(a.yiaddr, ip("10.98.0.100"));
+    assert_eq!(a.router, Some(ip("10.98.0.1")));
+    assert_eq!(
+        crate::edge::dhcp::server::destination(&r, Port::Dhcp, "10.98.0.1:67".parse().unwrap(), 67),
+        "10.98.0.1:67".parse().unwrap()
+    );
+    r.giaddr = ip("10.97.0.1");
+    assert!(
+        matches!(run(&c, &r, Port::Dhcp, &mut pool), Decision::Ignore(ref w) if w.contains("no subnet"))
+    );
+}
+
+#[test]
+fn encoded_replies_carry_pxe_options() {
+    let c = cfg(false);
+    let r = req(KNOWN, MessageType::Discover, pxe(0));
+    let (rep, _) = reply(run(&c, &r, Port::Dhcp, &mut Pool::default()));
+    let bytes = crate::edge::dhcp::packet::encode(&r, &rep);
+    assert!(bytes.len() >= 300);
+    let m = crate::edge::dhcp::packet::parse_reply(&bytes).unwrap();
+    assert_eq!(m.xid(), 0x1234);
+    assert_eq!(m.siaddr(), ip("10.99.0.1"));
+    assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(
+        m.fname_str()
+            .unwrap()
+            .unwrap()
+            .trim_end_matches(char::from(0)),
+        "undionly.kpxe"
+    );
+    assert_eq!(
+        m.opts().get(dhcproto::v4::OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    assert!(
+        m.opts()
+            .get(dhcproto::v4::OptionCode::ClientMachineIdentifier)
+            .is_some(),
+        "option 97 echoed"
+    );
+    assert_eq!(
+        m.opts().get(dhcproto::v4::OptionCode::VendorExtensions),
+        Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+    );
+}

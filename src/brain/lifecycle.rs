@@ -1,0 +1,279 @@
+//! A machine's life as kiln follows it: discovered → booting (script served) →
+//! config served → installing → installed → running → ready. States only move
+//! forward (a late or replayed event never regresses a machine); `reinstall`
+//! is the one way back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::talos::proto::machine::{
+    machine_status_event::MachineStage, sequence_event, ConfigLoadErrorEvent,
+    ConfigValidationErrorEvent, MachineStatusEvent, PhaseEvent, SequenceEvent,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Discovered,
+    Booting,
+    ConfigServed,
+    Installing,
+    Installed,
+    Running,
+    Ready,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Discovered => "discovered",
+            State::Booting => "booting",
+            State::ConfigServed => "config_served",
+            State::Installing => "installing",
+            State::Installed => "installed",
+            State::Running => "running",
+            State::Ready => "ready",
+        }
+    }
+
+    /// Installed to disk: its next PXE boot goes to the local disk.
+    pub fn installed(self) -> bool {
+        self >= State::Installed
+    }
+}
+
+/// What kiln knows of one machine, kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub mac: crate::model::mac::Mac,
+    pub hostname: String,
+    pub state: State,
+    /// Unix seconds when `state` was entered.
+    pub since: u64,
+    #[serde(default)]
+    pub last_event: Option<String>,
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// SMBIOS UUID the machine reported when fetching its config.
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+impl Record {
+    pub fn new(mac: crate::model::mac::Mac, hostname: &str, now: u64) -> Record {
+        Record {
+            mac,
+            hostname: hostname.into(),
+            state: State::Discovered,
+            since: now,
+            last_event: None,
+            ip: None,
+            uuid: None,
+        }
+    }
+
+    /// Move forward to `to` (never back); returns whether the state changed.
+    pub fn advance(&mut self, to: State, now: u64) -> bool {
+        if to > self.state {
+            self.state = to;
+            self.since = now;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What one Talos event means for the lifecycle: the state it proves (if any)
+/// and a short description for `last_event`.
+pub fn interpret(type_url: &str, value: &[u8]) -> (Option<State>, String) {
+    use prost::Message;
+    let name = type_url.rsplit('/').next().unwrap_or(type_url);
+    match name {
+        "machine.MachineStatusEvent" => match MachineStatusEvent::decode(value) {
+            Ok(e) => {
+                let stage = MachineStage::try_from(e.stage).unwrap_or(MachineStage::Unknown);
+                let ready = e.status.as_ref().is_some_and(|s| s.ready);
+                let state = match stage {
+                    MachineStage::Installing => Some(State::Installing),
+                    MachineStage::Running if ready => Some(State::Ready),
+                    MachineStage::Running => Some(State::Running),
+                    _ => None,
+                };
+                let unmet: Vec<String> = e
+                    .status
+                    .map(|s| s.unmet_conditions.into_iter().map(|u| u.name).collect())
+                    .unwrap_or_default();
+                let mut d = format!(
+                    "stage {}{}",
+                    stage.as_str_name().to_ascii_lowercase(),
+                    if ready { ", ready" } else { "" }
+                );
+                if !unmet.is_empty() {
+                    d.push_str(&format!(" (waiting for {})", unmet.join(", ")));
+                }
+                (state, d)
+            }
+            Err(e) => (None, format!("undecodable {name}: {e}")),
+        },
+        "machine.SequenceEvent" => match SequenceEvent::decode(value) {
+            Ok(e) => {
+                let action = sequence_event::Action::try_from(e.action)
+                    .unwrap_or(sequence_event::Action::Noop);
+                let err = e
+                    .error
+                    .as_ref()
+                    .map(|x| x.message.clone())
+                    .unwrap_or_default();
+                let state = match (e.sequence.as_str(), action) {
+                    ("install", sequence_event::Action::Start) => Some(State::Installing),
+                    ("install", sequence_event::Action::Stop) if err.is_empty() => {
+                        Some(State::Installed)
+                    }
+                    // The installer ends by rebooting; Talos reports that as an
+                    // aborted sequence whose error is the reboot itself.
+                    ("install", sequence_event::Action::Noop) if err.contains("unix.Reboot") => {
+                        Some(State::Installed)
+                    }
+                    _ => None,
+                };
+                let d = format!(
+                    "sequence {} {}{}",
+                    e.sequence,
+                    action.as_str_name().to_ascii_lowercase(),
+                    if err.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {err}")
+                    }
+                );
+                (state, d)
+            }
+            Err(e) => (None, format!("undecodable {name}: {e}")),
+        },
+        "machine.PhaseEvent" => match PhaseEvent::decode(value) {
+            Ok(e) => {
+                let state = (e.phase == "install" && e.action == 0).then_some(State::Installing);
+                (
+                    state,
+                    format!(
+                        "phase {} {}",
+                        e.phase,
+                        if e.action == 0 { "start" } else { "stop" }
+                    ),
+                )
+            }
+            Err(e) => (None, format!("undecodable {name}: {e}")),
+        },
+        "machine.ConfigLoadErrorEvent" => match ConfigLoadErrorEvent::decode(value) {
+            Ok(e) => (None, format!("config load error: {}", e.error)),
+            Err(e) => (None, format!("undecodable {name}: {e}")),
+        },
+        "machine.ConfigValidationErrorEvent" => match ConfigValidationErrorEvent::decode(value) {
+            Ok(e) => (None, format!("config validation error: {}", e.error)),
+            Err(e) => (None, format!("undecodable {name}: {e}")),
+        },
+        other => (None, other.trim_start_matches("machine.").to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::talos::proto::machine::machine_status_event::MachineStatus;
+    use prost::Message;
+
+    #[test]
+    fn events_map_to_states() {
+        let st = |stage: MachineStage, ready: bool| {
+            MachineStatusEvent {
+                stage: stage as i32,
+                status: Some(MachineStatus {
+                    ready,
+                    unmet_conditions: vec![],
+                }),
+            }
+            .encode_to_vec()
+        };
+        assert_eq!(
+            interpret(
+                "type.googleapis.com/machine.MachineStatusEvent",
+                &st(MachineStage::Installing, false)
+            )
+            .0,
+            Some(State::Installing)
+        );
+        assert_eq!(
+            interpret(
+                "talos/runtime/machine.MachineStatusEvent",
+                &st(MachineStage::Running, false)
+            )
+            .0,
+            Some(State::Running)
+        );
+        assert_eq!(
+            interpret(
+                "type.googleapis.com/machine.MachineStatusEvent",
+                &st(MachineStage::Running, true)
+            )
+            .0,
+            Some(State::Ready)
+        );
+        assert_eq!(
+            interpret(
+                "type.googleapis.com/machine.MachineStatusEvent",
+                &st(MachineStage::Booting, false)
+            )
+            .0,
+            None
+        );
+        let seq = |a: sequence_event::Action, err: &str| {
+            SequenceEvent {
+                sequence: "install".into(),
+                action: a as i32,
+                error: (!err.is_empty()).then(|| crate::talos::proto::common::Error {
+                    code: 0,
+                    message: err.into(),
+                }),
+            }
+            .encode_to_vec()
+        };
+        assert_eq!(
+            interpret(
+                "type.googleapis.com/machine.SequenceEvent",
+                &seq(sequence_event::Action::Stop, "")
+            )
+            .0,
+            Some(State::Installed)
+        );
+        assert_eq!(
+            interpret(
+                "type.googleapis.com/machine.SequenceEvent",
+                &seq(sequence_event::Action::Noop, "unix.Reboot(0x1234)")
+            )
+            .0,
+            Some(State::Installed)
+        );
+        assert_eq!(
+            interpret(
+                "type.googleapis.com/machine.SequenceEvent",
+                &seq(sequence_event::Action::Stop, "disk not found")
+            )
+            .0,
+            None
+        );
+        let (s, d) = interpret(
+            "type.googleapis.com/machine.MachineStatusEvent",
+            &[0xff, 0xff],
+        );
+        assert!(s.is_none() && d.starts_with("undecodable"), "{d}");
+    }
+
+    #[test]
+    fn states_never_regress() {
+        let mut r = Record::new("52:54:00:00:00:01".parse().unwrap(), "cp-1", 1);
+        assert!(r.advance(State::Installed, 2));
+        assert!(!r.advance(State::Booting, 3));
+        assert_eq!((r.state, r.since), (State::Installed, 2));
+        assert!(r.state.installed());
+    }
+}

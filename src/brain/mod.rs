@@ -1,0 +1,390 @@
+//! The brain: holds the live inventory and durable state, and decides what each
+//! machine gets. Protocol edges ask it; it never touches a socket.
+//! May import: talos, store, model.
+
+pub mod adopt;
+pub mod assets;
+pub mod bootstrap;
+pub mod dhcp;
+pub mod ipxe;
+pub mod lifecycle;
+pub mod owner;
+pub mod ratelog;
+pub mod render;
+pub mod replace;
+
+pub use lifecycle::{Record, State};
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::brain::dhcp::pool::Pool;
+use crate::model::config::{Config, UnknownMachines};
+use crate::model::inventory::{Inventory, Machine};
+use crate::model::mac::Mac;
+use crate::store::{BootToken, Store, StoreError};
+use crate::talos::secrets::Bundle;
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub struct Provisioner {
+    pub cfg: Config,
+    inventory: RwLock<Arc<Inventory>>,
+    pub store: Store,
+    /// Full-mode address pool, rebuilt from the store on start.
+    pub pool: Mutex<Pool>,
+    /// Each cluster's secrets.
+    pub secrets: BTreeMap<String, Bundle>,
+    /// Who DHCP proved holds which address (see `owner`).
+    owners: owner::Owners,
+}
+
+/// Why a config request was refused (logged; the client gets only the status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigDecision {
+    Serve { body: String, hostname: String },
+    Forbidden(String),
+    NotFound(String),
+}
+
+/// What a machine's iPXE script does, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub body: String,
+    pub why: String,
+    /// The script refuses to boot (logged as a refusal, rate limited).
+    pub refused: bool,
+}
+
+impl Provisioner {
+    pub fn new(cfg: Config, inventory: Inventory, store: Store) -> Result<Provisioner, StoreError> {
+        let mut pool = Pool::new(store.leases()?);
+        pool.set_reservations(inventory.reserved_ips());
+        pool.set_retired(inventory.retired_macs());
+        let owners = owner::Owners::default();
+        if matches!(cfg.dhcp, crate::model::config::DhcpMode::Proxy) {
+            // Renewals go to the LAN's server, unseen: after a restart, the
+            // addresses recorded from proven requests stand until a new claim.
+            for r in store.all::<Record>(crate::store::MACHINES)? {
+                if let Some(ip) = r.ip {
+                    owners.seed(r.mac, ip);
+                }
+            }
+        }
+        Ok(Provisioner {
+            cfg,
+            inventory: RwLock::new(Arc::new(inventory)),
+            store,
+            pool: Mutex::new(pool),
+            secrets: BTreeMap::new(),
+            owners,
+        })
+    }
+
+    pub fn inventory(&self) -> Arc<Inventory> {
+        // A poisoned lock only means a panic elsewhere while swapping an Arc; the
+        // Arc inside is still whole.
+        self.inventory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swap in a newly validated inventory.
+    pub fn replace_inventory(&self, inv: Inventory) {
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.set_reservations(inv.reserved_ips());
+            pool.set_retired(inv.retired_macs());
+        }
+        *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inv);
+    }
+
+    /// The machine entry a MAC boots as: its own, or the default profile's for
+    /// unknown MACs when `unknown_machines: boot`.
+    pub fn machine_for(&self, inv: &Inventory, mac: Mac) -> Option<Machine> {
+        if let Some(m) = inv.machine(&mac) {
+            return Some(m.clone());
+        }
+        if inv.retired(&mac).is_some() {
+            return None;
+        }
+        match (&self.cfg.unknown_machines, &self.cfg.default_profile) {
+            (UnknownMachines::Boot, Some(p)) => Some(Machine {
+                mac,
+                hostname: format!("talos-{}", mac.hyphenated().replace('-', "")),
+                profile: p.clone(),
+                ip: None,
+                uuid: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Attach the clusters' secrets (see `render::load_or_create_secrets`).
+    pub fn with_secrets(mut self, secrets: BTreeMap<String, Bundle>) -> Provisioner {
+        self.secrets = secrets;
+        self
+    }
+
+    /// Move `mac` forward in its lifecycle (durably); returns the record.
+    pub fn note(
+        &self,
+        mac: Mac,
+        hostname: &str,
+        to: State,
+        event: Option<String>,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Record, StoreError> {
+        let t = now();
+        let key = mac.to_string();
+        self.store
+            .update(crate::store::MACHINES, &key, |cur: Option<Record>| {
+                let mut r = cur.unwrap_or_else(|| Record::new(mac, hostname, t));
+                r.hostname = hostname.to_string();
+                let moved = r.advance(to, t);
+                if let Some(e) = event {
+                    r.last_event = Some(e);
+                }
+                if ip.is_some() {
+                    r.ip = ip;
+                }
+                if moved {
+                    tracing::info!(%mac, hostname, state = r.state.as_str(), "lifecycle");
+                }
+                (Some(r.clone()), r)
+            })
+    }
+
+    pub fn record(&self, mac: &Mac) -> Option<Record> {
+        self.store
+            .get(crate::store::MACHINES, &mac.to_string())
+            .ok()
+            .flatten()
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.store.all(crate::store::MACHINES).unwrap_or_default()
+    }
+
+    /// `kiln machines reinstall`: the next PXE boot installs again.
+    pub fn reinstall(&self, mac: Mac) -> Result<bool, StoreError> {
+        let t = now();
+        self.store.void_tokens(&mac)?;
+        self.store.update(
+            crate::store::MACHINES,
+            &mac.to_string(),
+            |cur: Option<Record>| {
+                let found = cur.is_some();
+                let r = cur.map(|mut r| {
+                    r.state = State::Discovered;
+                    r.since = t;
+                    r.last_event = Some("reinstall requested".into());
+                    r
+                });
+                (r, found)
+            },
+        )
+    }
+
+    /// A Talos event from `peer`: advance the sender's lifecycle. Returns the
+    /// machine's record, or None for events from addresses kiln cannot place.
+    pub fn event(
+        &self,
+        peer: Ipv4Addr,
+        type_url: &str,
+        value: &[u8],
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(mac) = self.mac_at(peer) else {
+            crate::refusal!(
+                owner::EVENT_REFUSALS,
+                %peer,
+                type_url,
+                dropped_total = owner::EVENT_REFUSALS.total(),
+                "event dropped: {peer} is no machine's DHCP-proven address"
+            );
+            return Ok(None);
+        };
+        let inv = self.inventory();
+        let Some(machine) = self.machine_for(&inv, mac) else {
+            return Ok(None);
+        };
+        let (state, what) = lifecycle::interpret(type_url, value);
+        tracing::debug!(%mac, hostname = %machine.hostname, "event: {what}");
+        let to = state.unwrap_or(State::Discovered);
+        self.note(mac, &machine.hostname, to, Some(what), Some(peer))
+            .map(Some)
+    }
+
+    /// The per-machine iPXE script, fetched from `peer`. For machines with a
+    /// cluster it carries `talos.config=` with a fresh per-boot token, but only
+    /// when `peer` is the address DHCP proved is `mac`'s.
+    pub fn script(&self, mac: Mac, peer: Option<Ipv4Addr>) -> Script {
+        let refuse = |why: String| Script {
+            body: ipxe::refuse_script(&mac.to_string(), &why),
+            why,
+            refused: true,
+        };
+        let inv = self.inventory();
+        let Some(machine) = self.machine_for(&inv, mac) else {
+            return refuse("not in the inventory (unknown_machines: ignore)".into());
+        };
+        let Some(profile) = inv.profile(&machine.profile) else {
+            return refuse(format!("profile {:?} is gone", machine.profile));
+        };
+        if let Some(r) = self.record(&mac).filter(|r| r.state.installed()) {
+            return Script {
+                body: ipxe::local_boot_script(&machine.hostname),
+                why: format!(
+                    "local boot: installed ({}) since {}",
+                    r.state.as_str(),
+                    r.since
+                ),
+                refused: false,
+            };
+        }
+        let owner = self.owner_address(&mac);
+        if profile.cluster.is_some() && (peer.is_none() || peer != owner) {
+            return refuse(withheld(&machine.hostname, mac, peer, owner));
+        }
+        if let Err(e) = self.note(
+            mac,
+            &machine.hostname,
+            State::Booting,
+            Some("iPXE script served".into()),
+            // Only a proven address is recorded (it is trusted after a restart).
+            peer.filter(|p| Some(*p) == owner),
+        ) {
+            return refuse(format!("cannot record the boot: {e}"));
+        }
+        let base = self.cfg.http_base();
+        let config_url = match (&profile.cluster, owner) {
+            (Some(_), Some(ip)) => {
+                let token = new_token();
+                let t = BootToken {
+                    mac,
+                    ip: Some(ip),
+                    expires: now() + self.cfg.boot_token_ttl.as_secs(),
+                };
+                // A new boot voids the tokens of earlier ones.
+                if let Err(e) = self.store.put_token(&token, &t, now()) {
+                    return refuse(format!("cannot record a boot token: {e}"));
+                }
+                // Talos fills ${uuid} and ${mac} in query values; iPXE expands them first.
+                Some(format!(
+                    "{base}/config/{}?token={token}&uuid=${{uuid}}&mac=${{mac}}",
+                    mac.hyphenated()
+                ))
+            }
+            _ => None,
+        };
+        let mut extra = Vec::new();
+        if profile.cluster.is_some() {
+            extra.push(format!("talos.events.sink={}", self.cfg.events_endpoint()));
+        }
+        if profile.stable_interface_names {
+            extra.push("net.ifnames=0".to_string());
+        }
+        let body = ipxe::machine_script(&ipxe::BootParams {
+            http_base: &base,
+            machine: &machine,
+            profile,
+            config_url,
+            extra_args: extra,
+        });
+        Script {
+            body,
+            why: format!(
+                "boot {} as {} with profile {}",
+                profile.talos_version, machine.hostname, profile.name
+            ),
+            refused: false,
+        }
+    }
+
+    /// The rendered config for `mac`, if `token` and `peer` entitle it: the
+    /// token was minted for `mac`, is unexpired, and `peer` is both the address
+    /// it was minted for and the one DHCP proves is `mac`'s now.
+    pub fn config(&self, mac: Mac, token: &str, peer: Ipv4Addr, uuid: &str) -> ConfigDecision {
+        use ConfigDecision::*;
+        let t = match self.store.token(token) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Forbidden("unknown boot token".into()),
+            Err(e) => return Forbidden(format!("token lookup failed: {e}")),
+        };
+        if t.mac != mac {
+            return Forbidden(format!("token belongs to {}", t.mac));
+        }
+        if t.expires <= now() {
+            return Forbidden("token expired".into());
+        }
+        let owner = self.owner_address(&mac);
+        if Some(peer) != owner || Some(peer) != t.ip {
+            return Forbidden(format!(
+                "request from {peer}, but {mac} holds {}",
+                owner
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "no DHCP-proven address".into())
+            ));
+        }
+        let inv = self.inventory();
+        let in_inventory = inv.machine(&mac).is_some();
+        let Some(machine) = self.machine_for(&inv, mac) else {
+            return NotFound("not in the inventory".into());
+        };
+        if let Some(want) = &machine.uuid {
+            if !want.eq_ignore_ascii_case(uuid) {
+                return Forbidden(format!("SMBIOS UUID {uuid:?} is not the pinned {want}"));
+            }
+        }
+        let Some(profile) = inv.profile(&machine.profile) else {
+            return NotFound(format!("profile {:?} is gone", machine.profile));
+        };
+        if !in_inventory && profile.role == crate::model::inventory::Role::Controlplane {
+            // Control-plane configs carry the cluster's CA keys.
+            return Forbidden("control-plane configs go only to machines in the inventory".into());
+        }
+        match render::render(&self.cfg, &self.secrets, &machine, profile) {
+            Ok(docs) => {
+                if let Err(e) = self.note(
+                    mac,
+                    &machine.hostname,
+                    State::ConfigServed,
+                    Some("config served".into()),
+                    Some(peer),
+                ) {
+                    return Forbidden(format!("cannot record the config fetch: {e}"));
+                }
+                Serve {
+                    body: crate::talos::generate::to_yaml(&docs),
+                    hostname: machine.hostname,
+                }
+            }
+            Err(e) => NotFound(format!("cannot render: {e}")),
+        }
+    }
+}
+
+/// Why a script carries no config: the requester is not the MAC's proven address.
+fn withheld(host: &str, mac: Mac, peer: Option<Ipv4Addr>, owner: Option<Ipv4Addr>) -> String {
+    let from = peer.map_or("an address that is not IPv4".into(), |p| p.to_string());
+    match owner {
+        Some(o) => format!("config withheld ({host}): request from {from}, but DHCP proved {mac} is {o}"),
+        None => format!("config withheld ({host}): request from {from}, but {mac} holds no DHCP-proven address (boot it through DHCP first)"),
+    }
+}
+
+/// 128 random bits, hex.
+fn new_token() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

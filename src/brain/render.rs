@@ -1,0 +1,102 @@
+//! A machine's config: the cluster's generated documents for its role and Talos
+//! release, the profile's first-class settings, its hostname, then the profile's
+//! own patches.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::model::config::{ClusterSpec, Config};
+use crate::model::contract::Contract;
+use crate::model::inventory::{Machine, Profile};
+use crate::talos::generate::{generate, Options};
+use crate::talos::patch::{self, Patch};
+use crate::talos::secrets::Bundle;
+use crate::talos::settings::hostname_patch;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("profile {0:?} belongs to no cluster (define clusters: in kiln.yaml)")]
+    NoCluster(String),
+    #[error("cluster {0:?} has no secrets loaded")]
+    NoSecrets(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Load each cluster's secrets, generating (0600) those that do not exist yet.
+pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, String> {
+    let mut out = BTreeMap::new();
+    for (name, c) in &cfg.clusters {
+        let b = if c.secrets.exists() {
+            Bundle::load(&c.secrets).map_err(|e| e.to_string())?
+        } else {
+            let minor = c
+                .talos_version
+                .as_deref()
+                .and_then(|v| Contract::for_release(v).ok())
+                .map(|c| c.minor)
+                .unwrap_or(crate::model::contract::NEWEST);
+            let b = Bundle::generate(minor).map_err(|e| e.to_string())?;
+            b.save(&c.secrets, false).map_err(|e| e.to_string())?;
+            tracing::info!(cluster = %name, path = %c.secrets.display(), "generated cluster secrets (0600)");
+            b
+        };
+        out.insert(name.clone(), b);
+    }
+    Ok(out)
+}
+
+pub fn options(c: &ClusterSpec, profile: &Profile) -> Result<Options, RenderError> {
+    let contract = Contract::for_release(&profile.talos_version)
+        .map_err(|e| RenderError::Invalid(e.to_string()))?;
+    let mut o = Options::new(contract, &c.name, &c.endpoint);
+    if let Some(k) = &c.kubernetes_version {
+        o.kubernetes_version = k.clone();
+    }
+    o.additional_sans = c.additional_sans.clone();
+    o.dns_domain = c.dns_domain.clone();
+    o.install_image = Some(
+        c.install_image
+            .clone()
+            .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{}", profile.talos_version)),
+    );
+    Ok(o)
+}
+
+/// The documents `machine` gets.
+pub fn render(
+    cfg: &Config,
+    secrets: &BTreeMap<String, Bundle>,
+    machine: &Machine,
+    profile: &Profile,
+) -> Result<Vec<Value>, RenderError> {
+    let cluster_name = profile
+        .cluster
+        .as_ref()
+        .ok_or_else(|| RenderError::NoCluster(profile.name.clone()))?;
+    let spec = cfg
+        .clusters
+        .get(cluster_name)
+        .ok_or_else(|| RenderError::NoCluster(profile.name.clone()))?;
+    let bundle = secrets
+        .get(cluster_name)
+        .ok_or_else(|| RenderError::NoSecrets(cluster_name.clone()))?;
+    let o = options(spec, profile)?;
+    let mut docs =
+        generate(&o, bundle, profile.role).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    let src = format!("profile {}", profile.name);
+    let mut own = profile.settings().patches(profile.role, o.contract);
+    own.push(hostname_patch(&machine.hostname, o.contract));
+    patch::apply(&mut docs, &Patch::Strategic(own), &src)
+        .map_err(|e| RenderError::Invalid(e.to_string()))?;
+    // The kernel command line (and with it talos.events.sink) is gone once Talos
+    // boots from disk: the event sink must be in the config too.
+    let sink = serde_json::json!({ "apiVersion": "v1alpha1", "kind": "EventSinkConfig", "endpoint": cfg.events_endpoint() });
+    patch::apply(&mut docs, &Patch::Strategic(vec![sink]), &src)
+        .map_err(|e| RenderError::Invalid(e.to_string()))?;
+    for (p, name) in &profile.loaded_patches {
+        patch::apply(&mut docs, p, name).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    }
+    Ok(docs)
+}

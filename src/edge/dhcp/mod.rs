@@ -1,0 +1,5 @@
+//! DHCP on the wire: bytes to typed requests (`packet`) and the socket loop
+//! (`server`). May import: brain, store (lease writes), model.
+
+pub mod packet;
+pub mod server;

@@ -1,0 +1,248 @@
+//! The DHCP socket edge: receive, decode, ask the policy, make lease changes
+//! durable, send. Lease writes from concurrent requests are committed together
+//! (group commit), and no ACK leaves before its lease is on disk.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use super::packet;
+use crate::brain::dhcp::policy::{self, Ctx, Decision, Port};
+use crate::brain::{now, Provisioner};
+use crate::store::leases::LeaseChange;
+use crate::store::{Store, StoreError};
+
+pub const CLIENT_PORT: u16 = 68;
+
+/// Bind a DHCP socket on `interface` (SO_BINDTODEVICE, so broadcasts go out of and
+/// come in on that link only). Binding to the device needs CAP_NET_RAW; without
+/// it kiln warns and listens on all interfaces.
+pub fn bind_udp(
+    addr: SocketAddrV4,
+    interface: Option<&str>,
+    broadcast: bool,
+) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    if broadcast {
+        s.set_broadcast(true)?;
+    }
+    if let Some(ifname) = interface {
+        if let Err(e) = s.bind_device(Some(ifname.as_bytes())) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                tracing::warn!(
+                    interface = ifname,
+                    "cannot bind to the interface (needs CAP_NET_RAW): listening on all interfaces"
+                );
+            } else {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("interface {ifname}: {e}"),
+                ));
+            }
+        }
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::V4(addr).into())?;
+    Ok(s.into())
+}
+
+/// Group commit: callers send their changes and wait; the writer drains whatever
+/// has queued up and commits it in one fsynced transaction.
+type Job = (Vec<LeaseChange>, oneshot::Sender<Result<(), String>>);
+
+#[derive(Clone)]
+pub struct Persister {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Persister {
+    pub fn start(store: Store) -> Persister {
+        let (tx, mut rx) = mpsc::channel::<Job>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                    if batch.len() >= 512 {
+                        break;
+                    }
+                }
+                let changes: Vec<LeaseChange> =
+                    batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+                let store = store.clone();
+                let res: Result<(), StoreError> =
+                    tokio::task::spawn_blocking(move || store.apply(&changes))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(StoreError::Db {
+                                path: Default::default(),
+                                message: e.to_string(),
+                            })
+                        });
+                let res = res.map_err(|e| e.to_string());
+                for (_, done) in batch {
+                    let _ = done.send(res.clone());
+                }
+            }
+        });
+        Persister { tx }
+    }
+
+    pub async fn commit(&self, changes: Vec<LeaseChange>) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((changes, done))
+            .await
+            .map_err(|_| "store writer stopped".to_string())?;
+        wait.await.map_err(|_| "store writer stopped".to_string())?
+    }
+}
+
+/// Where a reply goes (RFC 2131 4.1).
+pub fn destination(
+    req: &crate::brain::dhcp::msg::Request,
+    port: Port,
+    src: SocketAddr,
+    server_port: u16,
+) -> SocketAddr {
+    if req.relayed() {
+        return SocketAddr::V4(SocketAddrV4::new(req.giaddr, server_port));
+    }
+    if port == Port::Proxy {
+        return src;
+    }
+    if !req.ciaddr.is_unspecified() {
+        return SocketAddr::V4(SocketAddrV4::new(req.ciaddr, CLIENT_PORT));
+    }
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT))
+}
+
+/// Handle one datagram; returns the bytes and the destination to send, if any.
+async fn handle(
+    p: &Arc<Provisioner>,
+    persister: &Persister,
+    buf: &[u8],
+    src: SocketAddr,
+    port: Port,
+) -> Option<(Vec<u8>, SocketAddr)> {
+    let req = match packet::decode(buf) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%src, "dropped malformed DHCP packet: {e}");
+            return None;
+        }
+    };
+    let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
+    async move {
+        // Proxy mode has no lease: remember the address the machine itself
+        // used (ciaddr, its requested address, or the source of a 4011
+        // request), which its script, config and events must then come from.
+        let src_ip = match src.ip() {
+            std::net::IpAddr::V4(ip) if port == Port::Proxy && !req.relayed() => Some(ip),
+            _ => None,
+        };
+        let used = [Some(req.ciaddr), req.requested_ip, src_ip]
+            .into_iter()
+            .flatten()
+            .find(|ip| !ip.is_unspecified() && !ip.is_broadcast());
+        if let Some(ip) = used {
+            p.saw(req.mac, ip);
+        }
+        let inv = p.inventory();
+        let decision = {
+            let ctx = Ctx {
+                cfg: &p.cfg,
+                inventory: &inv,
+                now: now(),
+            };
+            let mut pool = p.pool.lock().unwrap_or_else(|e| e.into_inner());
+            policy::decide(&ctx, &req, port, &mut pool)
+        };
+        match decision {
+            Decision::Ignore(why) => {
+                if why.starts_with("unknown MAC") && req.is_pxe() && port == Port::Dhcp {
+                    crate::brain::adopt::on_unknown_pxe(p.clone(), req.mac);
+                }
+                if why.starts_with("no offer") {
+                    tracing::warn!(msg = ?req.msg_type, "ignored: {why}");
+                } else if inv.machine(&req.mac).is_some() {
+                    tracing::info!(msg = ?req.msg_type, "ignored: {why}");
+                } else {
+                    tracing::debug!(msg = ?req.msg_type, "ignored: {why}");
+                }
+                None
+            }
+            Decision::Reply { reply, change, why } => {
+                if let Some(c) = change {
+                    if let Err(e) = persister.commit(vec![c]).await {
+                        tracing::error!("not answering: lease not stored: {e}");
+                        return None;
+                    }
+                }
+                tracing::info!(msg = ?req.msg_type, "{why}");
+                // First sight of an inventory machine: it enters the lifecycle.
+                if let Some(m) = inv.machine(&req.mac) {
+                    if p.record(&req.mac).is_none() {
+                        let (mac, host) = (req.mac, m.hostname.clone());
+                        let ip = reply.assign.as_ref().map(|a| a.yiaddr);
+                        let ev = Some(format!("DHCP {:?}", req.msg_type));
+                        let _ = tokio::task::block_in_place(|| {
+                            p.note(mac, &host, crate::brain::State::Discovered, ev, ip)
+                        });
+                    }
+                }
+                if !policy::sends(&reply) {
+                    return None;
+                }
+                let bytes = packet::encode(&req, &reply);
+                (!bytes.is_empty()).then(|| (bytes, destination(&req, port, src, p.cfg.ports.dhcp)))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serve one socket until shutdown. Requests are handled concurrently (bounded),
+/// so one slow disk write does not hold up the others.
+pub async fn serve(
+    sock: UdpSocket,
+    port: Port,
+    p: Arc<Provisioner>,
+    persister: Persister,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let sock = Arc::new(sock);
+    let limit = Arc::new(tokio::sync::Semaphore::new(1024));
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let (n, src) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("dhcp receive: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let data = buf[..n].to_vec();
+        let (p, persister, sock) = (p.clone(), persister.clone(), sock.clone());
+        tokio::spawn(async move {
+            if let Some((bytes, dst)) = handle(&p, &persister, &data, src, port).await {
+                if let Err(e) = sock.send_to(&bytes, dst).await {
+                    tracing::warn!(%dst, "dhcp send: {e}");
+                }
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,172 @@
+//! HTTP edge: iPXE scripts and boot assets. Assets stream from disk with Range and
+//! HEAD support (tower-http's ServeDir), never loaded whole into memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::services::ServeDir;
+
+use crate::brain::ipxe;
+use crate::brain::Provisioner;
+use crate::model::mac::Mac;
+
+fn ipxe_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn boot_ipxe(
+    State(p): State<Arc<Provisioner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    tracing::debug!(%peer, "boot.ipxe");
+    ipxe_text(ipxe::boot_script(&p.cfg.http_base()))
+}
+
+async fn machine_ipxe(
+    State(p): State<Arc<Provisioner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+) -> Response {
+    let mac: Mac = match mac.parse() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::info!(%peer, "machine script: {e}");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    let p2 = p.clone();
+    // Minting the boot token is a durable write: keep it off the async workers.
+    let s = match tokio::task::spawn_blocking(move || p2.script(mac, ip)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%mac, "machine script: {e}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    if s.refused {
+        crate::refusal!(
+            crate::brain::owner::SCRIPT_REFUSALS,
+            %mac,
+            %peer,
+            "machine script refused: {}",
+            s.why
+        );
+    } else {
+        tracing::info!(%mac, %peer, "machine script: {}", s.why);
+    }
+    ipxe_text(s.body)
+}
+
+#[derive(serde::Deserialize)]
+struct ConfigQuery {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    uuid: String,
+}
+
+async fn machine_config(
+    State(p): State<Arc<Provisioner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+    Query(q): Query<ConfigQuery>,
+) -> Response {
+    use crate::brain::owner::CONFIG_REFUSALS;
+    use crate::brain::ConfigDecision;
+    let Ok(mac) = mac.parse::<Mac>() else {
+        crate::refusal!(CONFIG_REFUSALS, %peer, "config refused: malformed MAC in the path");
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => return (StatusCode::FORBIDDEN, "forbidden\n").into_response(),
+        },
+    };
+    let p2 = p.clone();
+    let (token, uuid) = (q.token.clone(), q.uuid.clone());
+    let d = match tokio::task::spawn_blocking(move || p2.config(mac, &token, ip, &uuid)).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(%mac, "config: {e}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    // The SMBIOS UUID is logged so a machine can be told apart on multi-NIC servers.
+    match d {
+        ConfigDecision::Serve { body, hostname } => {
+            tracing::info!(%mac, %peer, uuid = %q.uuid, %hostname, "config served");
+            ([(header::CONTENT_TYPE, "application/yaml")], body).into_response()
+        }
+        ConfigDecision::Forbidden(why) => {
+            crate::refusal!(CONFIG_REFUSALS, %mac, %peer, uuid = %q.uuid, "config refused: {why}");
+            (StatusCode::FORBIDDEN, "forbidden\n").into_response()
+        }
+        ConfigDecision::NotFound(why) => {
+            crate::refusal!(CONFIG_REFUSALS, %mac, %peer, uuid = %q.uuid, "config refused: {why}");
+            (StatusCode::NOT_FOUND, "not found\n").into_response()
+        }
+    }
+}
+
+const ASSET_CHUNK: usize = 256 << 10;
+
+pub fn router(p: Arc<Provisioner>) -> Router {
+    // Large chunks: a 100 MiB initramfs to 50 clients at once is read and
+    // written in 1 MiB pieces (bench/http.sh: the 64 KiB default reached about
+    // half of nginx's throughput). Memory stays bounded: one chunk in flight
+    // per connection.
+    let assets = ServeDir::new(&p.cfg.boot_assets)
+        .append_index_html_on_directories(false)
+        .with_buf_chunk_size(ASSET_CHUNK);
+    // iPXE binaries fall back to the system's (Debian: /usr/lib/ipxe) for UEFI HTTP boot.
+    let assets_service = match p.cfg.ipxe_dirs.first() {
+        Some(dir) => Router::new()
+            .fallback_service(assets.fallback(ServeDir::new(dir).with_buf_chunk_size(ASSET_CHUNK))),
+        None => Router::new().fallback_service(assets),
+    };
+    Router::new()
+        .route("/boot.ipxe", get(boot_ipxe))
+        .route("/ipxe/{mac}", get(machine_ipxe))
+        .route("/config/{mac}", get(machine_config))
+        .nest("/assets", assets_service)
+        // Request spans name the path only: query strings carry boot tokens.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    // tower-http's own target, so `tower_http=debug` still shows it.
+                    tracing::debug_span!(
+                        target: "tower_http::trace::make_span",
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path()
+                    )
+                },
+            ),
+        )
+        .with_state(p)
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    p: Arc<Provisioner>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(p).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

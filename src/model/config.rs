@@ -1,0 +1,570 @@
+//! kiln.yaml: the wire format (what the operator writes, through figment with
+//! `KILN_` environment overrides) and the validated model the daemon runs on.
+//!
+//! Environment mapping: `KILN_<KEY>` sets a top-level key, `__` descends into a
+//! section: `KILN_DHCP__MODE=full`, `KILN_PORTS__HTTP=8081`,
+//! `KILN_SERVER_ADDRESS=10.0.0.2`. Lists take YAML/TOML-ish values:
+//! `KILN_DHCP__DNS=[10.0.0.1,10.0.0.2]`. `KILN_LOG` (log filter) and
+//! `KILN_CONFIG` (the config path) are not config keys.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format};
+use figment::Figment;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::model::problems::Problems;
+
+/// Where Debian's `ipxe` package installs its binaries; used when boot_assets lacks them.
+pub const DEFAULT_IPXE_DIRS: &[&str] = &["/usr/lib/ipxe"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    interface: String,
+    server_address: Ipv4Addr,
+    #[serde(default)]
+    listen_address: Option<Ipv4Addr>,
+    #[serde(default)]
+    ports: Ports,
+    #[serde(default)]
+    dhcp: DhcpWire,
+    #[serde(default)]
+    unknown_machines: UnknownMachines,
+    #[serde(default)]
+    default_profile: Option<String>,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    #[serde(default = "default_boot_assets")]
+    boot_assets: PathBuf,
+    #[serde(default)]
+    ipxe_dirs: Option<Vec<PathBuf>>,
+    #[serde(default = "default_profiles")]
+    profiles: PathBuf,
+    #[serde(default = "default_machines")]
+    machines: PathBuf,
+    #[serde(default = "default_token_ttl")]
+    boot_token_ttl: String,
+    #[serde(default)]
+    clusters: std::collections::BTreeMap<String, ClusterWire>,
+    #[serde(default)]
+    ipv6_router_advertisements: Option<bool>,
+    #[serde(default)]
+    api_tcp: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterWire {
+    endpoint: String,
+    talos_version: Option<String>,
+    kubernetes_version: Option<String>,
+    secrets: Option<PathBuf>,
+    #[serde(default)]
+    additional_sans: Vec<String>,
+    dns_domain: Option<String>,
+    install_image: Option<String>,
+    #[serde(default = "yes")]
+    auto_bootstrap: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One cluster kiln provisions: its endpoint, versions and secrets file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// `https://host:6443`: the VIP, a DNS name or a load balancer.
+    pub endpoint: String,
+    pub talos_version: Option<String>,
+    pub kubernetes_version: Option<String>,
+    /// Generated (0600) on first start when absent.
+    pub secrets: PathBuf,
+    pub additional_sans: Vec<String>,
+    pub dns_domain: String,
+    pub install_image: Option<String>,
+    /// Bootstrap etcd when the first control plane runs (else `kiln bootstrap`).
+    pub auto_bootstrap: bool,
+}
+
+fn default_state_dir() -> PathBuf {
+    "./state".into()
+}
+fn default_boot_assets() -> PathBuf {
+    "./boot-assets".into()
+}
+fn default_profiles() -> PathBuf {
+    "./profiles".into()
+}
+fn default_machines() -> PathBuf {
+    "./machines.yaml".into()
+}
+fn default_token_ttl() -> String {
+    "15m".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    pub dhcp: u16,
+    pub proxy_dhcp: u16,
+    pub tftp: u16,
+    pub http: u16,
+    /// Talos events sink (gRPC, plaintext), on server_address.
+    pub events: u16,
+    /// kiln's own JSON API (`kiln machines`), on 127.0.0.1 only.
+    pub api: u16,
+    /// Where nodes' Talos API (apid) listens.
+    pub talos_api: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            dhcp: 67,
+            proxy_dhcp: 4011,
+            tftp: 69,
+            http: 8080,
+            events: 4002,
+            api: 8081,
+            talos_api: 50000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpModeName {
+    #[default]
+    Proxy,
+    Full,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DhcpWire {
+    #[serde(default)]
+    mode: DhcpModeName,
+    subnet: Option<Ipv4Net>,
+    range: Option<Vec<Ipv4Addr>>,
+    router: Option<Ipv4Addr>,
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+    domain: Option<String>,
+    lease_time: Option<String>,
+    /// Further subnets served through DHCP relays (giaddr inside them).
+    #[serde(default)]
+    relay_subnets: Vec<SubnetWire>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubnetWire {
+    subnet: Ipv4Net,
+    range: Vec<Ipv4Addr>,
+    router: Option<Ipv4Addr>,
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMachines {
+    #[default]
+    Ignore,
+    Boot,
+}
+
+/// One address pool: a subnet with its dynamic range and the options handed out in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub net: Ipv4Net,
+    pub range: (Ipv4Addr, Ipv4Addr),
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl Subnet {
+    pub fn in_range(&self, ip: Ipv4Addr) -> bool {
+        ip >= self.range.0 && ip <= self.range.1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullDhcp {
+    /// The first subnet is the one on `interface`; the rest are reached through relays.
+    pub subnets: Vec<Subnet>,
+    pub domain: Option<String>,
+    pub lease_time: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhcpMode {
+    Proxy,
+    Full(FullDhcp),
+}
+
+/// The validated configuration; every path is absolute or relative to the working
+/// directory (resolved against the config file's folder).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub interface: String,
+    pub server_address: Ipv4Addr,
+    pub listen_address: Ipv4Addr,
+    pub ports: Ports,
+    pub dhcp: DhcpMode,
+    pub unknown_machines: UnknownMachines,
+    pub default_profile: Option<String>,
+    pub state_dir: PathBuf,
+    pub boot_assets: PathBuf,
+    pub ipxe_dirs: Vec<PathBuf>,
+    pub profiles: PathBuf,
+    pub machines: PathBuf,
+    pub boot_token_ttl: Duration,
+    pub clusters: std::collections::BTreeMap<String, ClusterSpec>,
+    /// Answer IPv6 router solicitations on `interface` with an advertisement
+    /// that configures nothing (`ra.rs`): iPXE then stops waiting for IPv6.
+    /// Default: on in full DHCP mode, off in proxy mode.
+    pub ipv6_router_advertisements: bool,
+    /// Also serve the local API on 127.0.0.1:`ports.api`, behind the bearer
+    /// token in `state_dir/api-token` (off: the Unix socket only).
+    pub api_tcp: bool,
+}
+
+impl Config {
+    pub fn http_base(&self) -> String {
+        format!("http://{}:{}", self.server_address, self.ports.http)
+    }
+
+    /// `host:port` of kiln's events sink, as Talos dials it.
+    pub fn events_endpoint(&self) -> String {
+        format!("{}:{}", self.server_address, self.ports.events)
+    }
+
+    /// Load `path` with `KILN_*` overrides and validate it. All problems found are
+    /// reported together, each naming the file and the key.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let mut problems = Problems::default();
+        if !path.is_file() {
+            problems.push(path, "", "config file not found");
+            return Err(problems);
+        }
+        let wire: Wire = match Figment::new()
+            .merge(serde_saphyr::figment::Yaml::file_exact(path))
+            .merge(
+                Env::prefixed("KILN_")
+                    // KILN_LOG (log filter) and KILN_CONFIG (the file's path) are not keys.
+                    .filter(|k| {
+                        !["log", "config"]
+                            .iter()
+                            .any(|x| k.as_str().eq_ignore_ascii_case(x))
+                    })
+                    .split("__"),
+            )
+            .extract()
+        {
+            Ok(w) => w,
+            Err(e) => {
+                for err in e {
+                    let key = err.path.join(".");
+                    let mut msg = err.kind.to_string();
+                    if let Some(m) = &err.metadata {
+                        if m.name.contains("environment") {
+                            msg = format!("{msg} (from the environment)");
+                        }
+                    }
+                    problems.push(path, &key, msg);
+                }
+                return Err(problems);
+            }
+        };
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let rel = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        if wire.interface.trim().is_empty() {
+            problems.push(path, "interface", "must name the interface DHCP listens on");
+        }
+        if wire.server_address.is_unspecified() || wire.server_address.is_broadcast() {
+            problems.push(
+                path,
+                "server_address",
+                format!(
+                    "{} cannot be reached by clients; give this host's address on the boot network",
+                    wire.server_address
+                ),
+            );
+        }
+        let p = wire.ports;
+        if p.dhcp == p.proxy_dhcp && matches!(wire.dhcp.mode, DhcpModeName::Proxy) {
+            problems.push(path, "ports.proxy_dhcp", "must differ from ports.dhcp");
+        }
+        if p.http == 0 || p.tftp == 0 || p.dhcp == 0 {
+            problems.push(path, "ports", "ports must be non-zero");
+        }
+
+        let dhcp = match wire.dhcp.mode {
+            DhcpModeName::Proxy => {
+                for (set, key) in [
+                    (wire.dhcp.subnet.is_some(), "dhcp.subnet"),
+                    (wire.dhcp.range.is_some(), "dhcp.range"),
+                    (!wire.dhcp.relay_subnets.is_empty(), "dhcp.relay_subnets"),
+                ] {
+                    if set {
+                        problems.push(
+                            path,
+                            key,
+                            "only used in full mode; proxy mode never hands out addresses",
+                        );
+                    }
+                }
+                DhcpMode::Proxy
+            }
+            DhcpModeName::Full => full_dhcp(path, &wire.dhcp, wire.server_address, &mut problems),
+        };
+
+        let boot_token_ttl =
+            parse_duration(path, "boot_token_ttl", &wire.boot_token_ttl, &mut problems)
+                .unwrap_or(Duration::from_secs(900));
+
+        let mut clusters = std::collections::BTreeMap::new();
+        for (name, c) in &wire.clusters {
+            let key = format!("clusters.{name}");
+            if name.is_empty()
+                || name.len() > 63
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+            {
+                problems.push(
+                    path,
+                    &key,
+                    "cluster name: letters, digits, '-', '.', at most 63",
+                );
+            }
+            if crate::talos::generate::endpoint_host(&c.endpoint).is_none()
+                || !c.endpoint.starts_with("https://")
+            {
+                problems.push(
+                    path,
+                    &format!("{key}.endpoint"),
+                    format!("{:?} is not a URL like https://10.0.0.10:6443", c.endpoint),
+                );
+            }
+            if let Some(v) = &c.talos_version {
+                if let Err(e) = crate::model::contract::Contract::for_release(v) {
+                    problems.push(path, &format!("{key}.talos_version"), e.to_string());
+                }
+            }
+            if let Some(k) = &c.kubernetes_version {
+                let k = k.trim_start_matches('v');
+                if k.split('.').count() != 3
+                    || !k
+                        .split('.')
+                        .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
+                {
+                    problems.push(
+                        path,
+                        &format!("{key}.kubernetes_version"),
+                        format!("{k:?} is not a version like 1.33.0"),
+                    );
+                }
+            }
+            clusters.insert(
+                name.clone(),
+                ClusterSpec {
+                    name: name.clone(),
+                    endpoint: c.endpoint.clone(),
+                    talos_version: c.talos_version.clone(),
+                    kubernetes_version: c
+                        .kubernetes_version
+                        .as_ref()
+                        .map(|k| k.trim_start_matches('v').to_string()),
+                    secrets: c
+                        .secrets
+                        .as_ref()
+                        .map(|p| rel(p))
+                        .unwrap_or_else(|| rel(&wire.state_dir).join(name).join("secrets.yaml")),
+                    additional_sans: c.additional_sans.clone(),
+                    dns_domain: c
+                        .dns_domain
+                        .clone()
+                        .unwrap_or_else(|| "cluster.local".into()),
+                    install_image: c.install_image.clone(),
+                    auto_bootstrap: c.auto_bootstrap,
+                },
+            );
+        }
+
+        problems.into_result(Config {
+            file: path.to_path_buf(),
+            interface: wire.interface,
+            server_address: wire.server_address,
+            listen_address: wire.listen_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ports: wire.ports,
+            unknown_machines: wire.unknown_machines,
+            default_profile: wire.default_profile,
+            state_dir: rel(&wire.state_dir),
+            boot_assets: rel(&wire.boot_assets),
+            ipxe_dirs: wire
+                .ipxe_dirs
+                .unwrap_or_else(|| DEFAULT_IPXE_DIRS.iter().map(PathBuf::from).collect())
+                .iter()
+                .map(|p| rel(p))
+                .collect(),
+            profiles: rel(&wire.profiles),
+            machines: rel(&wire.machines),
+            boot_token_ttl,
+            clusters,
+            api_tcp: wire.api_tcp,
+            ipv6_router_advertisements: wire
+                .ipv6_router_advertisements
+                .unwrap_or(matches!(dhcp, DhcpMode::Full(_))),
+            dhcp,
+        })
+    }
+}
+
+fn parse_duration(file: &Path, key: &str, s: &str, problems: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(s.trim()) {
+        Ok(d) if d.as_secs() >= 60 => Some(d),
+        Ok(_) => {
+            problems.push(file, key, format!("{s:?} is too short; use at least 1m"));
+            None
+        }
+        Err(e) => {
+            problems.push(
+                file,
+                key,
+                format!("{s:?} is not a duration like 1h or 30m: {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn subnet(
+    file: &Path,
+    key: &str,
+    net: Ipv4Net,
+    range: &[Ipv4Addr],
+    router: Option<Ipv4Addr>,
+    dns: &[Ipv4Addr],
+    problems: &mut Problems,
+) -> Option<Subnet> {
+    let net = net.trunc();
+    let [start, end] = range else {
+        problems.push(
+            file,
+            &format!("{key}range"),
+            "must be [first, last], two addresses",
+        );
+        return None;
+    };
+    let mut ok = true;
+    for (ip, what) in [(start, "first"), (end, "last")] {
+        if !net.contains(ip) || *ip == net.network() || *ip == net.broadcast() {
+            problems.push(
+                file,
+                &format!("{key}range"),
+                format!("{what} address {ip} is not a host address of subnet {net}"),
+            );
+            ok = false;
+        }
+    }
+    if start > end {
+        problems.push(
+            file,
+            &format!("{key}range"),
+            format!("{start} comes after {end}"),
+        );
+        ok = false;
+    }
+    if let Some(r) = router {
+        if !net.contains(&r) {
+            problems.push(
+                file,
+                &format!("{key}router"),
+                format!("{r} is outside subnet {net}"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Subnet {
+        net,
+        range: (*start, *end),
+        router,
+        dns: dns.to_vec(),
+    })
+}
+
+fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problems) -> DhcpMode {
+    let lease_time = parse_duration(
+        file,
+        "dhcp.lease_time",
+        w.lease_time.as_deref().unwrap_or("1h"),
+        problems,
+    )
+    .unwrap_or(Duration::from_secs(900));
+    let mut subnets = Vec::new();
+    match (&w.subnet, &w.range) {
+        (Some(net), Some(range)) => {
+            if !net.contains(&server) {
+                problems.push(
+                    file,
+                    "dhcp.subnet",
+                    format!("server_address {server} is not inside {net}; full mode serves the subnet kiln sits on"),
+                );
+            }
+            if let Some(s) = subnet(file, "dhcp.", *net, range, w.router, &w.dns, problems) {
+                if s.in_range(server) {
+                    problems.push(
+                        file,
+                        "dhcp.range",
+                        format!("includes server_address {server}"),
+                    );
+                }
+                subnets.push(s);
+            }
+        }
+        _ => problems.push(file, "dhcp", "full mode needs subnet and range"),
+    }
+    for (i, r) in w.relay_subnets.iter().enumerate() {
+        let key = format!("dhcp.relay_subnets[{i}].");
+        if let Some(s) = subnet(file, &key, r.subnet, &r.range, r.router, &r.dns, problems) {
+            if subnets.iter().any(|o: &Subnet| {
+                o.net.contains(&s.net.network()) || s.net.contains(&o.net.network())
+            }) {
+                problems.push(
+                    file,
+                    &format!("{key}subnet"),
+                    format!("{} overlaps another subnet", s.net),
+                );
+            }
+            subnets.push(s);
+        }
+    }
+    DhcpMode::Full(FullDhcp {
+        subnets,
+        domain: w.domain.clone(),
+        lease_time,
+    })
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+//! `kiln gen secrets` and `kiln gen config`: talosctl's commands, same flags,
+//! same files, so an operator can switch without relearning.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::contract::Contract;
+use crate::model::inventory::Role;
+use crate::talos::generate::{generate, to_yaml, Options};
+use crate::talos::patch::{self, Patch};
+use crate::talos::secrets::{write_private, Bundle};
+use crate::talos::talosconfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenCmdError {
+    #[error("{0}")]
+    Msg(String),
+}
+
+fn msg(e: impl std::fmt::Display) -> GenCmdError {
+    GenCmdError::Msg(e.to_string())
+}
+
+/// Arguments of `gen config`, as talosctl names them.
+#[derive(Debug, Clone, Default)]
+pub struct GenConfig {
+    pub cluster_name: String,
+    pub endpoint: String,
+    pub with_secrets: Option<PathBuf>,
+    pub config_patch: Vec<String>,
+    pub config_patch_control_plane: Vec<String>,
+    pub config_patch_worker: Vec<String>,
+    pub kubernetes_version: Option<String>,
+    pub talos_version: Option<String>,
+    pub install_disk: String,
+    pub install_image: Option<String>,
+    pub additional_sans: Vec<String>,
+    pub dns_domain: String,
+    pub output: PathBuf,
+    pub force: bool,
+}
+
+/// `@file` reads a file; anything else is the patch itself (YAML or JSON).
+pub fn load_patch(arg: &str) -> Result<(Patch, String), GenCmdError> {
+    let (text, name) = match arg.strip_prefix('@') {
+        Some(f) => (
+            std::fs::read_to_string(f).map_err(|e| msg(format!("{f}: {e}")))?,
+            f.to_string(),
+        ),
+        None => (arg.to_string(), "inline patch".to_string()),
+    };
+    Ok((patch::parse(&text, &name).map_err(msg)?, name))
+}
+
+pub fn contract_of(v: Option<&str>) -> Result<Contract, GenCmdError> {
+    let v = v.unwrap_or("v1.13");
+    Contract::parse(v).map_err(|e| match Contract::for_release(v) {
+        Ok(c) => msg(format!(
+            "{e}. Talos {v} accepts the v1.{} contract's config: use --talos-version v1.{} (kiln's daemon does this for Talos {v} machines)",
+            c.minor, c.minor
+        )),
+        Err(_) => msg(e),
+    })
+}
+
+/// Render controlplane and worker documents for `args` (no files written).
+pub fn render(
+    args: &GenConfig,
+    bundle: &Bundle,
+) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), GenCmdError> {
+    let contract = contract_of(args.talos_version.as_deref())?;
+    let mut o = Options::new(contract, &args.cluster_name, &args.endpoint);
+    if let Some(k) = &args.kubernetes_version {
+        o.kubernetes_version = k.trim_start_matches('v').to_string();
+    }
+    o.install_disk = (!args.install_disk.is_empty()).then(|| args.install_disk.clone());
+    let release = match args.talos_version.as_deref() {
+        Some(v) if v.trim_start_matches('v').split('.').count() >= 3 => {
+            format!("v{}", v.trim_start_matches('v'))
+        }
+        _ => contract.default_release().to_string(),
+    };
+    o.install_image = Some(
+        args.install_image
+            .clone()
+            .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{release}")),
+    );
+    o.additional_sans = args.additional_sans.clone();
+    o.dns_domain = args.dns_domain.clone();
+    let common: Vec<(Patch, String)> = args
+        .config_patch
+        .iter()
+        .map(|a| load_patch(a))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for (role, extra) in [
+        (Role::Controlplane, &args.config_patch_control_plane),
+        (Role::Worker, &args.config_patch_worker),
+    ] {
+        let mut docs = generate(&o, bundle, role).map_err(msg)?;
+        for (p, name) in &common {
+            patch::apply(&mut docs, p, name).map_err(msg)?;
+        }
+        for a in extra {
+            let (p, name) = load_patch(a)?;
+            patch::apply(&mut docs, &p, &name).map_err(msg)?;
+        }
+        out.push(docs);
+    }
+    let worker = out.pop().unwrap_or_default();
+    let cp = out.pop().unwrap_or_default();
+    Ok((cp, worker))
+}
+
+/// `kiln gen config`: writes controlplane.yaml, worker.yaml and talosconfig
+/// (and secrets.yaml when it had to make one), all 0600.
+pub fn gen_config(args: &GenConfig) -> Result<Vec<PathBuf>, GenCmdError> {
+    let contract = contract_of(args.talos_version.as_deref())?;
+    let mut written = Vec::new();
+    let bundle = match &args.with_secrets {
+        Some(p) => Bundle::load(p).map_err(msg)?,
+        None => {
+            let b = Bundle::generate(contract.minor).map_err(msg)?;
+            // talosctl keeps generated secrets only inside the configs; kiln also
+            // writes them, so the cluster can be extended later.
+            let p = args.output.join("secrets.yaml");
+            b.save(&p, args.force).map_err(msg)?;
+            written.push(p);
+            b
+        }
+    };
+    let (cp, worker) = render(args, &bundle)?;
+    let out = |name: &str| args.output.join(name);
+    for (name, docs) in [("controlplane.yaml", &cp), ("worker.yaml", &worker)] {
+        write_private(&out(name), to_yaml(docs).as_bytes(), args.force).map_err(msg)?;
+        written.push(out(name));
+    }
+    let ctx = talosconfig::admin_context(&bundle, Vec::new()).map_err(msg)?;
+    let tc = talosconfig::single(&args.cluster_name, ctx);
+    write_private(&out("talosconfig"), tc.to_yaml().as_bytes(), args.force).map_err(msg)?;
+    written.push(out("talosconfig"));
+    Ok(written)
+}
+
+/// `kiln gen secrets`.
+pub fn gen_secrets(
+    output: &Path,
+    talos_version: Option<&str>,
+    force: bool,
+) -> Result<(), GenCmdError> {
+    let c = contract_of(talos_version)?;
+    Bundle::generate(c.minor)
+        .map_err(msg)?
+        .save(output, force)
+        .map_err(msg)
+}
