@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use kiln::brain::render::render;
 use kiln::model::config::Config;
 use kiln::model::inventory::{Machine, Profile, Role};
-use kiln::talos::generate::to_yaml;
+use kiln::model::yaml::to_yaml;
 use kiln::talos::secrets::Bundle;
 
 fn setup() -> (

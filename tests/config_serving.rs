@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{have, kiln_bin, skip_unless, Kiln, Lab, Ports};
-use kiln::talos::generate::from_yaml;
+use kiln::model::yaml::from_yaml;
 
 const MACHINES: &str = "machines:
   - mac: 52:54:00:aa:00:01

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{have, skip_unless};
-use kiln::talos::generate::from_yaml;
+use kiln::model::yaml::from_yaml;
 use kiln::talos::secrets::{pem_of, Bundle};
 use kiln::talos::talosconfig::TalosConfig;
 

@@ -403,7 +403,7 @@ fn an_adopted_box_gets_the_failed_machines_config_and_the_old_mac_nothing() {
         .replace("${mac}", "52%3A54%3A00%3Aaa%3A00%3A33");
     let from = ip(3).to_string();
     let body = common::netns::sh(&["curl", "-sSf", "--interface", &from, &url]).unwrap();
-    let docs = kiln::talos::generate::from_yaml(&body).unwrap();
+    let docs = kiln::model::yaml::from_yaml(&body).unwrap();
     assert_eq!(
         docs.iter().find(|d| d["kind"] == "HostnameConfig").unwrap()["hostname"],
         "cp-3"

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use kiln::model::contract::Contract;
 use kiln::model::inventory::Role;
-use kiln::talos::generate::{from_yaml, generate, Options};
+use kiln::model::yaml::from_yaml;
+use kiln::talos::generate::{generate, Options};
 use kiln::talos::patch;
 use kiln::talos::secrets::Bundle;
 
@@ -36,10 +37,7 @@ fn base_configs_equal_talos_golden_outputs() {
             let got = generate(&base_options(c), &bundle, role).unwrap();
             assert_eq!(got, golden(&dir, c, file), "{c} {file}");
             // What kiln writes reads back as the same documents.
-            assert_eq!(
-                from_yaml(&kiln::talos::generate::to_yaml(&got)).unwrap(),
-                got
-            );
+            assert_eq!(from_yaml(&kiln::model::yaml::to_yaml(&got)).unwrap(), got);
         }
     }
     // Contracts v1.8, v1.9 and v1.11 write what v1.10 writes (Talos's test data says so).
@@ -56,7 +54,7 @@ fn override_configs_equal_talos_golden_outputs() {
     };
     let bundle = Bundle::load(&dir.join("stability/secrets.yaml")).unwrap();
     let patch_text = std::fs::read_to_string(dir.join("stability/patch-pre14.yaml")).unwrap();
-    let p = patch::parse(&patch_text, "patch-pre14.yaml").unwrap();
+    let p = kiln::model::patch::parse(&patch_text, "patch-pre14.yaml").unwrap();
     for c in ["v1.10", "v1.13"] {
         let mut o = base_options(c);
         o.additional_sans = vec!["foo".into(), "bar".into()];
@@ -111,7 +109,7 @@ mod seed {
 
 fn apply_all(docs: &mut Vec<serde_json::Value>, patches: &[&str]) {
     for (i, p) in patches.iter().enumerate() {
-        let p = patch::parse(p, &format!("seed-{i}")).unwrap();
+        let p = kiln::model::patch::parse(p, &format!("seed-{i}")).unwrap();
         patch::apply(docs, &p, "seed").unwrap();
     }
 }
@@ -119,7 +117,7 @@ fn apply_all(docs: &mut Vec<serde_json::Value>, patches: &[&str]) {
 fn settings_docs(
     c: &str,
     role: Role,
-    s: &kiln::talos::settings::Settings,
+    s: &kiln::model::settings::Settings,
     bundle: &Bundle,
 ) -> Vec<serde_json::Value> {
     let o = base_options(c);
@@ -129,8 +127,8 @@ fn settings_docs(
     docs
 }
 
-fn seed_settings() -> kiln::talos::settings::Settings {
-    use kiln::talos::settings::{Cni, Settings};
+fn seed_settings() -> kiln::model::settings::Settings {
+    use kiln::model::settings::{Cni, Settings};
     Settings {
         install_disk: Some("/dev/sda".into()),
         stable_interface_names: true,
@@ -147,7 +145,7 @@ fn seed_settings() -> kiln::talos::settings::Settings {
 
 #[test]
 fn first_class_settings_render_what_the_seed_patches_do() {
-    use kiln::talos::settings::{Cni, Settings};
+    use kiln::model::settings::{Cni, Settings};
     let Some(dir) = common::shared::talos_dir() else {
         return;
     };

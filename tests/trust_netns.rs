@@ -110,7 +110,7 @@ fn full_mode_only_the_leased_machine_gets_its_config() {
     let url = config_url(&script).unwrap_or_else(|| panic!("{script}"));
     let (code, body) = curl_in(&machine, &url);
     assert_eq!(code, "200", "{body}");
-    let docs = kiln::talos::generate::from_yaml(&body).unwrap();
+    let docs = kiln::model::yaml::from_yaml(&body).unwrap();
     assert_eq!(docs[0]["machine"]["type"], "controlplane");
     stranger_gets_nothing(&k, &stranger, &url);
     // The machine can fetch again (Talos retries), the stranger still not.

@@ -363,7 +363,7 @@ impl Provisioner {
                     return Forbidden(format!("cannot record the config fetch: {e}"));
                 }
                 Serve {
-                    body: crate::talos::generate::to_yaml(&docs),
+                    body: crate::model::yaml::to_yaml(&docs),
                     hostname: machine.hostname,
                 }
             }

@@ -381,7 +381,7 @@ pub fn render_for(path: &Path, mac: &str) -> Result<String> {
         crate::talos::secrets::Bundle::load(&spec.secrets)?,
     );
     let docs = crate::brain::render::render(&cfg, &secrets, m, p)?;
-    Ok(crate::talos::generate::to_yaml(&docs))
+    Ok(crate::model::yaml::to_yaml(&docs))
 }
 
 /// Serve the local API on `listener` until the stop signal.

@@ -356,9 +356,7 @@ impl Config {
                     "cluster name: letters, digits, '-', '.', at most 63",
                 );
             }
-            if crate::talos::generate::endpoint_host(&c.endpoint).is_none()
-                || !c.endpoint.starts_with("https://")
-            {
+            if endpoint_host(&c.endpoint).is_none() || !c.endpoint.starts_with("https://") {
                 problems.push(
                     path,
                     &format!("{key}.endpoint"),
@@ -563,6 +561,49 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
         domain: w.domain.clone(),
         lease_time,
     })
+}
+
+/// The host part of `https://host:port/...` (brackets removed from IPv6).
+pub fn endpoint_host(endpoint: &str) -> Option<String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    let port_ok = match authority.rsplit_once("]:").map(|x| x.1).or_else(|| {
+        (!authority.starts_with('['))
+            .then(|| authority.split_once(':').map(|x| x.1))
+            .flatten()
+    }) {
+        Some(p) => p.parse::<u16>().is_ok(),
+        None => true,
+    };
+    (!host.is_empty() && port_ok).then(|| host.to_string())
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_hosts() {
+        assert_eq!(endpoint_host("https://base:6443").as_deref(), Some("base"));
+        assert_eq!(
+            endpoint_host("https://10.0.0.1:6443/").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            endpoint_host("https://[fd00::1]:6443").as_deref(),
+            Some("fd00::1")
+        );
+        assert_eq!(endpoint_host("https://k8s.lab").as_deref(), Some("k8s.lab"));
+        assert_eq!(endpoint_host("base:6443"), None);
+        assert_eq!(endpoint_host("https://base:port"), None);
+    }
 }
 
 #[cfg(test)]

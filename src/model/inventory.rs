@@ -91,10 +91,10 @@ pub fn load_overrides(cfg: &Config) -> Result<Overrides, String> {
 }
 
 pub fn save_overrides(cfg: &Config, o: &Overrides) -> Result<(), String> {
-    let text = serde_saphyr::to_string_with_options(o, crate::talos::yaml_options())
+    let text = serde_saphyr::to_string_with_options(o, crate::model::yaml::yaml_options())
         .map_err(|e| e.to_string())?;
     let text = format!("# Written by `kiln replace`: these machines took over another's identity.\n# Remove an entry to undo it.\n{text}");
-    crate::talos::secrets::write_private(&overrides_path(cfg), text.as_bytes(), true)
+    crate::model::files::write_private(&overrides_path(cfg), text.as_bytes(), true)
         .map_err(|e| e.to_string())
 }
 

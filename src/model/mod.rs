@@ -4,7 +4,11 @@
 
 pub mod config;
 pub mod contract;
+pub mod files;
 pub mod inventory;
 pub mod mac;
+pub mod patch;
 pub mod problems;
 pub mod profile;
+pub mod settings;
+pub mod yaml;

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::config::{Config, DhcpMode};
 use crate::model::contract::Contract;
+use crate::model::patch::{self, Patch};
 use crate::model::problems::Problems;
-use crate::talos::patch::{self, Patch};
-use crate::talos::settings::{Cni, Settings};
+use crate::model::settings::{Cni, Settings};
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use crate::model::config::Config;
+use crate::model::files::write_private;
 use crate::model::inventory::{Inventory, Role};
-use crate::talos::secrets::{write_private, Bundle};
+use crate::talos::secrets::Bundle;
 use crate::talos::talosconfig::{self, TalosConfig};
 
 /// Control-plane addresses of `cluster` from the inventory (never the VIP: it

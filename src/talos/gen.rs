@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::model::contract::Contract;
+use crate::model::files::write_private;
 use crate::model::inventory::Role;
-use crate::talos::generate::{generate, to_yaml, Options};
+use crate::model::yaml::to_yaml;
+use crate::talos::generate::{generate, Options};
 use crate::talos::patch::{self, Patch};
-use crate::talos::secrets::{write_private, Bundle};
+use crate::talos::secrets::Bundle;
 use crate::talos::talosconfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,7 @@ pub fn load_patch(arg: &str) -> Result<(Patch, String), GenCmdError> {
         ),
         None => (arg.to_string(), "inline patch".to_string()),
     };
-    Ok((patch::parse(&text, &name).map_err(msg)?, name))
+    Ok((crate::model::patch::parse(&text, &name).map_err(msg)?, name))
 }
 
 pub fn contract_of(v: Option<&str>) -> Result<Contract, GenCmdError> {

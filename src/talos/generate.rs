@@ -64,28 +64,6 @@ pub enum GenError {
     Secrets(&'static str),
 }
 
-/// The host part of `https://host:port/...` (brackets removed from IPv6).
-pub fn endpoint_host(endpoint: &str) -> Option<String> {
-    let rest = endpoint
-        .strip_prefix("https://")
-        .or_else(|| endpoint.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        authority.split(':').next()?
-    };
-    let port_ok = match authority.rsplit_once("]:").map(|x| x.1).or_else(|| {
-        (!authority.starts_with('['))
-            .then(|| authority.split_once(':').map(|x| x.1))
-            .flatten()
-    }) {
-        Some(p) => p.parse::<u16>().is_ok(),
-        None => true,
-    };
-    (!host.is_empty() && port_ok).then(|| host.to_string())
-}
-
 fn ck(c: &Option<CertAndKey>, what: &'static str) -> Result<CertAndKey, GenError> {
     c.clone().ok_or(GenError::Secrets(what))
 }
@@ -120,7 +98,8 @@ fn obj(v: Value) -> Map<String, Value> {
 /// Generate the documents for `role`.
 pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenError> {
     let c = o.contract;
-    let host = endpoint_host(&o.endpoint).ok_or_else(|| GenError::Endpoint(o.endpoint.clone()))?;
+    let host = crate::model::config::endpoint_host(&o.endpoint)
+        .ok_or_else(|| GenError::Endpoint(o.endpoint.clone()))?;
     if o.cluster_name.is_empty()
         || o.cluster_name.len() > 63
         || !o
@@ -327,48 +306,4 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
         docs.push(json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": "stable" }));
     }
     Ok(docs)
-}
-
-/// Documents as YAML, `---` between them, 4-space indentation like talosctl.
-pub fn to_yaml(docs: &[Value]) -> String {
-    let opts = super::yaml_options();
-    let mut out = String::new();
-    for (i, d) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        out.push_str(&serde_saphyr::to_string_with_options(d, opts.clone()).unwrap_or_default());
-    }
-    out
-}
-
-/// Parse (possibly multi-document) YAML into JSON values.
-pub fn from_yaml(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
-        text,
-        serde_saphyr::options! { with_snippet: false },
-    )
-    .map_err(|e| crate::model::problems::one_line(&e))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoint_hosts() {
-        assert_eq!(endpoint_host("https://base:6443").as_deref(), Some("base"));
-        assert_eq!(
-            endpoint_host("https://10.0.0.1:6443/").as_deref(),
-            Some("10.0.0.1")
-        );
-        assert_eq!(
-            endpoint_host("https://[fd00::1]:6443").as_deref(),
-            Some("fd00::1")
-        );
-        assert_eq!(endpoint_host("https://k8s.lab").as_deref(), Some("k8s.lab"));
-        assert_eq!(endpoint_host("base:6443"), None);
-        assert_eq!(endpoint_host("https://base:port"), None);
-    }
 }

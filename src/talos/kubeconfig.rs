@@ -65,7 +65,8 @@ impl KubeConfig {
     }
 
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string_with_options(self, crate::talos::yaml_options()).unwrap_or_default()
+        serde_saphyr::to_string_with_options(self, crate::model::yaml::yaml_options())
+            .unwrap_or_default()
     }
 
     /// Add or replace `other`'s entries (same names replace); its current context wins.

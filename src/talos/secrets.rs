@@ -28,8 +28,8 @@ pub enum SecretsError {
     },
     #[error("generating {what}: {message}")]
     Crypto { what: &'static str, message: String },
-    #[error("{path} exists; pass --force to overwrite it")]
-    Exists { path: String },
+    #[error(transparent)]
+    File(#[from] crate::model::files::FileError),
 }
 
 /// A certificate and key pair, each the base64 of its PEM text (as in the file).
@@ -401,12 +401,17 @@ impl Bundle {
 
     /// talosctl's layout: go-yaml, 4-space indentation.
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string_with_options(self, super::yaml_options()).unwrap_or_default()
+        serde_saphyr::to_string_with_options(self, crate::model::yaml::yaml_options())
+            .unwrap_or_default()
     }
 
     /// Write to `path` with mode 0600 (refusing to overwrite unless `force`).
     pub fn save(&self, path: &Path, force: bool) -> Result<(), SecretsError> {
-        write_private(path, self.to_yaml().as_bytes(), force)
+        Ok(crate::model::files::write_private(
+            path,
+            self.to_yaml().as_bytes(),
+            force,
+        )?)
     }
 
     pub fn os(&self) -> &CertAndKey {
@@ -416,46 +421,6 @@ impl Bundle {
         };
         self.certs.os.as_ref().unwrap_or(&EMPTY)
     }
-}
-
-/// Write a file that holds secrets: created 0600, never world-readable for a moment.
-pub fn write_private(path: &Path, data: &[u8], force: bool) -> Result<(), SecretsError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let io = |source| SecretsError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    if path.exists() && !force {
-        return Err(SecretsError::Exists {
-            path: path.display().to_string(),
-        });
-    }
-    if let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp-kiln");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
 }
 
 /// Load a CA private key (any label Talos writes) for signing with rcgen.

@@ -1,50 +1,14 @@
 //! First-class profile settings, rendered into config patches per contract: what
 //! the seed did with seven patch files, a profile says in a few keys.
 
-use std::net::Ipv4Addr;
-
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::model::contract::Contract;
 use crate::model::inventory::Role;
 
-/// kubelet-serving-cert-approver, the manifest the seed's kubelet-certificates patch adds.
-pub const CERT_APPROVER: &str = "https://raw.githubusercontent.com/alex1989hu/kubelet-serving-cert-approver/main/deploy/standalone-install.yaml";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(untagged)]
-pub enum Cni {
-    /// `flannel` (Talos's default) or `none`.
-    Name(String),
-    /// `{urls: [...]}`: a custom CNI from manifests.
-    Custom { urls: Vec<String> },
-    #[default]
-    #[serde(skip)]
-    Default,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {
-    pub install_disk: Option<String>,
-    pub stable_interface_names: bool,
-    pub dhcp_interfaces: Vec<String>,
-    pub vip: Option<Ipv4Addr>,
-    /// Link the VIP lives on; default the first DHCP interface, else eth0.
-    pub vip_interface: Option<String>,
-    pub allow_workloads: bool,
-    pub cni: Cni,
-    pub kubelet_serving_certs: bool,
-}
+use crate::model::settings::{Cni, Settings, CERT_APPROVER};
 
 impl Settings {
-    pub fn vip_link(&self) -> String {
-        self.vip_interface
-            .clone()
-            .or_else(|| self.dhcp_interfaces.first().cloned())
-            .unwrap_or_else(|| "eth0".into())
-    }
-
     /// Strategic-merge patch documents equivalent to the settings.
     pub fn patches(&self, role: Role, c: Contract) -> Vec<Value> {
         let mut machine = Map::new();

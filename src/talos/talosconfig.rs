@@ -31,7 +31,8 @@ pub struct TalosConfig {
 
 impl TalosConfig {
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string_with_options(self, super::yaml_options()).unwrap_or_default()
+        serde_saphyr::to_string_with_options(self, crate::model::yaml::yaml_options())
+            .unwrap_or_default()
     }
 
     pub fn parse(text: &str) -> Result<TalosConfig, String> {

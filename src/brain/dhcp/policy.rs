@@ -273,7 +273,3 @@ pub fn sends(reply: &Reply) -> bool {
         MessageType::Offer | MessageType::Ack | MessageType::Nak
     )
 }
-
-#[cfg(test)]
-#[path = "policy_tests.rs"]
-mod tests;

@@ -3,3 +3,6 @@
 
 pub mod packet;
 pub mod server;
+
+#[cfg(test)]
+mod decide_tests;

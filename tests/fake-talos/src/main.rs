@@ -73,7 +73,7 @@ fn main() {
         say("config-failed");
         return;
     };
-    let docs = match kiln::talos::generate::from_yaml(&body) {
+    let docs = match kiln::model::yaml::from_yaml(&body) {
         Ok(d) => d,
         Err(e) => {
             say(&format!("config-unparsable {e}"));

@@ -1,16 +1,21 @@
-//! Policy decisions without sockets: each firmware, iPXE, proxy vs full, unknown
-//! MACs, relays.
+//! The brain's DHCP decisions, fed real packets (built, decoded, encoded
+//! here at the edge) without sockets: each firmware, iPXE, proxy vs full,
+//! unknown MACs, relays.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dhcproto::v4::{Architecture, DhcpOption, MessageType};
 
-use super::*;
+use crate::brain::dhcp::msg::*;
+use crate::brain::dhcp::policy::*;
+use crate::brain::dhcp::pool::Pool;
 use crate::edge::dhcp::packet::{build_request, decode};
-use crate::model::config::{Ports, Subnet};
+use crate::model::config::{Config, DhcpMode, FullDhcp, Ports, Subnet, UnknownMachines};
+use crate::model::inventory::Inventory;
 use crate::model::inventory::{Machine, Profile, Role};
 use crate::model::mac::Mac;
+use crate::store::leases::LeaseChange;
 
 const KNOWN: &str = "52:54:00:aa:00:01";
 const FIXED: &str = "52:54:00:aa:00:02";
