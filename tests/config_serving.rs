@@ -411,13 +411,14 @@ fn tokens_expire_and_a_pinned_uuid_must_match() {
     // A token that expired a second ago (as a machine that took longer than
     // boot_token_ttl would hold), written while kiln is down.
     let store = kiln::store::Store::open(&lab.path().join("state")).unwrap();
-    let t = kiln::store::BootToken {
+    let t = kiln::store::tokens::BootToken {
         mac: "52:54:00:aa:00:12".parse().unwrap(),
         ip: Some(common::lo_ip(12)),
         expires: kiln::brain::now() - 1,
     };
     store
-        .put_token("0123456789abcdef0123456789abcdef", &t, 0)
+        .tokens()
+        .put("0123456789abcdef0123456789abcdef", &t, 0)
         .unwrap();
     drop(store);
     let mut k = Kiln::start(&lab.config(), None);

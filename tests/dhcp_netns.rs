@@ -139,6 +139,7 @@ fn full_mode_with_busybox_dhcp_clients() {
     let store = kiln::store::Store::open(&lab.path().join("state")).unwrap();
     let leases: HashMap<Ipv4Addr, Mac> = store
         .leases()
+        .all()
         .unwrap()
         .into_iter()
         .map(|l| (l.ip, l.mac))
@@ -222,7 +223,7 @@ fn perfdhcp_burst_of_1000_clients_gets_no_duplicate_address() {
     assert!(received.iter().all(|&r| r >= 990), "drops: {report}");
     // And the store agrees with what was acknowledged.
     let store = kiln::store::Store::open(&lab.path().join("state")).unwrap();
-    let leases = store.leases().unwrap();
+    let leases = store.leases().all().unwrap();
     assert_eq!(leases.len(), owner.len(), "store and ACKs differ");
     for l in leases {
         assert_eq!(owner.get(&l.ip.to_string()), Some(&l.mac.to_string()));

@@ -412,23 +412,15 @@ fn forged_events_and_impostor_nodes_never_get_bootstrap() {
     // never gets Bootstrap either; `kiln bootstrap --reset` clears it.
     let store = kiln::store::Store::open(&s.lab.path().join("state")).unwrap();
     store
-        .update(
-            kiln::store::CLUSTERS,
-            "lab",
-            |_: Option<kiln::brain::bootstrap::ClusterRecord>| {
-                let r = kiln::brain::bootstrap::ClusterRecord {
-                    name: "lab".into(),
-                    bootstrap_node: Some(kiln::brain::bootstrap::Node {
-                        mac: "52:54:00:aa:00:01".parse().unwrap(),
-                        hostname: "cp-1".into(),
-                        ip: ip(1),
-                    }),
-                    decided_at: Some(1),
-                    ..Default::default()
-                };
-                (Some(r), ())
-            },
-        )
+        .clusters()
+        .update("lab", |r| {
+            r.bootstrap_node = Some(kiln::store::clusters::Node {
+                mac: "52:54:00:aa:00:01".parse().unwrap(),
+                hostname: "cp-1".into(),
+                ip: ip(1),
+            });
+            r.decided_at = Some(1);
+        })
         .unwrap();
     drop(store);
     let mut k = start(&s);

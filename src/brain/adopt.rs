@@ -4,36 +4,17 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::replace::replace;
 use super::Provisioner;
 use crate::model::mac::Mac;
-
-/// For racks where nobody types MACs: machines marked failed, and whether the
-/// next unknown MAC that PXE boots takes one over (`kiln replace --adopt`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdoptState {
-    pub failed: Vec<String>,
-    pub armed: bool,
-}
+use crate::store::adoption::AdoptState;
 
 fn adopt_state(p: &Provisioner) -> AdoptState {
-    p.store
-        .get(crate::store::ADOPT, "state")
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    p.store.adoption().get().unwrap_or_default()
 }
 
 fn set_adopt(p: &Provisioner, f: impl FnOnce(&mut AdoptState)) -> Result<AdoptState, String> {
-    p.store
-        .update(crate::store::ADOPT, "state", |cur: Option<AdoptState>| {
-            let mut s = cur.unwrap_or_default();
-            f(&mut s);
-            (Some(s.clone()), s)
-        })
-        .map_err(|e| e.to_string())
+    p.store.adoption().update(f).map_err(|e| e.to_string())
 }
 
 /// `kiln machines mark-failed HOST`.

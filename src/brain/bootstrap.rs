@@ -13,45 +13,23 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use super::{now, Provisioner, Record, State};
 use crate::model::inventory::Role;
 use crate::model::mac::Mac;
+use crate::store::clusters::{ClusterRecord, Node};
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::BootstrapRequest;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Node {
-    pub mac: Mac,
-    pub hostname: String,
-    pub ip: Ipv4Addr,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterRecord {
-    pub name: String,
-    /// The one node Bootstrap may ever be sent to, decided before the first call.
-    pub bootstrap_node: Option<Node>,
-    pub decided_at: Option<u64>,
-    pub bootstrapped_at: Option<u64>,
-    /// When the recorded node proved itself (talos::proof) before the first call.
-    #[serde(default)]
-    pub proved_at: Option<u64>,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
-
 pub fn cluster_record(p: &Provisioner, name: &str) -> ClusterRecord {
-    p.store
-        .get(crate::store::CLUSTERS, name)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| ClusterRecord {
+    p.store.clusters().get(name).unwrap_or_else(|e| {
+        tracing::warn!(cluster = name, error = %e, "cluster record unreadable");
+        ClusterRecord {
             name: name.into(),
             ..Default::default()
-        })
+        }
+    })
 }
 
 pub fn cluster_views(p: &Provisioner) -> Vec<ClusterRecord> {
@@ -68,18 +46,8 @@ fn update(
     f: impl FnOnce(&mut ClusterRecord),
 ) -> Result<ClusterRecord, String> {
     p.store
-        .update(
-            crate::store::CLUSTERS,
-            name,
-            |cur: Option<ClusterRecord>| {
-                let mut r = cur.unwrap_or_else(|| ClusterRecord {
-                    name: name.into(),
-                    ..Default::default()
-                });
-                f(&mut r);
-                (Some(r.clone()), r)
-            },
-        )
+        .clusters()
+        .update(name, f)
         .map_err(|e| e.to_string())
 }
 

@@ -3,85 +3,11 @@
 //! forward (a late or replayed event never regresses a machine); `reinstall`
 //! is the one way back.
 
-use serde::{Deserialize, Serialize};
-
+use crate::store::machines::State;
 use crate::talos::proto::machine::{
     machine_status_event::MachineStage, sequence_event, ConfigLoadErrorEvent,
     ConfigValidationErrorEvent, MachineStatusEvent, PhaseEvent, SequenceEvent,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Discovered,
-    Booting,
-    ConfigServed,
-    Installing,
-    Installed,
-    Running,
-    Ready,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Discovered => "discovered",
-            State::Booting => "booting",
-            State::ConfigServed => "config_served",
-            State::Installing => "installing",
-            State::Installed => "installed",
-            State::Running => "running",
-            State::Ready => "ready",
-        }
-    }
-
-    /// Installed to disk: its next PXE boot goes to the local disk.
-    pub fn installed(self) -> bool {
-        self >= State::Installed
-    }
-}
-
-/// What kiln knows of one machine, kept in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub mac: crate::model::mac::Mac,
-    pub hostname: String,
-    pub state: State,
-    /// Unix seconds when `state` was entered.
-    pub since: u64,
-    #[serde(default)]
-    pub last_event: Option<String>,
-    #[serde(default)]
-    pub ip: Option<std::net::Ipv4Addr>,
-    /// SMBIOS UUID the machine reported when fetching its config.
-    #[serde(default)]
-    pub uuid: Option<String>,
-}
-
-impl Record {
-    pub fn new(mac: crate::model::mac::Mac, hostname: &str, now: u64) -> Record {
-        Record {
-            mac,
-            hostname: hostname.into(),
-            state: State::Discovered,
-            since: now,
-            last_event: None,
-            ip: None,
-            uuid: None,
-        }
-    }
-
-    /// Move forward to `to` (never back); returns whether the state changed.
-    pub fn advance(&mut self, to: State, now: u64) -> bool {
-        if to > self.state {
-            self.state = to;
-            self.since = now;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// What one Talos event means for the lifecycle: the state it proves (if any)
 /// and a short description for `last_event`.
@@ -266,14 +192,5 @@ mod tests {
             &[0xff, 0xff],
         );
         assert!(s.is_none() && d.starts_with("undecodable"), "{d}");
-    }
-
-    #[test]
-    fn states_never_regress() {
-        let mut r = Record::new("52:54:00:00:00:01".parse().unwrap(), "cp-1", 1);
-        assert!(r.advance(State::Installed, 2));
-        assert!(!r.advance(State::Booting, 3));
-        assert_eq!((r.state, r.since), (State::Installed, 2));
-        assert!(r.state.installed());
     }
 }

@@ -13,7 +13,7 @@ pub mod ratelog;
 pub mod render;
 pub mod replace;
 
-pub use lifecycle::{Record, State};
+pub use crate::store::machines::{Record, State};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -24,7 +24,8 @@ use crate::brain::dhcp::pool::Pool;
 use crate::model::config::{Config, UnknownMachines};
 use crate::model::inventory::{Inventory, Machine};
 use crate::model::mac::Mac;
-use crate::store::{BootToken, Store, StoreError};
+use crate::store::tokens::BootToken;
+use crate::store::{Store, StoreError};
 use crate::talos::secrets::Bundle;
 
 pub fn now() -> u64 {
@@ -65,14 +66,14 @@ pub struct Script {
 
 impl Provisioner {
     pub fn new(cfg: Config, inventory: Inventory, store: Store) -> Result<Provisioner, StoreError> {
-        let mut pool = Pool::new(store.leases()?);
+        let mut pool = Pool::new(store.leases().all()?);
         pool.set_reservations(inventory.reserved_ips());
         pool.set_retired(inventory.retired_macs());
         let owners = owner::Owners::default();
         if matches!(cfg.dhcp, crate::model::config::DhcpMode::Proxy) {
             // Renewals go to the LAN's server, unseen: after a restart, the
             // addresses recorded from proven requests stand until a new claim.
-            for r in store.all::<Record>(crate::store::MACHINES)? {
+            for r in store.machines().all()? {
                 if let Some(ip) = r.ip {
                     owners.seed(r.mac, ip);
                 }
@@ -144,54 +145,44 @@ impl Provisioner {
         ip: Option<Ipv4Addr>,
     ) -> Result<Record, StoreError> {
         let t = now();
-        let key = mac.to_string();
-        self.store
-            .update(crate::store::MACHINES, &key, |cur: Option<Record>| {
-                let mut r = cur.unwrap_or_else(|| Record::new(mac, hostname, t));
-                r.hostname = hostname.to_string();
-                let moved = r.advance(to, t);
-                if let Some(e) = event {
-                    r.last_event = Some(e);
-                }
-                if ip.is_some() {
-                    r.ip = ip;
-                }
-                if moved {
-                    tracing::info!(%mac, hostname, state = r.state.as_str(), "lifecycle");
-                }
-                (Some(r.clone()), r)
-            })
+        self.store.machines().modify(&mac, |cur| {
+            let r = cur.get_or_insert_with(|| Record::new(mac, hostname, t));
+            r.hostname = hostname.to_string();
+            let moved = r.advance(to, t);
+            if let Some(e) = event {
+                r.last_event = Some(e);
+            }
+            if ip.is_some() {
+                r.ip = ip;
+            }
+            if moved {
+                tracing::info!(%mac, hostname, state = r.state.as_str(), "lifecycle");
+            }
+            r.clone()
+        })
     }
 
     pub fn record(&self, mac: &Mac) -> Option<Record> {
-        self.store
-            .get(crate::store::MACHINES, &mac.to_string())
-            .ok()
-            .flatten()
+        self.store.machines().get(mac).ok().flatten()
     }
 
     pub fn records(&self) -> Vec<Record> {
-        self.store.all(crate::store::MACHINES).unwrap_or_default()
+        self.store.machines().all().unwrap_or_default()
     }
 
     /// `kiln machines reinstall`: the next PXE boot installs again.
     pub fn reinstall(&self, mac: Mac) -> Result<bool, StoreError> {
         let t = now();
-        self.store.void_tokens(&mac)?;
-        self.store.update(
-            crate::store::MACHINES,
-            &mac.to_string(),
-            |cur: Option<Record>| {
-                let found = cur.is_some();
-                let r = cur.map(|mut r| {
-                    r.state = State::Discovered;
-                    r.since = t;
-                    r.last_event = Some("reinstall requested".into());
-                    r
-                });
-                (r, found)
-            },
-        )
+        self.store.tokens().void(&mac)?;
+        self.store.machines().modify(&mac, |cur| match cur {
+            Some(r) => {
+                r.state = State::Discovered;
+                r.since = t;
+                r.last_event = Some("reinstall requested".into());
+                true
+            }
+            None => false,
+        })
     }
 
     /// A Talos event from `peer`: advance the sender's lifecycle. Returns the
@@ -274,7 +265,7 @@ impl Provisioner {
                     expires: now() + self.cfg.boot_token_ttl.as_secs(),
                 };
                 // A new boot voids the tokens of earlier ones.
-                if let Err(e) = self.store.put_token(&token, &t, now()) {
+                if let Err(e) = self.store.tokens().put(&token, &t, now()) {
                     return refuse(format!("cannot record a boot token: {e}"));
                 }
                 // Talos fills ${uuid} and ${mac} in query values; iPXE expands them first.
@@ -314,7 +305,7 @@ impl Provisioner {
     /// it was minted for and the one DHCP proves is `mac`'s now.
     pub fn config(&self, mac: Mac, token: &str, peer: Ipv4Addr, uuid: &str) -> ConfigDecision {
         use ConfigDecision::*;
-        let t = match self.store.token(token) {
+        let t = match self.store.tokens().get(token) {
             Ok(Some(t)) => t,
             Ok(None) => return Forbidden("unknown boot token".into()),
             Err(e) => return Forbidden(format!("token lookup failed: {e}")),

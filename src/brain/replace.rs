@@ -17,32 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::{now, Provisioner};
 use crate::model::inventory::{Inventory, Replaced, Role};
 use crate::model::mac::Mac;
-use crate::store::REPLACEMENTS;
+use crate::store::replacements::{ReplaceRecord, Step};
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::{EtcdMemberListRequest, EtcdRemoveMemberByIdRequest};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Planned,
-    EtcdRemoved,
-    NodeDeleted,
-    IdentityMoved,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplaceRecord {
-    pub hostname: String,
-    pub old_mac: Mac,
-    pub new_mac: Mac,
-    pub role: Role,
-    pub cluster: Option<String>,
-    pub step: Step,
-    pub started: u64,
-    pub updated: u64,
-    #[serde(default)]
-    pub log: Vec<String>,
-}
 
 /// etcd quorum: a strict majority of the members.
 pub fn quorum(members: usize) -> usize {
@@ -139,18 +116,11 @@ pub(crate) async fn members(
 }
 
 fn save(p: &Provisioner, r: &ReplaceRecord) -> Result<(), String> {
-    let r = r.clone();
-    p.store
-        .update(
-            REPLACEMENTS,
-            &r.hostname.clone(),
-            move |_: Option<ReplaceRecord>| (Some(r), ()),
-        )
-        .map_err(|e| e.to_string())
+    p.store.replacements().put(r).map_err(|e| e.to_string())
 }
 
 pub fn record(p: &Provisioner, hostname: &str) -> Option<ReplaceRecord> {
-    p.store.get(REPLACEMENTS, hostname).ok().flatten()
+    p.store.replacements().get(hostname).ok().flatten()
 }
 
 /// Plan (and unless `dry_run`, carry out) replacing `target` (hostname or old MAC) by `new_mac`.
@@ -470,7 +440,8 @@ async fn delete_node(p: &Arc<Provisioner>, cluster: &str, hostname: &str) -> Str
 pub fn resume(p: Arc<Provisioner>) {
     let pending: Vec<ReplaceRecord> = p
         .store
-        .all(REPLACEMENTS)
+        .replacements()
+        .all()
         .unwrap_or_default()
         .into_iter()
         .filter(|r: &ReplaceRecord| r.step < Step::IdentityMoved)

@@ -1,47 +1,49 @@
-//! Durable state in one redb file under `state_dir` (mode 0600): DHCP leases now,
-//! machine and cluster records as they come. Every write is a committed, fsynced
-//! transaction before the caller acts on it.
+//! Durable state in one redb file under `state_dir` (mode 0600), behind typed
+//! repositories: `leases`, `tokens`, `machines`, `clusters`, `replacements`,
+//! `adoption`. Every write is one committed, fsynced transaction before the
+//! caller acts on it. May import: model.
 
-use std::net::Ipv4Addr;
+pub mod adoption;
+pub mod clusters;
+pub mod leases;
+pub mod machines;
+pub mod replacements;
+pub mod tokens;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-pub mod leases;
-
-use leases::{Lease, LeaseChange};
-
-const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
-const BOOT_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("boot_tokens");
-/// Machine lifecycle records, keyed by MAC.
-pub const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
-/// Per-cluster records (bootstrap decision and outcome), keyed by cluster name.
-pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
-/// Machine replacements in progress or done, keyed by hostname.
-pub const REPLACEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("replacements");
-/// Machines marked failed, and whether the next unknown PXE client adopts one.
-pub const ADOPT: TableDefinition<&str, &[u8]> = TableDefinition::new("adopt");
-
-/// A per-boot token: it lets one machine fetch its config, from one address, for a while.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BootToken {
-    pub mac: crate::model::mac::Mac,
-    /// The address that fetched the iPXE script carrying the token.
-    pub ip: Option<Ipv4Addr>,
-    /// Unix seconds.
-    pub expires: u64,
-}
+/// A table of JSON records keyed by text.
+type Records = TableDefinition<'static, &'static str, &'static [u8]>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {}: {source}", path.display())]
     Dir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("store {path}: {message}")]
-    Db { path: PathBuf, message: String },
+    /// redb's own error, kind kept (storage I/O, corruption, a second opener, ...).
+    #[error("store {}: {source}", path.display())]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("store {}: {table} record {key:?} cannot be encoded: {message}", path.display())]
+    Encode {
+        path: PathBuf,
+        table: String,
+        key: String,
+        message: String,
+    },
+    /// The blocking task that ran a write died before it answered.
+    #[error("store write did not finish: {0}")]
+    Interrupted(String),
 }
 
 #[derive(Clone)]
@@ -56,7 +58,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Create `dir` (0700) if needed.
+/// Create `dir` (0700) if needed; tighten it to 0700 if others can read it.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let e = |source| StoreError::Dir {
@@ -96,7 +98,7 @@ impl Store {
             })?;
         let db = Database::create(&path).map_err(|e| StoreError::Db {
             path: path.clone(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         let s = Store {
             db: Arc::new(db),
@@ -104,181 +106,134 @@ impl Store {
         };
         // Make sure the tables exist so readers never fail on a fresh file.
         s.write(|tx| {
-            tx.open_table(LEASES)?;
-            tx.open_table(BOOT_TOKENS)?;
-            tx.open_table(MACHINES)?;
-            tx.open_table(CLUSTERS)?;
-            tx.open_table(REPLACEMENTS)?;
-            tx.open_table(ADOPT)?;
+            tx.open_table(leases::TABLE).map_err(|e| s.db_err(e))?;
+            for t in [
+                tokens::TABLE,
+                machines::TABLE,
+                clusters::TABLE,
+                replacements::TABLE,
+                adoption::TABLE,
+            ] {
+                tx.open_table(t).map_err(|e| s.db_err(e))?;
+            }
             Ok(())
         })?;
         Ok(s)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+    pub fn leases(&self) -> leases::Leases<'_> {
+        leases::Leases(self)
+    }
+    pub fn tokens(&self) -> tokens::Tokens<'_> {
+        tokens::Tokens(self)
+    }
+    pub fn machines(&self) -> machines::Machines<'_> {
+        machines::Machines(self)
+    }
+    pub fn clusters(&self) -> clusters::Clusters<'_> {
+        clusters::Clusters(self)
+    }
+    pub fn replacements(&self) -> replacements::Replacements<'_> {
+        replacements::Replacements(self)
+    }
+    pub fn adoption(&self) -> adoption::Adoption<'_> {
+        adoption::Adoption(self)
+    }
+
+    fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
-            message: e.to_string(),
+            source: e.into(),
         }
     }
 
-    fn write(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))
-    }
-
-    /// Apply lease changes in one durable transaction.
-    pub fn apply(&self, changes: &[LeaseChange]) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let mut t = tx.open_table(LEASES)?;
-            for c in changes {
-                match c {
-                    LeaseChange::Bind(l) => {
-                        let v = serde_json::to_vec(l)
-                            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-                        t.insert(u32::from(l.ip), v.as_slice())?;
-                    }
-                    LeaseChange::Free(ip) => {
-                        t.remove(u32::from(*ip))?;
-                    }
-                }
-            }
-            Ok(())
+    fn encode<T: Serialize>(&self, table: &str, key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(v).map_err(|e| StoreError::Encode {
+            path: self.path.clone(),
+            table: table.to_string(),
+            key: key.to_string(),
+            message: e.to_string(),
         })
     }
 
-    /// Read-modify-write one JSON record in one durable transaction; `f` sees the
-    /// current value (if any) and returns the new one (None deletes).
-    pub fn update<T, R>(
+    /// One durable transaction: `f`'s writes are committed (fsynced) or none are.
+    fn write<R>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let r = f(&tx)?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(r)
+    }
+
+    /// Read-modify-write one JSON record in one durable transaction; `f` sees
+    /// the current value (if any) and returns the new one (None deletes).
+    fn modify<T, R>(
+        &self,
+        table: Records,
         key: &str,
         f: impl FnOnce(Option<T>) -> (Option<T>, R),
     ) -> Result<R, StoreError>
     where
-        T: serde::Serialize + serde::de::DeserializeOwned,
+        T: Serialize + DeserializeOwned,
     {
-        let mut out = None;
         self.write(|tx| {
-            let mut t = tx.open_table(table)?;
+            let mut t = tx.open_table(table).map_err(|e| self.db_err(e))?;
             let cur: Option<T> = t
-                .get(key)?
-                .and_then(|v| serde_json::from_slice(v.value()).ok());
+                .get(key)
+                .map_err(|e| self.db_err(e))?
+                .and_then(|v| decode(table, key, v.value()));
             let (new, r) = f(cur);
             match new {
                 Some(v) => {
-                    let bytes = serde_json::to_vec(&v)
-                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-                    t.insert(key, bytes.as_slice())?;
+                    let bytes = self.encode(table.name(), key, &v)?;
+                    t.insert(key, bytes.as_slice())
+                        .map_err(|e| self.db_err(e))?;
                 }
                 None => {
-                    t.remove(key)?;
+                    t.remove(key).map_err(|e| self.db_err(e))?;
                 }
             }
-            out = Some(r);
-            Ok(())
-        })?;
-        out.ok_or_else(|| self.err("update did not run"))
-    }
-
-    pub fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(table).map_err(|e| self.err(e))?;
-        let v = t.get(key).map_err(|e| self.err(e))?;
-        Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
-    }
-
-    pub fn all<T: serde::de::DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-    ) -> Result<Vec<T>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(table).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (_, v) = row.map_err(|e| self.err(e))?;
-            if let Ok(x) = serde_json::from_slice(v.value()) {
-                out.push(x);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Record a boot token, dropping expired ones and voiding the same MAC's
-    /// earlier tokens (a new boot makes the old ones worthless).
-    pub fn put_token(&self, token: &str, t: &BootToken, now: u64) -> Result<(), StoreError> {
-        self.drop_tokens(&t.mac, now, Some((token, t)))
-    }
-
-    /// Void every boot token of `mac` (`kiln machines reinstall`).
-    pub fn void_tokens(&self, mac: &crate::model::mac::Mac) -> Result<(), StoreError> {
-        self.drop_tokens(mac, 0, None)
-    }
-
-    /// Drop expired tokens and `mac`'s, then insert `new`, in one transaction.
-    fn drop_tokens(
-        &self,
-        mac: &crate::model::mac::Mac,
-        now: u64,
-        new: Option<(&str, &BootToken)>,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let mut tab = tx.open_table(BOOT_TOKENS)?;
-            let stale: Vec<String> = tab
-                .iter()?
-                .filter_map(|r| r.ok())
-                .filter(|(_, v)| {
-                    serde_json::from_slice::<BootToken>(v.value())
-                        .map(|b| b.expires <= now || b.mac == *mac)
-                        .unwrap_or(true)
-                })
-                .map(|(k, _)| k.value().to_string())
-                .collect();
-            for k in stale {
-                tab.remove(k.as_str())?;
-            }
-            if let Some((token, t)) = new {
-                let v = serde_json::to_vec(t).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-                tab.insert(token, v.as_slice())?;
-            }
-            Ok(())
+            Ok(r)
         })
     }
 
-    pub fn token(&self, token: &str) -> Result<Option<BootToken>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(BOOT_TOKENS).map_err(|e| self.err(e))?;
-        let v = t.get(token).map_err(|e| self.err(e))?;
-        Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
+    fn get<T: DeserializeOwned>(&self, table: Records, key: &str) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.db_err(e))?;
+        let v = t.get(key).map_err(|e| self.db_err(e))?;
+        Ok(v.and_then(|v| decode(table, key, v.value())))
     }
 
-    pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(LEASES).map_err(|e| self.err(e))?;
+    fn all<T: DeserializeOwned>(&self, table: Records) -> Result<Vec<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            match serde_json::from_slice::<Lease>(v.value()) {
-                Ok(l) if u32::from(l.ip) == k.value() => out.push(l),
-                _ => {
-                    tracing::warn!(ip = %Ipv4Addr::from(k.value()), "skipping unreadable lease record")
-                }
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            if let Some(x) = decode(table, k.value(), v.value()) {
+                out.push(x);
             }
         }
         Ok(out)
     }
 }
 
+/// A record that does not decode is skipped, and said so.
+fn decode<T: DeserializeOwned>(table: Records, key: &str, bytes: &[u8]) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(table = table.name(), key, error = %e, "skipping unreadable record");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::leases::{Lease, LeaseChange};
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -294,12 +249,12 @@ mod tests {
         };
         {
             let s = Store::open(&dir).unwrap();
-            s.apply(&[LeaseChange::Bind(l.clone())]).unwrap();
+            s.leases().apply(&[LeaseChange::Bind(l.clone())]).unwrap();
         }
         let s = Store::open(&dir).unwrap();
-        assert_eq!(s.leases().unwrap(), vec![l.clone()]);
-        s.apply(&[LeaseChange::Free(l.ip)]).unwrap();
-        assert!(s.leases().unwrap().is_empty());
+        assert_eq!(s.leases().all().unwrap(), vec![l.clone()]);
+        s.leases().apply(&[LeaseChange::Free(l.ip)]).unwrap();
+        assert!(s.leases().all().unwrap().is_empty());
         let mode = std::fs::metadata(dir.join("kiln.redb"))
             .unwrap()
             .permissions()

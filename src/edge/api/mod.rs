@@ -14,8 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::brain::bootstrap::{Bootstrapper, Node};
+use crate::brain::bootstrap::Bootstrapper;
 use crate::brain::Provisioner;
+use crate::store::clusters::Node;
 
 #[derive(Clone)]
 pub struct ApiState {

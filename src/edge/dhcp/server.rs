@@ -76,14 +76,9 @@ impl Persister {
                     batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
                 let store = store.clone();
                 let res: Result<(), StoreError> =
-                    tokio::task::spawn_blocking(move || store.apply(&changes))
+                    tokio::task::spawn_blocking(move || store.leases().apply(&changes))
                         .await
-                        .unwrap_or_else(|e| {
-                            Err(StoreError::Db {
-                                path: Default::default(),
-                                message: e.to_string(),
-                            })
-                        });
+                        .unwrap_or_else(|e| Err(StoreError::Interrupted(e.to_string())));
                 let res = res.map_err(|e| e.to_string());
                 for (_, done) in batch {
                     let _ = done.send(res.clone());
