@@ -40,7 +40,7 @@ pub struct Provisioner {
     inventory: RwLock<Arc<Inventory>>,
     pub store: Store,
     /// Full-mode address pool, rebuilt from the store on start.
-    pub pool: Mutex<Pool>,
+    pool: Mutex<Pool>,
     /// Each cluster's secrets.
     pub secrets: BTreeMap<String, Bundle>,
     /// Who DHCP proved holds which address (see `owner`).

@@ -7,6 +7,7 @@ use dhcproto::v4::MessageType;
 
 use super::msg::{Assign, Boot, ClientClass, Reply, Request};
 use super::pool::Pool;
+pub use super::reason::Reason;
 use crate::model::config::{Config, DhcpMode, FullDhcp, Subnet, UnknownMachines};
 use crate::model::inventory::Inventory;
 use crate::store::leases::{Lease, LeaseChange};
@@ -23,7 +24,7 @@ pub enum Port {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Say nothing; the reason is logged.
-    Ignore(String),
+    Ignore(Reason),
     /// Answer; if `change` is set it is made durable first.
     Reply {
         reply: Box<Reply>,
@@ -38,7 +39,7 @@ pub const X64_EFI_IPXE: &str = "ipxe.efi";
 pub const ARM64_EFI_IPXE: &str = "ipxe-arm64.efi";
 
 /// The boot file for a PXE/HTTP firmware (option 93) or for iPXE itself.
-pub fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, String> {
+pub fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, Reason> {
     let http = cfg.http_base();
     let pxe = req.class == ClientClass::Pxe;
     let vendor_class = match req.class {
@@ -62,10 +63,8 @@ pub fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, String> {
         (ClientClass::Pxe, 11) => Ok(mk(ARM64_EFI_IPXE.into())),
         (ClientClass::Http, 16) => Ok(mk(format!("{http}/assets/{X64_EFI_IPXE}"))),
         (ClientClass::Http, 19) => Ok(mk(format!("{http}/assets/{ARM64_EFI_IPXE}"))),
-        (ClientClass::Other, _) => Err("not a PXE or HTTP-boot client".into()),
-        (_, a) => Err(format!(
-            "client architecture {a} (option 93) has no iPXE build kiln serves"
-        )),
+        (ClientClass::Other, _) => Err(Reason::NotBootClient),
+        (_, arch) => Err(Reason::NoIpxeFor { arch }),
     }
 }
 
@@ -87,13 +86,11 @@ pub struct Ctx<'a> {
 /// Decide the answer to one request. `pool` is only touched in full mode.
 pub fn decide(ctx: &Ctx<'_>, req: &Request, port: Port, pool: &mut Pool) -> Decision {
     if let Some(host) = ctx.inventory.retired(&req.mac) {
-        return Decision::Ignore(format!(
-            "retired MAC: {host} was replaced by another machine"
-        ));
+        return Decision::Ignore(Reason::Retired { host: host.to_string() });
     }
     let machine = ctx.inventory.machine(&req.mac);
     if machine.is_none() && ctx.cfg.unknown_machines == UnknownMachines::Ignore {
-        return Decision::Ignore("unknown MAC (unknown_machines: ignore)".into());
+        return Decision::Ignore(Reason::UnknownMac);
     }
     match &ctx.cfg.dhcp {
         DhcpMode::Proxy => proxy(ctx, req, port),
@@ -110,14 +107,12 @@ pub fn decide(ctx: &Ctx<'_>, req: &Request, port: Port, pool: &mut Pool) -> Deci
 
 fn proxy(ctx: &Ctx<'_>, req: &Request, port: Port) -> Decision {
     if !req.is_pxe() {
-        return Decision::Ignore("proxy mode answers only PXE/HTTP-boot clients".into());
+        return Decision::Ignore(Reason::NotPxe);
     }
     let msg_type = match (port, req.msg_type) {
         (Port::Dhcp, MessageType::Discover) => MessageType::Offer,
         (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,
-        (p, t) => {
-            return Decision::Ignore(format!("proxyDHCP does not answer {t:?} on the {p:?} port"))
-        }
+        (port, msg) => return Decision::Ignore(Reason::NotAnswered { msg, port }),
     };
     match boot_for(req, ctx.cfg) {
         Ok(boot) => Decision::Reply {
@@ -155,10 +150,7 @@ fn full(
     hostname: Option<String>,
 ) -> Decision {
     let Some(subnet) = subnet_for(full, req) else {
-        return Decision::Ignore(format!(
-            "relayed through {} but no subnet configured contains it",
-            req.giaddr
-        ));
+        return Decision::Ignore(Reason::NoSubnet { giaddr: req.giaddr });
     };
     let server_id = ctx.cfg.server_address;
     // Boot information only for firmware that asks for it; an OS's DHCP client
@@ -187,18 +179,18 @@ fn full(
                 }),
                 change: None,
             },
-            Err(e) => Decision::Ignore(format!("no offer: {e}")),
+            Err(e) => Decision::Ignore(Reason::NoOffer(e)),
         },
         MessageType::Request => {
             if let Some(sid) = req.server_id {
                 if sid != server_id {
-                    return Decision::Ignore(format!("client chose server {sid}"));
+                    return Decision::Ignore(Reason::OtherServer(sid));
                 }
             }
             let ip = match (req.requested_ip, req.ciaddr) {
                 (Some(ip), _) => ip,
                 (None, c) if !c.is_unspecified() => c,
-                _ => return Decision::Ignore("REQUEST without an address".into()),
+                _ => return Decision::Ignore(Reason::RequestWithoutAddress),
             };
             match pool.bind(req.mac, subnet, ip, lease_secs, ctx.now) {
                 Ok(lease) => Decision::Reply {
@@ -242,7 +234,7 @@ fn full(
                 }),
                 change: Some(change),
             },
-            None => Decision::Ignore(format!("release of {} it does not hold", req.ciaddr)),
+            None => Decision::Ignore(Reason::ReleaseNotHeld(req.ciaddr)),
         },
         MessageType::Decline => {
             let ip = req.requested_ip.unwrap_or(req.ciaddr);
@@ -259,10 +251,10 @@ fn full(
                     change: Some(LeaseChange::Free(ip)),
                 }
             } else {
-                Decision::Ignore(format!("decline of {ip} it was not given"))
+                Decision::Ignore(Reason::DeclineNotGiven(ip))
             }
         }
-        t => Decision::Ignore(format!("{t:?} is not handled")),
+        t => Decision::Ignore(Reason::Unhandled(t)),
     }
 }
 

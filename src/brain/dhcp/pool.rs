@@ -26,7 +26,7 @@ struct Entry {
     state: State,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PoolError {
     #[error("no free address in {0}")]
     Exhausted(String),

@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::packet;
-use crate::brain::dhcp::policy::{self, Ctx, Decision, Port};
-use crate::brain::{now, Provisioner};
+use crate::brain::dhcp::policy::{self, Decision, Port};
+use crate::brain::Provisioner;
 use crate::store::leases::LeaseChange;
 use crate::store::{Store, StoreError};
 
@@ -134,38 +134,11 @@ async fn handle(
     };
     let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
     async move {
-        // Proxy mode has no lease: remember the address the machine itself
-        // used (ciaddr, its requested address, or the source of a 4011
-        // request), which its script, config and events must then come from.
-        let src_ip = match src.ip() {
-            std::net::IpAddr::V4(ip) if port == Port::Proxy && !req.relayed() => Some(ip),
-            _ => None,
-        };
-        let used = [Some(req.ciaddr), req.requested_ip, src_ip]
-            .into_iter()
-            .flatten()
-            .find(|ip| !ip.is_unspecified() && !ip.is_broadcast());
-        if let Some(ip) = used {
-            p.saw(req.mac, ip);
-        }
-        let inv = p.inventory();
-        let decision = {
-            let ctx = Ctx {
-                cfg: &p.cfg,
-                inventory: &inv,
-                now: now(),
-            };
-            let mut pool = p.pool.lock().unwrap_or_else(|e| e.into_inner());
-            policy::decide(&ctx, &req, port, &mut pool)
-        };
-        match decision {
+        match p.dhcp(&req, port, src) {
             Decision::Ignore(why) => {
-                if why.starts_with("unknown MAC") && req.is_pxe() && port == Port::Dhcp {
-                    crate::brain::adopt::on_unknown_pxe(p.clone(), req.mac);
-                }
-                if why.starts_with("no offer") {
+                if why.is_trouble() {
                     tracing::warn!(msg = ?req.msg_type, "ignored: {why}");
-                } else if inv.machine(&req.mac).is_some() {
+                } else if p.inventory().machine(&req.mac).is_some() {
                     tracing::info!(msg = ?req.msg_type, "ignored: {why}");
                 } else {
                     tracing::debug!(msg = ?req.msg_type, "ignored: {why}");
@@ -180,17 +153,7 @@ async fn handle(
                     }
                 }
                 tracing::info!(msg = ?req.msg_type, "{why}");
-                // First sight of an inventory machine: it enters the lifecycle.
-                if let Some(m) = inv.machine(&req.mac) {
-                    if p.record(&req.mac).is_none() {
-                        let (mac, host) = (req.mac, m.hostname.clone());
-                        let ip = reply.assign.as_ref().map(|a| a.yiaddr);
-                        let ev = Some(format!("DHCP {:?}", req.msg_type));
-                        let _ = tokio::task::block_in_place(|| {
-                            p.note(mac, &host, crate::brain::State::Discovered, ev, ip)
-                        });
-                    }
-                }
+                tokio::task::block_in_place(|| p.dhcp_answered(&req, &reply));
                 if !policy::sends(&reply) {
                     return None;
                 }

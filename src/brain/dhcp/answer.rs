@@ -1,0 +1,64 @@
+//! The brain's DHCP entry point: what the request proves (the address a
+//! machine used), the decision, and what follows from it (adoption of an
+//! unknown PXE client, first sight of an inventory machine).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use super::msg::{Reply, Request};
+use super::policy::{self, Ctx, Decision, Port, Reason};
+use crate::brain::{adopt, now, Provisioner, State};
+
+impl Provisioner {
+    /// Decide the answer to one request that came from `src` on `port`.
+    pub fn dhcp(self: &Arc<Self>, req: &Request, port: Port, src: SocketAddr) -> Decision {
+        if let Some(ip) = used_address(req, port, src) {
+            self.saw(req.mac, ip);
+        }
+        let inv = self.inventory();
+        let decision = {
+            let ctx = Ctx {
+                cfg: &self.cfg,
+                inventory: &inv,
+                now: now(),
+            };
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            policy::decide(&ctx, req, port, &mut pool)
+        };
+        if decision == Decision::Ignore(Reason::UnknownMac) && req.is_pxe() && port == Port::Dhcp {
+            adopt::on_unknown_pxe(self.clone(), req.mac);
+        }
+        decision
+    }
+
+    /// After the reply's lease change is durable: an inventory machine seen
+    /// for the first time enters the lifecycle (a durable write).
+    pub fn dhcp_answered(&self, req: &Request, reply: &Reply) {
+        let inv = self.inventory();
+        let Some(m) = inv.machine(&req.mac) else {
+            return;
+        };
+        if self.record(&req.mac).is_some() {
+            return;
+        }
+        let ip = reply.assign.as_ref().map(|a| a.yiaddr);
+        let ev = Some(format!("DHCP {:?}", req.msg_type));
+        if let Err(e) = self.note(req.mac, &m.hostname, State::Discovered, ev, ip) {
+            tracing::warn!(mac = %req.mac, "first sight not recorded: {e}");
+        }
+    }
+}
+
+/// Proxy mode has no lease: the address the machine itself used (ciaddr, its
+/// requested address, or the source of a 4011 request) is what its script,
+/// config and events must then come from.
+fn used_address(req: &Request, port: Port, src: SocketAddr) -> Option<Ipv4Addr> {
+    let src_ip = match src.ip() {
+        IpAddr::V4(ip) if port == Port::Proxy && !req.relayed() => Some(ip),
+        _ => None,
+    };
+    [Some(req.ciaddr), req.requested_ip, src_ip]
+        .into_iter()
+        .flatten()
+        .find(|ip| !ip.is_unspecified() && !ip.is_broadcast())
+}
