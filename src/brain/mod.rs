@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod dhcp;
 pub mod ipxe;
 pub mod lifecycle;
+pub mod manual;
 pub mod owner;
 pub mod ratelog;
 pub mod render;

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::brain::bootstrap::Bootstrapper;
 use crate::brain::Provisioner;
-use crate::store::clusters::Node;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -152,73 +151,21 @@ struct BootstrapQuery {
     node: Option<String>,
 }
 
-/// `kiln bootstrap`: the same guarded path as automatic bootstrap. With a node
-/// already recorded, only that node is ever called.
+/// `kiln bootstrap` (the brain decides: `brain::manual`).
 async fn bootstrap(
     State(ApiState { p, b }): State<ApiState>,
     Path(cluster): Path<String>,
     axum::extract::Query(q): axum::extract::Query<BootstrapQuery>,
 ) -> Response {
-    if !p.cfg.clusters.contains_key(&cluster) {
-        return (StatusCode::NOT_FOUND, format!("no cluster {cluster:?}\n")).into_response();
-    }
-    let rec = crate::brain::bootstrap::cluster_record(&p, &cluster);
-    if rec.bootstrapped_at.is_some() {
-        return (StatusCode::OK, format!("{cluster}: already bootstrapped\n")).into_response();
-    }
-    if let Some(n) = &rec.bootstrap_node {
-        if q.node.as_deref().is_some_and(|h| h != n.hostname) {
-            return (
-                StatusCode::CONFLICT,
-                format!("{cluster}: bootstrap was decided for {} ({}); kiln never sends it to another node\n", n.hostname, n.ip),
-            )
-                .into_response();
-        }
-        b.start(cluster.clone(), None);
-        return (
-            StatusCode::ACCEPTED,
-            format!("{cluster}: bootstrapping {} ({})\n", n.hostname, n.ip),
-        )
-            .into_response();
-    }
-    // Pick: the named node, else the first control plane whose Talos runs.
-    let inv = p.inventory();
-    let records = p.records();
-    let cps: Vec<Node> =
-        inv.machines()
-            .iter()
-            .filter(|m| {
-                inv.profile(&m.profile).is_some_and(|pr| {
-                    pr.role == crate::model::inventory::Role::Controlplane
-                        && pr.cluster.as_deref() == Some(cluster.as_str())
-                })
-            })
-            .filter_map(|m| {
-                let r = records.iter().find(|r| r.mac == m.mac);
-                let ip = r.and_then(|r| r.ip).or(m.ip)?;
-                let running = r.is_some_and(|r| r.state >= crate::brain::State::Running);
-                (q.node.as_deref() == Some(m.hostname.as_str()) || (q.node.is_none() && running))
-                    .then(|| Node {
-                        mac: m.mac,
-                        hostname: m.hostname.clone(),
-                        ip,
-                    })
-            })
-            .collect();
-    match cps.into_iter().next() {
-        Some(n) => {
-            let msg = format!("{cluster}: bootstrapping {} ({})\n", n.hostname, n.ip);
-            b.start(cluster, Some(n));
-            (StatusCode::ACCEPTED, msg).into_response()
-        }
-        None => (
-            StatusCode::CONFLICT,
-            format!(
-                "{cluster}: no running control plane with a known address; name one with --node\n"
-            ),
-        )
-            .into_response(),
-    }
+    use crate::brain::manual::{request, Requested};
+    let r = request(&p, &b, &cluster, q.node.as_deref());
+    let status = match r {
+        Requested::NoCluster(_) => StatusCode::NOT_FOUND,
+        Requested::AlreadyDone(_) => StatusCode::OK,
+        Requested::Started { .. } => StatusCode::ACCEPTED,
+        Requested::OtherNode { .. } | Requested::NoCandidate(_) => StatusCode::CONFLICT,
+    };
+    (status, format!("{r}\n")).into_response()
 }
 
 #[derive(Deserialize, Serialize)]
