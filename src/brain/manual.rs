@@ -16,8 +16,14 @@ pub enum Requested {
     NoCluster(String),
     AlreadyDone(String),
     /// Bootstrap was decided for another node than the one named.
-    OtherNode { cluster: String, node: Node },
-    Started { cluster: String, node: Node },
+    OtherNode {
+        cluster: String,
+        node: Node,
+    },
+    Started {
+        cluster: String,
+        node: Node,
+    },
     NoCandidate(String),
 }
 
@@ -32,7 +38,11 @@ impl fmt::Display for Requested {
                 node.hostname, node.ip
             ),
             Requested::Started { cluster, node } => {
-                write!(f, "{cluster}: bootstrapping {} ({})", node.hostname, node.ip)
+                write!(
+                    f,
+                    "{cluster}: bootstrapping {} ({})",
+                    node.hostname, node.ip
+                )
             }
             Requested::NoCandidate(c) => write!(
                 f,
@@ -59,15 +69,24 @@ pub fn request(
     }
     if let Some(n) = rec.bootstrap_node {
         if node.is_some_and(|h| h != n.hostname) {
-            return Requested::OtherNode { cluster: name, node: n };
+            return Requested::OtherNode {
+                cluster: name,
+                node: n,
+            };
         }
         b.start(name.clone(), None);
-        return Requested::Started { cluster: name, node: n };
+        return Requested::Started {
+            cluster: name,
+            node: n,
+        };
     }
     match candidates(p, cluster, node).into_iter().next() {
         Some(n) => {
             b.start(name.clone(), Some(n.clone()));
-            Requested::Started { cluster: name, node: n }
+            Requested::Started {
+                cluster: name,
+                node: n,
+            }
         }
         None => Requested::NoCandidate(name),
     }

@@ -5,6 +5,7 @@
 pub mod adopt;
 pub mod assets;
 pub mod bootstrap;
+pub mod check;
 pub mod dhcp;
 pub mod ipxe;
 pub mod lifecycle;

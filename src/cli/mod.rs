@@ -150,9 +150,7 @@ impl ApiArgs {
                     token: token.trim().to_string(),
                 })
             }
-            None => Ok(Endpoint::Socket(
-                cfg.state_dir.join(crate::daemon::API_SOCKET),
-            )),
+            None => Ok(Endpoint::Socket(cfg.api_socket())),
         }
     }
 }
@@ -292,11 +290,11 @@ fn init_logging() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match crate::daemon::load(&config)
-            .and_then(|(cfg, inv)| crate::daemon::check_configs(&cfg, &inv).into_result((cfg, inv)))
-        {
+        Cmd::Check { config } => match crate::brain::check::load(&config).and_then(|(cfg, inv)| {
+            crate::brain::check::check_configs(&cfg, &inv).into_result((cfg, inv))
+        }) {
             Ok((cfg, inv)) => {
-                for w in crate::daemon::warnings(&cfg, &inv) {
+                for w in crate::brain::check::warnings(&cfg, &inv) {
                     eprintln!("warning: {w}");
                 }
                 for r in &inv.replaced {
@@ -322,7 +320,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Render { config, mac } => match crate::daemon::render_for(&config, &mac) {
+        Cmd::Render { config, mac } => match crate::brain::check::render_for(&config, &mac) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -238,6 +238,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The local API's Unix socket, in state_dir.
+    pub fn api_socket(&self) -> PathBuf {
+        self.state_dir.join("kiln.sock")
+    }
+
     pub fn http_base(&self) -> String {
         format!("http://{}:{}", self.server_address, self.ports.http)
     }

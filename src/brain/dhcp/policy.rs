@@ -86,7 +86,9 @@ pub struct Ctx<'a> {
 /// Decide the answer to one request. `pool` is only touched in full mode.
 pub fn decide(ctx: &Ctx<'_>, req: &Request, port: Port, pool: &mut Pool) -> Decision {
     if let Some(host) = ctx.inventory.retired(&req.mac) {
-        return Decision::Ignore(Reason::Retired { host: host.to_string() });
+        return Decision::Ignore(Reason::Retired {
+            host: host.to_string(),
+        });
     }
     let machine = ctx.inventory.machine(&req.mac);
     if machine.is_none() && ctx.cfg.unknown_machines == UnknownMachines::Ignore {

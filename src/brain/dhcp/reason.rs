@@ -12,18 +12,27 @@ use super::pool::PoolError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     /// The MAC's machine was replaced (`kiln replace`).
-    Retired { host: String },
+    Retired {
+        host: String,
+    },
     /// Not in the inventory, and `unknown_machines: ignore`.
     UnknownMac,
     /// Proxy mode answers only PXE and HTTP-boot firmware.
     NotPxe,
     /// proxyDHCP answers DISCOVER on 67 and REQUEST/INFORM on 4011 only.
-    NotAnswered { msg: MessageType, port: Port },
+    NotAnswered {
+        msg: MessageType,
+        port: Port,
+    },
     NotBootClient,
     /// Option 93 names a firmware kiln has no iPXE build for.
-    NoIpxeFor { arch: u16 },
+    NoIpxeFor {
+        arch: u16,
+    },
     /// Relayed from a network no configured subnet contains.
-    NoSubnet { giaddr: Ipv4Addr },
+    NoSubnet {
+        giaddr: Ipv4Addr,
+    },
     /// Full mode had no address to offer (an operator should look).
     NoOffer(PoolError),
     OtherServer(Ipv4Addr),

@@ -1,0 +1,143 @@
+//! `kiln check` and `kiln render`, and the start-up checks of `kiln serve`:
+//! what is wrong with the config, profiles, inventory and assets, what an
+//! operator should be warned of, and the config a MAC would get.
+
+use std::path::{Path, PathBuf};
+
+use crate::brain::assets;
+use crate::model::config::Config;
+use crate::model::inventory::Inventory;
+use crate::model::problems::Problems;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{0}")]
+    Invalid(#[from] Problems),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Load config + inventory and check assets: what `serve` needs to start.
+pub fn load(path: &Path) -> Result<(Config, Inventory), Problems> {
+    let cfg = Config::load(path)?;
+    let inv = Inventory::load(&cfg)?;
+    let problems = assets::check(&cfg, &inv);
+    problems.into_result((cfg, inv))
+}
+
+/// Render every machine's config, as `kiln check` does. Clusters whose secrets
+/// do not exist yet (they are made on first start) render with throwaway ones.
+pub fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::problems::Problems {
+    use crate::brain::render;
+    let mut problems = crate::model::problems::Problems::default();
+    let mut secrets = std::collections::BTreeMap::new();
+    for (name, c) in &cfg.clusters {
+        let b = if c.secrets.exists() {
+            crate::talos::secrets::Bundle::load(&c.secrets).map_err(|e| e.to_string())
+        } else {
+            crate::talos::secrets::Bundle::generate(crate::model::contract::NEWEST)
+                .map_err(|e| e.to_string())
+        };
+        match b {
+            Ok(b) => {
+                secrets.insert(name.clone(), b);
+            }
+            Err(e) => problems.push(&c.secrets, "", e),
+        }
+    }
+    for m in inv.machines() {
+        let Some(p) = inv.profile(&m.profile) else {
+            continue;
+        };
+        if p.cluster.is_none() {
+            continue;
+        }
+        if let Err(e) = render::render(cfg, &secrets, m, p) {
+            problems.push(
+                &cfg.machines,
+                &format!("{} ({})", m.hostname, m.mac),
+                e.to_string(),
+            );
+        }
+    }
+    problems
+}
+
+/// Where kiln records the installer schematic a profile needs.
+pub fn schematic_path(cfg: &Config, p: &crate::model::inventory::Profile) -> PathBuf {
+    cfg.state_dir
+        .join(p.cluster.as_deref().unwrap_or("default"))
+        .join(format!("schematic-{}.yaml", p.name))
+}
+
+/// Warnings that do not stop kiln but an operator should read.
+pub fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
+    let mut w = Vec::new();
+    for p in inv.profiles.values() {
+        if let Some(note) = crate::model::contract::Contract::release_note(&p.talos_version) {
+            w.push(format!("profile {}: {note}", p.name));
+        }
+        if p.stable_interface_names
+            && crate::brain::ipxe::parse_minor(&p.talos_version).is_some_and(|m| m >= 10)
+        {
+            let image = p
+                .cluster
+                .as_ref()
+                .and_then(|c| cfg.clusters.get(c))
+                .and_then(|c| c.install_image.clone());
+            if image.is_none() {
+                w.push(format!(
+                    "profile {}: stable_interface_names puts net.ifnames=0 on the PXE kernel line, but Talos {} installs take their kernel command line from the installer image: build one from the Image Factory schematic {} (customization.extraKernelArgs [net.ifnames=0]) and set clusters.<name>.install_image to factory.talos.dev/metal-installer/<schematic id>:{}",
+                    p.name,
+                    p.talos_version,
+                    schematic_path(cfg, p).display(),
+                    p.talos_version
+                ));
+            }
+        }
+        if p.role == crate::model::inventory::Role::Controlplane
+            && cfg.default_profile.as_deref() == Some(p.name.as_str())
+        {
+            w.push(format!("default_profile {} is a control-plane profile: unknown machines get no config from it (control-plane configs carry CA keys)", p.name));
+        }
+    }
+    w
+}
+
+/// `kiln render`: the config a MAC would be served, with the real secrets.
+pub fn render_for(path: &Path, mac: &str) -> Result<String, CheckError> {
+    let (cfg, inv) = load(path)?;
+    let mac: crate::model::mac::Mac = mac
+        .parse()
+        .map_err(|e| CheckError::Refused(format!("{e}")))?;
+    let m = inv.machine(&mac).ok_or_else(|| {
+        CheckError::Refused(format!("{mac} is not in {}", cfg.machines.display()))
+    })?;
+    let p = inv
+        .profile(&m.profile)
+        .ok_or_else(|| CheckError::Refused(format!("profile {:?} not found", m.profile)))?;
+    let cluster = p.cluster.clone().ok_or_else(|| {
+        CheckError::Refused(format!(
+            "profile {} belongs to no cluster: define clusters: in {}",
+            p.name,
+            cfg.file.display()
+        ))
+    })?;
+    let spec = &cfg.clusters[&cluster];
+    if !spec.secrets.exists() {
+        return Err(CheckError::Refused(format!(
+            "secrets for cluster {cluster} do not exist yet ({}): `kiln serve` makes them on first start, or run `kiln gen secrets -o {}`",
+            spec.secrets.display(),
+            spec.secrets.display()
+        )));
+    }
+    let mut secrets = std::collections::BTreeMap::new();
+    secrets.insert(
+        cluster.clone(),
+        crate::talos::secrets::Bundle::load(&spec.secrets)
+            .map_err(|e| CheckError::Refused(e.to_string()))?,
+    );
+    let docs = crate::brain::render::render(&cfg, &secrets, m, p)
+        .map_err(|e| CheckError::Refused(e.to_string()))?;
+    Ok(crate::model::yaml::to_yaml(&docs))
+}
