@@ -16,9 +16,11 @@
 //! - `store`: durable state behind typed repositories.
 //! - `model`: kiln.yaml, profiles, inventory, Role, Arch, MAC: validated data.
 
+#![warn(unreachable_pub)]
+
 pub mod brain;
 pub mod cli;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod edge;
 pub mod model;
 pub mod store;

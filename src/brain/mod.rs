@@ -2,18 +2,18 @@
 //! machine gets. Protocol edges ask it; it never touches a socket.
 //! May import: talos, store, model.
 
-pub mod adopt;
-pub mod assets;
-pub mod bootstrap;
-pub mod check;
-pub mod dhcp;
-pub mod ipxe;
-pub mod lifecycle;
-pub mod manual;
-pub mod owner;
-pub mod ratelog;
+pub(crate) mod adopt;
+pub(crate) mod assets;
+pub(crate) mod bootstrap;
+pub(crate) mod check;
+pub(crate) mod dhcp;
+pub(crate) mod ipxe;
+pub(crate) mod lifecycle;
+pub(crate) mod manual;
+pub(crate) mod owner;
+pub(crate) mod ratelog;
 pub mod render;
-pub mod replace;
+pub(crate) mod replace;
 
 pub use crate::store::machines::{Record, State};
 

@@ -2,9 +2,9 @@
 //! policy here. May import: brain, store (through the brain's types), talos
 //! (protobuf types), model.
 
-pub mod api;
+pub(crate) mod api;
 pub mod dhcp;
-pub mod events;
-pub mod http;
-pub mod ra;
-pub mod tftp;
+pub(crate) mod events;
+pub(crate) mod http;
+pub(crate) mod ra;
+pub(crate) mod tftp;

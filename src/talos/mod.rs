@@ -2,8 +2,8 @@
 //! kubeconfig (pure), `kiln gen`, and the Talos API client (`client`, `proof`,
 //! `proto`). May import: model.
 
-pub mod clientconfig;
-pub mod gen;
+pub(crate) mod clientconfig;
+pub(crate) mod gen;
 pub mod generate;
 pub mod kubeconfig;
 pub mod patch;
@@ -12,5 +12,5 @@ pub mod secrets;
 pub mod talosconfig;
 
 pub mod client;
-pub mod proof;
+pub(crate) mod proof;
 pub mod settings;

@@ -2,8 +2,8 @@
 //! and which answer (`policy`), the full-mode address pool (`pool`).
 //! May import: store (lease records), model.
 
-pub mod answer;
-pub mod msg;
-pub mod policy;
-pub mod pool;
-pub mod reason;
+pub(crate) mod answer;
+pub(crate) mod msg;
+pub(crate) mod policy;
+pub(crate) mod pool;
+pub(crate) mod reason;

@@ -2,7 +2,7 @@
 //! (`server`). May import: brain, store (lease writes), model.
 
 pub mod packet;
-pub mod server;
+pub(crate) mod server;
 
 #[cfg(test)]
 mod decide_tests;

@@ -1,0 +1,230 @@
+//! kiln's arguments (clap), in talosctl's spirit.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Provision Talos Linux clusters on bare metal"
+)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Cmd {
+    /// Run the daemon: DHCP, TFTP and HTTP for netbooting the inventory.
+    Serve {
+        #[arg(
+            short,
+            long,
+            env = "KILN_CONFIG",
+            default_value = "/etc/kiln/kiln.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate the config, profiles, inventory and boot assets; exit non-zero on any problem.
+    Check {
+        #[arg(
+            short,
+            long,
+            env = "KILN_CONFIG",
+            default_value = "/etc/kiln/kiln.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Print the machine config a MAC would be served (it holds secrets: mind where it goes).
+    Render {
+        #[arg(
+            short,
+            long,
+            env = "KILN_CONFIG",
+            default_value = "/etc/kiln/kiln.yaml"
+        )]
+        config: PathBuf,
+        #[arg(long)]
+        mac: String,
+    },
+    /// Show machines and their lifecycle (from the running daemon), or act on one.
+    Machines {
+        #[command(subcommand)]
+        action: Option<MachinesCmd>,
+        /// table or json
+        #[arg(short, long, default_value = "table")]
+        output: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Bootstrap etcd on a cluster (for clusters with auto_bootstrap: false); kiln
+    /// still never bootstraps a second node.
+    Bootstrap {
+        /// Cluster name (default: the only one).
+        cluster: Option<String>,
+        /// Control plane to bootstrap (default: the first that runs).
+        #[arg(long)]
+        node: Option<String>,
+        /// Clear a recorded bootstrap node that never proved itself (refused
+        /// once it did, or when any etcd member exists).
+        #[arg(long, conflicts_with = "node")]
+        reset: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Replace a failed machine with a new box: remove its etcd member (keeping
+    /// quorum), delete its Node, then give its identity to the new MAC.
+    Replace {
+        /// Hostname or old MAC of the failed machine.
+        machine: Option<String>,
+        /// MAC of the new box.
+        #[arg(long, required_unless_present = "adopt")]
+        mac: Option<String>,
+        /// No MAC to type: the next unknown machine that PXE boots takes over
+        /// MACHINE (or the first one marked failed).
+        #[arg(long, conflicts_with = "mac")]
+        adopt: bool,
+        /// Print the plan and the quorum arithmetic; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do it without asking.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print the admin kubeconfig kiln keeps, write it (-o), or merge it into yours.
+    Kubeconfig(ClientArgs),
+    /// Print the talosconfig kiln keeps, write it (-o), or merge it into yours.
+    Talosconfig(ClientArgs),
+    /// Generate secrets or machine configs, as `talosctl gen` does.
+    Gen {
+        #[command(subcommand)]
+        what: GenCmd,
+    },
+}
+
+#[derive(clap::Args)]
+pub(super) struct ApiArgs {
+    /// Use the opt-in TCP API on 127.0.0.1:PORT (`api_tcp: true`) with the
+    /// bearer token from state_dir/api-token, instead of the Unix socket.
+    #[arg(long, global = true)]
+    pub(super) api_port: Option<u16>,
+    /// The daemon's API socket (default: state_dir/kiln.sock from the config).
+    #[arg(long, global = true)]
+    pub(super) socket: Option<PathBuf>,
+    #[arg(
+        short,
+        long,
+        env = "KILN_CONFIG",
+        default_value = "/etc/kiln/kiln.yaml",
+        global = true
+    )]
+    pub(super) config: PathBuf,
+}
+
+impl ApiArgs {
+    /// Where the daemon listens: the socket in state_dir, unless told otherwise.
+    pub(super) fn endpoint(&self) -> Result<crate::cli::client::Endpoint, String> {
+        use crate::cli::client::Endpoint;
+        if let Some(s) = &self.socket {
+            return Ok(Endpoint::Socket(s.clone()));
+        }
+        let cfg = crate::model::config::Config::load(&self.config).map_err(|e| {
+            format!("{e}\n(kiln finds the daemon's API socket through its config: pass --config or --socket)")
+        })?;
+        match self.api_port {
+            Some(port) => {
+                let path = cfg.state_dir.join("api-token");
+                let token = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("{}: {e} (the TCP API needs its token)", path.display())
+                })?;
+                Ok(Endpoint::Tcp {
+                    port,
+                    token: token.trim().to_string(),
+                })
+            }
+            None => Ok(Endpoint::Socket(cfg.api_socket())),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub(super) struct ClientArgs {
+    /// Only this cluster's context.
+    pub(super) cluster: Option<String>,
+    #[arg(
+        short,
+        long,
+        env = "KILN_CONFIG",
+        default_value = "/etc/kiln/kiln.yaml"
+    )]
+    pub(super) config: PathBuf,
+    /// Write to this file (0600).
+    #[arg(short, long)]
+    pub(super) output: Option<PathBuf>,
+    /// Merge into this file (default ~/.kube/config or ~/.talos/config), as talosctl kubeconfig does.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub(super) merge: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(super) enum MachinesCmd {
+    /// Install Talos again on the machine's next PXE boot (e.g. after a disk swap).
+    Reinstall { machine: String },
+    /// Mark a machine as failed, for `kiln replace --adopt`.
+    MarkFailed { machine: String },
+}
+
+#[derive(Subcommand)]
+pub(super) enum GenCmd {
+    /// Generate a secrets bundle (talosctl's secrets.yaml format, mode 0600).
+    Secrets {
+        #[arg(short, long, default_value = "secrets.yaml")]
+        output_file: PathBuf,
+        /// Talos version the secrets are for (v1.8 .. v1.13).
+        #[arg(long)]
+        talos_version: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Generate controlplane.yaml, worker.yaml and talosconfig.
+    Config(Box<ConfigArgs>),
+}
+
+#[derive(clap::Args)]
+pub(super) struct ConfigArgs {
+    /// Cluster name.
+    pub(super) cluster_name: String,
+    /// Kubernetes API endpoint, e.g. https://192.168.50.200:6443.
+    pub(super) cluster_endpoint: String,
+    #[arg(long)]
+    pub(super) with_secrets: Option<PathBuf>,
+    /// Patch for all machines: @file or inline YAML/JSON; repeatable, applied in order.
+    #[arg(long = "config-patch")]
+    pub(super) config_patch: Vec<String>,
+    #[arg(long = "config-patch-control-plane")]
+    pub(super) config_patch_control_plane: Vec<String>,
+    #[arg(long = "config-patch-worker")]
+    pub(super) config_patch_worker: Vec<String>,
+    #[arg(long)]
+    pub(super) kubernetes_version: Option<String>,
+    /// Version contract to generate for (v1.8 .. v1.13; default v1.13). Talos
+    /// v1.14 and v1.15 accept v1.13 configs.
+    #[arg(long)]
+    pub(super) talos_version: Option<String>,
+    #[arg(long, default_value = "/dev/sda")]
+    pub(super) install_disk: String,
+    #[arg(long)]
+    pub(super) install_image: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub(super) additional_sans: Vec<String>,
+    #[arg(long, default_value = "cluster.local")]
+    pub(super) dns_domain: String,
+    #[arg(short, long, default_value = ".")]
+    pub(super) output: PathBuf,
+    #[arg(long)]
+    pub(super) force: bool,
+}

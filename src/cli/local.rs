@@ -1,0 +1,137 @@
+//! Subcommands that run here: `serve`, `check`, `render`, `gen`, and the
+//! client-config exports.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+
+use super::args::{ClientArgs, GenCmd};
+use crate::brain::check;
+
+pub(super) fn serve(config: &Path) -> ExitCode {
+    init_logging();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiln: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::daemon::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
+}
+
+/// `kiln check`: every problem on stderr (and their count), warnings too.
+pub(super) fn check(config: &Path) -> ExitCode {
+    let checked = check::load(config)
+        .and_then(|(cfg, inv)| check::check_configs(&cfg, &inv).into_result((cfg, inv)));
+    let (cfg, inv) = match checked {
+        Ok(x) => x,
+        Err(problems) => {
+            eprintln!("{problems}");
+            eprintln!("{} problem(s) found", problems.0.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in check::warnings(&cfg, &inv) {
+        eprintln!("warning: {w}");
+    }
+    for r in &inv.replaced {
+        println!(
+            "{}: replaced {} by {} (kiln replace; {})",
+            r.hostname,
+            r.old_mac,
+            r.new_mac,
+            crate::model::inventory::overrides_path(&cfg).display()
+        );
+    }
+    println!(
+        "{}: ok ({} profiles, {} machines)",
+        cfg.file.display(),
+        inv.profiles.len(),
+        inv.machines().len()
+    );
+    ExitCode::SUCCESS
+}
+
+pub(super) fn render(config: &Path, mac: &str) -> anyhow::Result<String> {
+    Ok(check::render_for(config, mac)?)
+}
+
+pub(super) fn gen(what: GenCmd) -> anyhow::Result<String> {
+    let files = match what {
+        GenCmd::Secrets {
+            output_file,
+            talos_version,
+            force,
+        } => crate::talos::gen::gen_secrets(&output_file, talos_version.as_deref(), force)
+            .map(|()| vec![output_file])?,
+        GenCmd::Config(c) => {
+            let c = *c;
+            crate::talos::gen::gen_config(&crate::talos::gen::GenConfig {
+                cluster_name: c.cluster_name,
+                endpoint: c.cluster_endpoint,
+                with_secrets: c.with_secrets,
+                config_patch: c.config_patch,
+                config_patch_control_plane: c.config_patch_control_plane,
+                config_patch_worker: c.config_patch_worker,
+                kubernetes_version: c.kubernetes_version,
+                talos_version: c.talos_version,
+                install_disk: c.install_disk,
+                install_image: c.install_image,
+                additional_sans: c.additional_sans,
+                dns_domain: c.dns_domain,
+                output: c.output,
+                force: c.force,
+            })?
+        }
+    };
+    let mut out = String::new();
+    for f in files {
+        let _ = writeln!(out, "created {}", f.display());
+    }
+    Ok(out)
+}
+
+/// `kiln kubeconfig` / `kiln talosconfig`.
+pub(super) fn client_export(kind: &str, a: ClientArgs) -> anyhow::Result<String> {
+    let cfg = crate::model::config::Config::load(&a.config).map_err(|p| anyhow!("{p}"))?;
+    let merge = a.merge.map(|m| {
+        if m.as_os_str().is_empty() {
+            let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+            PathBuf::from(home).join(if kind == "kubeconfig" {
+                ".kube/config"
+            } else {
+                ".talos/config"
+            })
+        } else {
+            m
+        }
+    });
+    crate::talos::clientconfig::export(
+        &cfg,
+        kind,
+        a.cluster.as_deref(),
+        a.output.as_deref(),
+        merge.as_deref(),
+    )
+    .map_err(|e| anyhow!(e))
+}
