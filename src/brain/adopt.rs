@@ -18,7 +18,7 @@ fn set_adopt(p: &Provisioner, f: impl FnOnce(&mut AdoptState)) -> Result<AdoptSt
 }
 
 /// `kiln machines mark-failed HOST`.
-pub fn mark_failed(p: &Provisioner, hostname: &str) -> Result<(), String> {
+pub(crate) fn mark_failed(p: &Provisioner, hostname: &str) -> Result<(), String> {
     let inv = p.inventory();
     let m = inv
         .machine_by_name(hostname)
@@ -41,7 +41,7 @@ pub fn mark_failed(p: &Provisioner, hostname: &str) -> Result<(), String> {
 }
 
 /// `kiln replace --adopt [HOST]`: arm adoption (marking HOST failed first).
-pub fn arm_adoption(p: &Provisioner, hostname: Option<&str>) -> Result<String, String> {
+pub(crate) fn arm_adoption(p: &Provisioner, hostname: Option<&str>) -> Result<String, String> {
     if let Some(h) = hostname {
         mark_failed(p, h)?;
     }
@@ -62,7 +62,7 @@ static ADOPTING: std::sync::Mutex<Option<Mac>> = std::sync::Mutex::new(None);
 
 /// DHCP saw an unknown PXE client: if adoption is armed, it takes over the
 /// first failed machine (the whole replacement, quorum checks included).
-pub fn on_unknown_pxe(p: Arc<Provisioner>, mac: Mac) {
+pub(crate) fn on_unknown_pxe(p: Arc<Provisioner>, mac: Mac) {
     let s = adopt_state(&p);
     let Some(host) = s.failed.first().cloned().filter(|_| s.armed) else {
         return;

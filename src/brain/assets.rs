@@ -11,7 +11,7 @@ use crate::model::problems::Problems;
 
 /// A request path made safe: relative, no `..`, no root or prefix components.
 /// `None` means the path tries to leave the asset directory.
-pub fn clean_relative(path: &str) -> Option<PathBuf> {
+pub(crate) fn clean_relative(path: &str) -> Option<PathBuf> {
     let p = Path::new(path.trim_start_matches('/'));
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -25,7 +25,7 @@ pub fn clean_relative(path: &str) -> Option<PathBuf> {
 }
 
 /// Find `rel` under boot_assets, then (single file names only) under ipxe_dirs.
-pub fn resolve(cfg: &Config, rel: &Path) -> Option<PathBuf> {
+pub(crate) fn resolve(cfg: &Config, rel: &Path) -> Option<PathBuf> {
     let p = cfg.boot_assets.join(rel);
     if p.is_file() {
         return Some(p);
@@ -42,7 +42,7 @@ pub fn resolve(cfg: &Config, rel: &Path) -> Option<PathBuf> {
 }
 
 /// Every asset the configuration will hand out must exist.
-pub fn check(cfg: &Config, inv: &Inventory) -> Problems {
+pub(crate) fn check(cfg: &Config, inv: &Inventory) -> Problems {
     let mut problems = Problems::default();
     let mut needed: Vec<&str> = vec![BIOS_IPXE, X64_EFI_IPXE];
     if inv.profiles.values().any(|p| p.arch == Arch::Arm64) {

@@ -22,7 +22,7 @@ use crate::store::clusters::{ClusterRecord, Node};
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::BootstrapRequest;
 
-pub fn cluster_record(p: &Provisioner, name: &str) -> ClusterRecord {
+pub(crate) fn cluster_record(p: &Provisioner, name: &str) -> ClusterRecord {
     p.store.clusters().get(name).unwrap_or_else(|e| {
         tracing::warn!(cluster = name, error = %e, "cluster record unreadable");
         ClusterRecord {
@@ -32,7 +32,7 @@ pub fn cluster_record(p: &Provisioner, name: &str) -> ClusterRecord {
     })
 }
 
-pub fn cluster_views(p: &Provisioner) -> Vec<ClusterRecord> {
+pub(crate) fn cluster_views(p: &Provisioner) -> Vec<ClusterRecord> {
     p.cfg
         .clusters
         .keys()
@@ -64,13 +64,13 @@ async fn update_async(
 }
 
 /// Drives bootstrap for every cluster; one driver task per cluster at a time.
-pub struct Bootstrapper {
+pub(crate) struct Bootstrapper {
     p: Arc<Provisioner>,
     running: Mutex<HashMap<String, ()>>,
 }
 
 impl Bootstrapper {
-    pub fn new(p: Arc<Provisioner>) -> Arc<Bootstrapper> {
+    pub(crate) fn new(p: Arc<Provisioner>) -> Arc<Bootstrapper> {
         Arc::new(Bootstrapper {
             p,
             running: Mutex::new(HashMap::new()),
@@ -89,7 +89,7 @@ impl Bootstrapper {
 
     /// A machine's lifecycle moved: a control plane whose Talos runs may be the
     /// one to bootstrap its cluster.
-    pub fn on_change(self: &Arc<Self>, rec: Record) {
+    pub(crate) fn on_change(self: &Arc<Self>, rec: Record) {
         if rec.state < State::Running {
             return;
         }
@@ -114,7 +114,7 @@ impl Bootstrapper {
     }
 
     /// Resume clusters whose bootstrap was decided but not confirmed (after a restart).
-    pub fn resume(self: &Arc<Self>) {
+    pub(crate) fn resume(self: &Arc<Self>) {
         for name in self.p.cfg.clusters.keys() {
             let r = cluster_record(&self.p, name);
             if r.bootstrap_node.is_some() && r.bootstrapped_at.is_none() {
@@ -126,7 +126,7 @@ impl Bootstrapper {
 
     /// Start (or join) the driver for `cluster`. `candidate` is only used when no
     /// node has been decided yet.
-    pub fn start(self: &Arc<Self>, cluster: String, candidate: Option<Node>) {
+    pub(crate) fn start(self: &Arc<Self>, cluster: String, candidate: Option<Node>) {
         {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             if running.contains_key(&cluster) {
@@ -150,7 +150,7 @@ impl Bootstrapper {
     /// Decide (durably) and call, until the recorded node confirms. No node is
     /// recorded, and none is called, before it proves it is the cluster's
     /// machine kiln thinks it is (talos::proof).
-    pub async fn drive(&self, cluster: &str, candidate: Option<Node>) -> Result<(), String> {
+    pub(crate) async fn drive(&self, cluster: &str, candidate: Option<Node>) -> Result<(), String> {
         let bundle = self
             .p
             .secrets
@@ -277,7 +277,7 @@ impl Bootstrapper {
 /// proved itself (so was never sent Bootstrap). Refused once the cluster is
 /// bootstrapped, once the node proved itself, or when any control plane that
 /// proves itself reports etcd members.
-pub async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, String> {
+pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, String> {
     let rec = cluster_record(p, cluster);
     if let Some(t) = rec.bootstrapped_at {
         return Err(format!(

@@ -10,7 +10,7 @@ use crate::model::inventory::Inventory;
 use crate::model::problems::Problems;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error("{0}")]
     Invalid(#[from] Problems),
     #[error("{0}")]
@@ -18,7 +18,7 @@ pub enum CheckError {
 }
 
 /// Load config + inventory and check assets: what `serve` needs to start.
-pub fn load(path: &Path) -> Result<(Config, Inventory), Problems> {
+pub(crate) fn load(path: &Path) -> Result<(Config, Inventory), Problems> {
     let cfg = Config::load(path)?;
     let inv = Inventory::load(&cfg)?;
     let problems = assets::check(&cfg, &inv);
@@ -27,7 +27,7 @@ pub fn load(path: &Path) -> Result<(Config, Inventory), Problems> {
 
 /// Render every machine's config, as `kiln check` does. Clusters whose secrets
 /// do not exist yet (they are made on first start) render with throwaway ones.
-pub fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::problems::Problems {
+pub(crate) fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::problems::Problems {
     use crate::brain::render;
     let mut problems = crate::model::problems::Problems::default();
     let mut secrets = std::collections::BTreeMap::new();
@@ -64,14 +64,14 @@ pub fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::problems::P
 }
 
 /// Where kiln records the installer schematic a profile needs.
-pub fn schematic_path(cfg: &Config, p: &crate::model::inventory::Profile) -> PathBuf {
+pub(crate) fn schematic_path(cfg: &Config, p: &crate::model::inventory::Profile) -> PathBuf {
     cfg.state_dir
         .join(p.cluster.as_deref().unwrap_or("default"))
         .join(format!("schematic-{}.yaml", p.name))
 }
 
 /// Warnings that do not stop kiln but an operator should read.
-pub fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
+pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
     let mut w = Vec::new();
     for p in inv.profiles.values() {
         if let Some(note) = crate::model::contract::Contract::release_note(&p.talos_version) {
@@ -105,7 +105,7 @@ pub fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
 }
 
 /// `kiln render`: the config a MAC would be served, with the real secrets.
-pub fn render_for(path: &Path, mac: &str) -> Result<String, CheckError> {
+pub(crate) fn render_for(path: &Path, mac: &str) -> Result<String, CheckError> {
     let (cfg, inv) = load(path)?;
     let mac: crate::model::mac::Mac = mac
         .parse()

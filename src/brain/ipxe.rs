@@ -4,7 +4,7 @@ use crate::model::inventory::{is_url, Arch, Machine, Profile};
 
 /// The script every iPXE client gets first: chain to its own script by MAC.
 /// `${mac:hexhyp}` is the MAC of the interface iPXE booted from.
-pub fn boot_script(http_base: &str) -> String {
+pub(crate) fn boot_script(http_base: &str) -> String {
     format!(
         "#!ipxe\n\
          # kiln: fetch this machine's own script\n\
@@ -18,7 +18,7 @@ pub fn boot_script(http_base: &str) -> String {
 
 /// Talos's own default arguments for a release (pkg/imager buildCmdline +
 /// kernel.DefaultArgs), which change between minor versions.
-pub fn talos_default_args(version: &str, arch: Arch) -> Vec<String> {
+pub(crate) fn talos_default_args(version: &str, arch: Arch) -> Vec<String> {
     let minor = parse_minor(version).unwrap_or(u32::MAX);
     let mut a: Vec<&str> = vec!["talos.platform=metal"];
     match arch {
@@ -50,7 +50,7 @@ pub fn talos_default_args(version: &str, arch: Arch) -> Vec<String> {
 }
 
 /// `v1.13.2` → 13 (Talos 1.x minor version).
-pub fn parse_minor(version: &str) -> Option<u32> {
+pub(crate) fn parse_minor(version: &str) -> Option<u32> {
     let mut it = version.trim_start_matches('v').split(['.', '-']);
     let major: u32 = it.next()?.parse().ok()?;
     let minor: u32 = it.next()?.parse().ok()?;
@@ -71,7 +71,7 @@ fn basename(url: &str) -> &str {
 }
 
 /// Everything needed to render one machine's boot script.
-pub struct BootParams<'a> {
+pub(crate) struct BootParams<'a> {
     pub http_base: &'a str,
     pub machine: &'a Machine,
     pub profile: &'a Profile,
@@ -81,7 +81,7 @@ pub struct BootParams<'a> {
     pub extra_args: Vec<String>,
 }
 
-pub fn kernel_args(p: &BootParams<'_>) -> Vec<String> {
+pub(crate) fn kernel_args(p: &BootParams<'_>) -> Vec<String> {
     let prof = p.profile;
     let initrd = asset_url(p.http_base, &prof.initramfs_ref());
     let mut args = talos_default_args(&prof.talos_version, prof.arch);
@@ -101,7 +101,7 @@ pub fn kernel_args(p: &BootParams<'_>) -> Vec<String> {
 
 /// The per-machine script: kernel + initrd + boot, failing over to the next boot
 /// device if a download fails.
-pub fn machine_script(p: &BootParams<'_>) -> String {
+pub(crate) fn machine_script(p: &BootParams<'_>) -> String {
     let kernel = asset_url(p.http_base, &p.profile.kernel_ref());
     let initrd = asset_url(p.http_base, &p.profile.initramfs_ref());
     format!(
@@ -122,7 +122,7 @@ pub fn machine_script(p: &BootParams<'_>) -> String {
 }
 
 /// For machines kiln will not boot: say why, then let firmware try the next device.
-pub fn refuse_script(mac: &str, why: &str) -> String {
+pub(crate) fn refuse_script(mac: &str, why: &str) -> String {
     let why: String = why
         .chars()
         .filter(|c| !c.is_control() && *c != '$')
@@ -131,7 +131,7 @@ pub fn refuse_script(mac: &str, why: &str) -> String {
 }
 
 /// Installed machines boot their disk.
-pub fn local_boot_script(hostname: &str) -> String {
+pub(crate) fn local_boot_script(hostname: &str) -> String {
     format!(
         "#!ipxe\necho kiln: {hostname} is installed, booting from local disk\n\
          sanboot --no-describe --drive 0x80 || exit\n"

@@ -11,7 +11,7 @@ use crate::talos::proto::machine::{
 
 /// What one Talos event means for the lifecycle: the state it proves (if any)
 /// and a short description for `last_event`.
-pub fn interpret(type_url: &str, value: &[u8]) -> (Option<State>, String) {
+pub(crate) fn interpret(type_url: &str, value: &[u8]) -> (Option<State>, String) {
     use prost::Message;
     let name = type_url.rsplit('/').next().unwrap_or(type_url);
     match name {

@@ -12,7 +12,7 @@ use crate::store::clusters::Node;
 
 /// What a bootstrap request led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Requested {
+pub(crate) enum Requested {
     NoCluster(String),
     AlreadyDone(String),
     /// Bootstrap was decided for another node than the one named.
@@ -53,7 +53,7 @@ impl fmt::Display for Requested {
 }
 
 /// Start bootstrap of `cluster` as the operator asked.
-pub fn request(
+pub(crate) fn request(
     p: &Arc<Provisioner>,
     b: &Arc<Bootstrapper>,
     cluster: &str,

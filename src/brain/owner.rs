@@ -17,27 +17,27 @@ use crate::model::mac::Mac;
 /// Proxy mode: the address a MAC used in its DHCP traffic, and until when no
 /// other address may take its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub ip: Ipv4Addr,
     pub live_until: u64,
 }
 
 /// Proxy-mode claims.
 #[derive(Default)]
-pub struct Owners {
+pub(crate) struct Owners {
     claims: Mutex<HashMap<Mac, Claim>>,
 }
 
 /// One rate limit per kind of refusal, so a flood of one kind does not hide
 /// another; each also counts every refusal offered (`RateLog::total`).
-pub static SCRIPT_REFUSALS: RateLog = RateLog::new(10);
-pub static CONFIG_REFUSALS: RateLog = RateLog::new(10);
-pub static EVENT_REFUSALS: RateLog = RateLog::new(10);
-pub static CLAIM_REFUSALS: RateLog = RateLog::new(10);
+pub(crate) static SCRIPT_REFUSALS: RateLog = RateLog::new(10);
+pub(crate) static CONFIG_REFUSALS: RateLog = RateLog::new(10);
+pub(crate) static EVENT_REFUSALS: RateLog = RateLog::new(10);
+pub(crate) static CLAIM_REFUSALS: RateLog = RateLog::new(10);
 
 impl Owners {
     /// Record that `mac` used `ip`; Err(the live claim) when another address holds it.
-    pub fn claim(&self, mac: Mac, ip: Ipv4Addr, ttl: u64, t: u64) -> Result<(), Claim> {
+    pub(crate) fn claim(&self, mac: Mac, ip: Ipv4Addr, ttl: u64, t: u64) -> Result<(), Claim> {
         let mut c = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         match c.get(&mac) {
             Some(old) if old.ip != ip && old.live_until > t => Err(*old),
@@ -59,7 +59,7 @@ impl Owners {
 
     /// An address recorded from a proven request before a restart: it stands
     /// for attribution, and any new DHCP claim replaces it.
-    pub fn seed(&self, mac: Mac, ip: Ipv4Addr) {
+    pub(crate) fn seed(&self, mac: Mac, ip: Ipv4Addr) {
         self.claims
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -67,7 +67,7 @@ impl Owners {
             .or_insert(Claim { ip, live_until: 0 });
     }
 
-    pub fn claim_of(&self, mac: &Mac) -> Option<Claim> {
+    pub(crate) fn claim_of(&self, mac: &Mac) -> Option<Claim> {
         self.claims
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub struct RateLog {
+pub(crate) struct RateLog {
     per_sec: u32,
     window: Mutex<(u64, u32)>,
     suppressed: AtomicU64,
@@ -15,7 +15,7 @@ pub struct RateLog {
 }
 
 impl RateLog {
-    pub const fn new(per_sec: u32) -> RateLog {
+    pub(crate) const fn new(per_sec: u32) -> RateLog {
         RateLog {
             per_sec,
             window: Mutex::new((0, 0)),
@@ -26,7 +26,7 @@ impl RateLog {
 
     /// `Some(n)` when this line may be logged, `n` being how many were
     /// suppressed before it; `None` when it must be dropped.
-    pub fn admit(&self) -> Option<u64> {
+    pub(crate) fn admit(&self) -> Option<u64> {
         self.total.fetch_add(1, Ordering::Relaxed);
         let sec = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -45,7 +45,7 @@ impl RateLog {
     }
 
     /// How many events were offered since start.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
 }

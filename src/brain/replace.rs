@@ -22,13 +22,17 @@ use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::{EtcdMemberListRequest, EtcdRemoveMemberByIdRequest};
 
 /// etcd quorum: a strict majority of the members.
-pub fn quorum(members: usize) -> usize {
+pub(crate) fn quorum(members: usize) -> usize {
     members / 2 + 1
 }
 
 /// Removing one member of `members` while `healthy_others` other members run:
 /// the arithmetic, and whether it is safe.
-pub fn quorum_check(members: usize, healthy_others: usize, host: &str) -> Result<String, String> {
+pub(crate) fn quorum_check(
+    members: usize,
+    healthy_others: usize,
+    host: &str,
+) -> Result<String, String> {
     let q_now = quorum(members);
     let after = members.saturating_sub(1);
     let q_after = quorum(after);
@@ -49,7 +53,7 @@ pub fn quorum_check(members: usize, healthy_others: usize, host: &str) -> Result
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub plan: Vec<String>,
     pub done: bool,
 }
@@ -119,12 +123,12 @@ fn save(p: &Provisioner, r: &ReplaceRecord) -> Result<(), String> {
     p.store.replacements().put(r).map_err(|e| e.to_string())
 }
 
-pub fn record(p: &Provisioner, hostname: &str) -> Option<ReplaceRecord> {
+pub(crate) fn record(p: &Provisioner, hostname: &str) -> Option<ReplaceRecord> {
     p.store.replacements().get(hostname).ok().flatten()
 }
 
 /// Plan (and unless `dry_run`, carry out) replacing `target` (hostname or old MAC) by `new_mac`.
-pub async fn replace(
+pub(crate) async fn replace(
     p: Arc<Provisioner>,
     target: &str,
     new_mac: Mac,
@@ -298,7 +302,7 @@ async fn step_to(
 }
 
 /// Continue a recorded replacement from its step.
-pub async fn carry_out(p: Arc<Provisioner>, mut r: ReplaceRecord) -> Result<Report, String> {
+pub(crate) async fn carry_out(p: Arc<Provisioner>, mut r: ReplaceRecord) -> Result<Report, String> {
     let mut out = Vec::new();
     if r.step == Step::Planned {
         if let (Role::Controlplane, Some(cluster)) = (r.role, r.cluster.clone()) {
@@ -437,7 +441,7 @@ async fn delete_node(p: &Arc<Provisioner>, cluster: &str, hostname: &str) -> Str
 }
 
 /// Continue any replacement a crash interrupted.
-pub fn resume(p: Arc<Provisioner>) {
+pub(crate) fn resume(p: Arc<Provisioner>) {
     let pending: Vec<ReplaceRecord> = p
         .store
         .replacements()

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 
 /// Where the daemon's API is.
 #[derive(Debug, Clone)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Socket(PathBuf),
     Tcp { port: u16, token: String },
 }
@@ -25,16 +25,16 @@ impl Endpoint {
 }
 
 /// GET `path`: the body, or the daemon's own error text.
-pub fn fetch(ep: &Endpoint, path: &str) -> Result<String, String> {
+pub(crate) fn fetch(ep: &Endpoint, path: &str) -> Result<String, String> {
     request(ep, "GET", path, None)
 }
 
 /// POST `path` with no payload (an empty JSON object).
-pub fn post_to(ep: &Endpoint, path: &str) -> Result<String, String> {
+pub(crate) fn post_to(ep: &Endpoint, path: &str) -> Result<String, String> {
     request(ep, "POST", path, Some("{}".into()))
 }
 
-pub fn post_json(
+pub(crate) fn post_json(
     ep: &Endpoint,
     path: &str,
     body: &impl serde::Serialize,

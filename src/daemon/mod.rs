@@ -17,7 +17,7 @@ use crate::model::config::DhcpMode;
 
 /// Why `kiln serve` stopped before serving.
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error("{0}\nrefusing to start")]
     Invalid(#[from] crate::model::problems::Problems),
     #[error("{what}: {source}")]
@@ -40,7 +40,7 @@ impl DaemonError {
     }
 }
 
-pub async fn serve(config_path: &Path) -> Result<(), DaemonError> {
+pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let (p, store, api_socket) = start::prepare(config_path)?;
     let listeners = start::Listeners::bind(&p.cfg, api_socket).await?;
     let (stop_tx, stop_rx) = watch::channel(false);

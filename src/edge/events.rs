@@ -14,7 +14,7 @@ use crate::talos::proto::events::event_sink_service_server::{
 };
 use crate::talos::proto::events::{EventRequest, EventResponse};
 
-pub struct Sink {
+pub(crate) struct Sink {
     pub p: Arc<Provisioner>,
     /// Called with each record that changed state (bootstrap watches it).
     pub on_change: Option<Arc<dyn Fn(crate::brain::Record) + Send + Sync>>,
@@ -57,7 +57,7 @@ impl EventSinkService for Sink {
 }
 
 /// Serve the sink on `listener` until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     sink: Sink,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -121,7 +121,7 @@ async fn machine_config(
 
 const ASSET_CHUNK: usize = 256 << 10;
 
-pub fn router(p: Arc<Provisioner>) -> Router {
+pub(crate) fn router(p: Arc<Provisioner>) -> Router {
     // Large chunks: a 100 MiB initramfs to 50 clients at once is read and
     // written in 1 MiB pieces (bench/http.sh: the 64 KiB default reached about
     // half of nginx's throughput). Memory stays bounded: one chunk in flight
@@ -158,7 +158,7 @@ pub fn router(p: Arc<Provisioner>) -> Router {
 }
 
 /// Serve until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     p: Arc<Provisioner>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -30,7 +30,7 @@ const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
 /// The advertisement: ICMPv6 type 134, everything zero (the kernel fills the
 /// checksum of raw ICMPv6 sockets), then a source link-layer address option.
-pub fn advertisement(mac: [u8; 6]) -> [u8; 24] {
+pub(crate) fn advertisement(mac: [u8; 6]) -> [u8; 24] {
     let mut p = [0u8; 24];
     p[0] = ROUTER_ADVERTISEMENT;
     // code, checksum, cur hop limit, flags (M=O=0), router lifetime 0,
@@ -42,7 +42,7 @@ pub fn advertisement(mac: [u8; 6]) -> [u8; 24] {
 }
 
 /// Whether `icmp` (an ICMPv6 message, header first) is a router solicitation.
-pub fn is_solicitation(icmp: &[u8]) -> bool {
+pub(crate) fn is_solicitation(icmp: &[u8]) -> bool {
     icmp.len() >= 8 && icmp[0] == ROUTER_SOLICITATION && icmp[1] == 0
 }
 
@@ -76,7 +76,7 @@ fn open(iface: &str) -> io::Result<(Socket, u32, [u8; 6])> {
 
 /// Answer solicitations on `iface` until `stop` is set. Returns at once (with
 /// a warning) where it cannot run: no IPv6, no CAP_NET_RAW, loopback.
-pub fn spawn(iface: &str, stop: Arc<AtomicBool>) {
+pub(crate) fn spawn(iface: &str, stop: Arc<AtomicBool>) {
     if iface == "lo" {
         tracing::debug!("ipv6: no router advertisements on loopback");
         return;

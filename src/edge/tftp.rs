@@ -14,7 +14,7 @@ use blocking::{unblock, Unblock};
 use crate::brain::assets;
 use crate::model::config::Config;
 
-pub struct AssetHandler {
+pub(crate) struct AssetHandler {
     cfg: Arc<Config>,
 }
 
@@ -65,7 +65,7 @@ impl Handler for AssetHandler {
 
 /// One socket per core on `addr`, all SO_REUSEPORT: the kernel spreads
 /// requests over them by client address and port.
-pub fn bind(addr: std::net::SocketAddrV4) -> std::io::Result<Vec<std::net::UdpSocket>> {
+pub(crate) fn bind(addr: std::net::SocketAddrV4) -> std::io::Result<Vec<std::net::UdpSocket>> {
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -94,7 +94,7 @@ pub fn bind(addr: std::net::SocketAddrV4) -> std::io::Result<Vec<std::net::UdpSo
 }
 
 /// Build the server on an already bound socket (so readiness means bound).
-pub async fn build(
+pub(crate) async fn build(
     cfg: Arc<Config>,
     socket: std::net::UdpSocket,
 ) -> Result<async_tftp::server::TftpServer<AssetHandler>, async_tftp::Error> {

@@ -196,7 +196,8 @@ impl Inventory {
         })
     }
 
-    /// Build directly (tests and tools).
+    /// Build directly (tests).
+    #[cfg(test)]
     pub fn from_parts(profiles: Vec<Profile>, machines: Vec<Machine>) -> Inventory {
         let by_mac = machines
             .iter()

@@ -34,10 +34,6 @@ impl Problems {
         });
     }
 
-    pub fn extend(&mut self, other: Problems) {
-        self.0.extend(other.0);
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

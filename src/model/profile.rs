@@ -93,7 +93,7 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// A profile with everything else at its default (tools and tests).
+    /// A profile with everything else at its default (tests, benches).
     pub fn new(name: &str, role: Role, talos_version: &str) -> Profile {
         Profile {
             name: name.into(),

@@ -54,9 +54,6 @@ pub struct Record {
     pub last_event: Option<String>,
     #[serde(default)]
     pub ip: Option<std::net::Ipv4Addr>,
-    /// SMBIOS UUID the machine reported when fetching its config.
-    #[serde(default)]
-    pub uuid: Option<String>,
 }
 
 impl Record {
@@ -68,7 +65,6 @@ impl Record {
             since: now,
             last_event: None,
             ip: None,
-            uuid: None,
         }
     }
 

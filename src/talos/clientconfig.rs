@@ -13,7 +13,7 @@ use crate::talos::talosconfig::{self, TalosConfig};
 
 /// Control-plane addresses of `cluster` from the inventory (never the VIP: it
 /// only comes up once etcd runs).
-pub fn control_plane_endpoints(inv: &Inventory, cluster: &str) -> Vec<String> {
+pub(crate) fn control_plane_endpoints(inv: &Inventory, cluster: &str) -> Vec<String> {
     inv.machines()
         .iter()
         .filter(|m| {
@@ -26,7 +26,7 @@ pub fn control_plane_endpoints(inv: &Inventory, cluster: &str) -> Vec<String> {
 }
 
 /// Write (or complete) `state_dir/talosconfig`, 0600.
-pub fn write_talosconfig(
+pub(crate) fn write_talosconfig(
     cfg: &Config,
     inv: &Inventory,
     secrets: &std::collections::BTreeMap<String, Bundle>,
@@ -70,7 +70,7 @@ fn read(path: &Path) -> Option<TalosConfig> {
 /// Write (or complete) `state_dir/kubeconfig`, 0600: an `admin@<cluster>`
 /// context per cluster; existing entries are kept so certificates are not
 /// reissued on every start.
-pub fn write_kubeconfig(
+pub(crate) fn write_kubeconfig(
     cfg: &Config,
     secrets: &std::collections::BTreeMap<String, Bundle>,
 ) -> Result<(), String> {
@@ -125,7 +125,7 @@ pub fn write_kubeconfig(
 
 /// `kiln kubeconfig` / `kiln talosconfig`: the file kiln keeps, cut down to one
 /// cluster if asked, printed, written, or merged into the user's own file.
-pub fn export(
+pub(crate) fn export(
     cfg: &Config,
     kind: &str,
     cluster: Option<&str>,

@@ -13,7 +13,7 @@ use crate::talos::secrets::Bundle;
 use crate::talos::talosconfig;
 
 #[derive(Debug, thiserror::Error)]
-pub enum GenCmdError {
+pub(crate) enum GenCmdError {
     #[error("{0}")]
     Msg(String),
 }
@@ -24,7 +24,7 @@ fn msg(e: impl std::fmt::Display) -> GenCmdError {
 
 /// Arguments of `gen config`, as talosctl names them.
 #[derive(Debug, Clone, Default)]
-pub struct GenConfig {
+pub(crate) struct GenConfig {
     pub cluster_name: String,
     pub endpoint: String,
     pub with_secrets: Option<PathBuf>,
@@ -42,7 +42,7 @@ pub struct GenConfig {
 }
 
 /// `@file` reads a file; anything else is the patch itself (YAML or JSON).
-pub fn load_patch(arg: &str) -> Result<(Patch, String), GenCmdError> {
+pub(crate) fn load_patch(arg: &str) -> Result<(Patch, String), GenCmdError> {
     let (text, name) = match arg.strip_prefix('@') {
         Some(f) => (
             std::fs::read_to_string(f).map_err(|e| msg(format!("{f}: {e}")))?,
@@ -53,7 +53,7 @@ pub fn load_patch(arg: &str) -> Result<(Patch, String), GenCmdError> {
     Ok((crate::model::patch::parse(&text, &name).map_err(msg)?, name))
 }
 
-pub fn contract_of(v: Option<&str>) -> Result<Contract, GenCmdError> {
+pub(crate) fn contract_of(v: Option<&str>) -> Result<Contract, GenCmdError> {
     let v = v.unwrap_or("v1.13");
     Contract::parse(v).map_err(|e| match Contract::for_release(v) {
         Ok(c) => msg(format!(
@@ -65,7 +65,7 @@ pub fn contract_of(v: Option<&str>) -> Result<Contract, GenCmdError> {
 }
 
 /// Render controlplane and worker documents for `args` (no files written).
-pub fn render(
+pub(crate) fn render(
     args: &GenConfig,
     bundle: &Bundle,
 ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), GenCmdError> {
@@ -115,7 +115,7 @@ pub fn render(
 
 /// `kiln gen config`: writes controlplane.yaml, worker.yaml and talosconfig
 /// (and secrets.yaml when it had to make one), all 0600.
-pub fn gen_config(args: &GenConfig) -> Result<Vec<PathBuf>, GenCmdError> {
+pub(crate) fn gen_config(args: &GenConfig) -> Result<Vec<PathBuf>, GenCmdError> {
     let contract = contract_of(args.talos_version.as_deref())?;
     let mut written = Vec::new();
     let bundle = match &args.with_secrets {
@@ -144,7 +144,7 @@ pub fn gen_config(args: &GenConfig) -> Result<Vec<PathBuf>, GenCmdError> {
 }
 
 /// `kiln gen secrets`.
-pub fn gen_secrets(
+pub(crate) fn gen_secrets(
     output: &Path,
     talos_version: Option<&str>,
     force: bool,

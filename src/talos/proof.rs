@@ -17,7 +17,7 @@ use x509_parser::extensions::GeneralName;
 use super::client::Credentials;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProofError {
+pub(crate) enum ProofError {
     /// Nothing answered (or it hung): the node may be down or booting.
     #[error("{addr}: not reachable: {why}")]
     Unreachable { addr: String, why: String },
@@ -38,7 +38,7 @@ pub enum ProofError {
 
 impl ProofError {
     /// The node did not answer at all (as opposed to answering wrongly).
-    pub fn unreachable(&self) -> bool {
+    pub(crate) fn unreachable(&self) -> bool {
         matches!(self, ProofError::Unreachable { .. })
     }
 }
@@ -114,7 +114,7 @@ async fn within<T, E: std::fmt::Display>(
 }
 
 /// Prove that `ip:port` is the cluster node `hostname` (see the module doc).
-pub async fn prove(
+pub(crate) async fn prove(
     ip: Ipv4Addr,
     port: u16,
     hostname: &str,

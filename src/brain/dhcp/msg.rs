@@ -52,8 +52,6 @@ impl Request {
     }
 }
 
-/// Check every option's length against what the decoder will read, joining
-
 /// Boot information put into a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Boot {

@@ -7,7 +7,7 @@ use dhcproto::v4::MessageType;
 
 use super::msg::{Assign, Boot, ClientClass, Reply, Request};
 use super::pool::Pool;
-pub use super::reason::Reason;
+pub(crate) use super::reason::Reason;
 use crate::model::config::{Config, DhcpMode, FullDhcp, Subnet, UnknownMachines};
 use crate::model::inventory::Inventory;
 use crate::store::leases::{Lease, LeaseChange};
@@ -34,12 +34,12 @@ pub enum Decision {
 }
 
 /// Boot file names, relative to the TFTP root.
-pub const BIOS_IPXE: &str = "undionly.kpxe";
-pub const X64_EFI_IPXE: &str = "ipxe.efi";
-pub const ARM64_EFI_IPXE: &str = "ipxe-arm64.efi";
+pub(crate) const BIOS_IPXE: &str = "undionly.kpxe";
+pub(crate) const X64_EFI_IPXE: &str = "ipxe.efi";
+pub(crate) const ARM64_EFI_IPXE: &str = "ipxe-arm64.efi";
 
 /// The boot file for a PXE/HTTP firmware (option 93) or for iPXE itself.
-pub fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, Reason> {
+pub(crate) fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, Reason> {
     let http = cfg.http_base();
     let pxe = req.class == ClientClass::Pxe;
     let vendor_class = match req.class {
@@ -77,14 +77,14 @@ fn subnet_for<'a>(full: &'a FullDhcp, req: &Request) -> Option<&'a Subnet> {
     }
 }
 
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub cfg: &'a Config,
     pub inventory: &'a Inventory,
     pub now: u64,
 }
 
 /// Decide the answer to one request. `pool` is only touched in full mode.
-pub fn decide(ctx: &Ctx<'_>, req: &Request, port: Port, pool: &mut Pool) -> Decision {
+pub(crate) fn decide(ctx: &Ctx<'_>, req: &Request, port: Port, pool: &mut Pool) -> Decision {
     if let Some(host) = ctx.inventory.retired(&req.mac) {
         return Decision::Ignore(Reason::Retired {
             host: host.to_string(),
@@ -261,7 +261,7 @@ fn full(
 }
 
 /// Whether a decision is a message to send (RELEASE/DECLINE only change state).
-pub fn sends(reply: &Reply) -> bool {
+pub(crate) fn sends(reply: &Reply) -> bool {
     matches!(
         reply.msg_type,
         MessageType::Offer | MessageType::Ack | MessageType::Nak

@@ -10,7 +10,7 @@ use crate::model::mac::Mac;
 use crate::store::leases::{Lease, LeaseChange};
 
 /// How long an offered address stays set aside for the client that was offered it.
-pub const OFFER_HOLD_SECS: u64 = 30;
+pub(crate) const OFFER_HOLD_SECS: u64 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -37,7 +37,7 @@ pub enum PoolError {
 }
 
 #[derive(Debug, Default)]
-pub struct Pool {
+pub(crate) struct Pool {
     entries: HashMap<Ipv4Addr, Entry>,
     by_mac: HashMap<Mac, Ipv4Addr>,
     /// Fixed addresses from the inventory: address → owner.
@@ -53,7 +53,7 @@ pub struct Pool {
 
 impl Pool {
     /// Start from the durable leases in the store.
-    pub fn new(leases: impl IntoIterator<Item = Lease>) -> Pool {
+    pub(crate) fn new(leases: impl IntoIterator<Item = Lease>) -> Pool {
         let mut p = Pool::default();
         for l in leases {
             p.insert(l.ip, l.mac, l.expires, State::Bound);
@@ -62,13 +62,13 @@ impl Pool {
     }
 
     /// Replace the set of inventory reservations (on start and on reload).
-    pub fn set_reservations(&mut self, r: impl IntoIterator<Item = (Ipv4Addr, Mac)>) {
+    pub(crate) fn set_reservations(&mut self, r: impl IntoIterator<Item = (Ipv4Addr, Mac)>) {
         self.reserved = r.into_iter().collect();
         self.reserved_by_mac = self.reserved.iter().map(|(ip, m)| (*m, *ip)).collect();
     }
 
     /// Replace the set of retired MACs (on start and on reload).
-    pub fn set_retired(&mut self, r: impl IntoIterator<Item = Mac>) {
+    pub(crate) fn set_retired(&mut self, r: impl IntoIterator<Item = Mac>) {
         self.retired = r.into_iter().collect();
     }
 
@@ -93,7 +93,7 @@ impl Pool {
     }
 
     /// Who holds a bound, unexpired lease on `ip` (what DHCP proved).
-    pub fn mac_of(&self, ip: Ipv4Addr, now: u64) -> Option<Mac> {
+    pub(crate) fn mac_of(&self, ip: Ipv4Addr, now: u64) -> Option<Mac> {
         self.entries
             .get(&ip)
             .filter(|e| e.state == State::Bound && e.expires > now)
@@ -102,25 +102,9 @@ impl Pool {
     }
 
     /// The address of `mac`'s bound, unexpired lease (what DHCP proved).
-    pub fn lease_of(&self, mac: &Mac, now: u64) -> Option<Ipv4Addr> {
+    pub(crate) fn lease_of(&self, mac: &Mac, now: u64) -> Option<Ipv4Addr> {
         let ip = *self.by_mac.get(mac)?;
         (self.mac_of(ip, now) == Some(*mac)).then_some(ip)
-    }
-
-    pub fn bound(&self, now: u64) -> Vec<Lease> {
-        let mut v: Vec<Lease> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.state == State::Bound && e.expires > now)
-            .map(|(ip, e)| Lease {
-                ip: *ip,
-                mac: e.mac,
-                expires: e.expires,
-                hostname: None,
-            })
-            .collect();
-        v.sort_by_key(|l| l.ip);
-        v
     }
 
     /// Who holds `ip` right now (an unexpired offer, lease or decline), if anyone else.
@@ -147,7 +131,7 @@ impl Pool {
     }
 
     /// Choose an address for `mac` and set it aside for a short while (DISCOVER).
-    pub fn offer(
+    pub(crate) fn offer(
         &mut self,
         mac: Mac,
         subnet: &Subnet,
@@ -231,7 +215,7 @@ impl Pool {
 
     /// Bind `ip` to `mac` (REQUEST). The returned change must be made durable
     /// before the ACK goes out.
-    pub fn bind(
+    pub(crate) fn bind(
         &mut self,
         mac: Mac,
         subnet: &Subnet,
@@ -259,7 +243,7 @@ impl Pool {
     }
 
     /// RELEASE: the client gives the address back.
-    pub fn release(&mut self, mac: &Mac, ip: Ipv4Addr) -> Option<LeaseChange> {
+    pub(crate) fn release(&mut self, mac: &Mac, ip: Ipv4Addr) -> Option<LeaseChange> {
         match self.entries.get(&ip) {
             Some(e) if e.mac == *mac => {
                 self.entries.remove(&ip);
@@ -272,7 +256,7 @@ impl Pool {
 
     /// DECLINE: the address is in use by someone we do not know; keep it out of
     /// the pool for `hold_secs`.
-    pub fn decline(&mut self, mac: &Mac, ip: Ipv4Addr, hold_secs: u64, now: u64) -> bool {
+    pub(crate) fn decline(&mut self, mac: &Mac, ip: Ipv4Addr, hold_secs: u64, now: u64) -> bool {
         match self.entries.get(&ip) {
             Some(e) if e.mac == *mac => {
                 self.by_mac.remove(mac);

@@ -18,13 +18,13 @@ use crate::brain::bootstrap::Bootstrapper;
 use crate::brain::Provisioner;
 
 #[derive(Clone)]
-pub struct ApiState {
+pub(crate) struct ApiState {
     pub p: Arc<Provisioner>,
     pub b: Arc<Bootstrapper>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MachineView {
+pub(crate) struct MachineView {
     pub hostname: String,
     pub mac: String,
     pub role: String,
@@ -37,7 +37,7 @@ pub struct MachineView {
     pub last_event: Option<String>,
 }
 
-pub fn machines(p: &Provisioner) -> Vec<MachineView> {
+pub(crate) fn machines(p: &Provisioner) -> Vec<MachineView> {
     let inv = p.inventory();
     let records = p.records();
     let mut out: Vec<MachineView> = inv
@@ -169,7 +169,7 @@ async fn bootstrap(
 }
 
 #[derive(Deserialize, Serialize)]
-pub struct ReplaceRequest {
+pub(crate) struct ReplaceRequest {
     pub machine: String,
     pub new_mac: String,
     #[serde(default)]
@@ -246,7 +246,7 @@ async fn guard(req: axum::extract::Request, next: axum::middleware::Next) -> Res
 }
 
 /// The TCP listener's extra lock: `Authorization: Bearer <state_dir/api-token>`.
-pub fn with_bearer(router: Router, token: String) -> Router {
+pub(crate) fn with_bearer(router: Router, token: String) -> Router {
     let token = Arc::new(token);
     router.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -296,7 +296,7 @@ async fn refusals() -> Json<serde_json::Value> {
     }))
 }
 
-pub fn router(state: ApiState) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/refusals", get(refusals))
         .route(
@@ -315,7 +315,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// `kiln machines` as a table.
-pub fn table(v: &[MachineView]) -> String {
+pub(crate) fn table(v: &[MachineView]) -> String {
     let now = crate::brain::now();
     let ago = |t: Option<u64>| match t {
         Some(t) if now >= t => {
@@ -374,7 +374,7 @@ pub fn table(v: &[MachineView]) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiSetupError {
+pub(crate) enum ApiSetupError {
     #[error("{path}: another kiln serves this state_dir (its API socket answers); stop it first")]
     InUse { path: String },
     #[error("{path}: {source}")]
@@ -386,7 +386,9 @@ pub enum ApiSetupError {
 
 /// Bind the API's Unix socket at `path`, owner-only (0600). A socket left by
 /// a crash is replaced; one that still answers means a second kiln.
-pub fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, ApiSetupError> {
+pub(crate) fn bind_socket(
+    path: &std::path::Path,
+) -> Result<tokio::net::UnixListener, ApiSetupError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| ApiSetupError::Io {
         path: path.display().to_string(),
@@ -411,7 +413,7 @@ pub fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, A
 }
 
 /// The TCP API's bearer token: `state_dir/api-token` (0600), made on first use.
-pub fn api_token(state_dir: &std::path::Path) -> Result<String, ApiSetupError> {
+pub(crate) fn api_token(state_dir: &std::path::Path) -> Result<String, ApiSetupError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = state_dir.join("api-token");

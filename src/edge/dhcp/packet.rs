@@ -36,6 +36,7 @@ pub enum DecodeError {
     Malformed(String),
 }
 
+/// Check every option's length against what the decoder will read, joining
 /// RFC 3396 continuations the way dhcproto does (consecutive same-code fragments).
 fn validate_options(mut b: &[u8]) -> Result<(), DecodeError> {
     let mut run: Option<(u8, usize)> = None;

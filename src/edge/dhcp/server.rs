@@ -16,12 +16,12 @@ use crate::brain::Provisioner;
 use crate::store::leases::LeaseChange;
 use crate::store::{Store, StoreError};
 
-pub const CLIENT_PORT: u16 = 68;
+pub(crate) const CLIENT_PORT: u16 = 68;
 
 /// Bind a DHCP socket on `interface` (SO_BINDTODEVICE, so broadcasts go out of and
 /// come in on that link only). Binding to the device needs CAP_NET_RAW; without
 /// it kiln warns and listens on all interfaces.
-pub fn bind_udp(
+pub(crate) fn bind_udp(
     addr: SocketAddrV4,
     interface: Option<&str>,
     broadcast: bool,
@@ -56,12 +56,12 @@ pub fn bind_udp(
 type Job = (Vec<LeaseChange>, oneshot::Sender<Result<(), String>>);
 
 #[derive(Clone)]
-pub struct Persister {
+pub(crate) struct Persister {
     tx: mpsc::Sender<Job>,
 }
 
 impl Persister {
-    pub fn start(store: Store) -> Persister {
+    pub(crate) fn start(store: Store) -> Persister {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -88,7 +88,7 @@ impl Persister {
         Persister { tx }
     }
 
-    pub async fn commit(&self, changes: Vec<LeaseChange>) -> Result<(), String> {
+    pub(crate) async fn commit(&self, changes: Vec<LeaseChange>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send((changes, done))
@@ -99,7 +99,7 @@ impl Persister {
 }
 
 /// Where a reply goes (RFC 2131 4.1).
-pub fn destination(
+pub(crate) fn destination(
     req: &crate::brain::dhcp::msg::Request,
     port: Port,
     src: SocketAddr,
@@ -168,7 +168,7 @@ async fn handle(
 
 /// Serve one socket until shutdown. Requests are handled concurrently (bounded),
 /// so one slow disk write does not hold up the others.
-pub async fn serve(
+pub(crate) async fn serve(
     sock: UdpSocket,
     port: Port,
     p: Arc<Provisioner>,
