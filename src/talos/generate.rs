@@ -97,7 +97,6 @@ fn obj(v: Value) -> Map<String, Value> {
 
 /// Generate the documents for `role`.
 pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenError> {
-    let c = o.contract;
     let host = crate::model::config::endpoint_host(&o.endpoint)
         .ok_or_else(|| GenError::Endpoint(o.endpoint.clone()))?;
     if o.cluster_name.is_empty()
@@ -110,11 +109,22 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
         return Err(GenError::ClusterName(o.cluster_name.clone()));
     }
     let cp = role == Role::Controlplane;
-    let os = ck(&b.certs.os, "certs.os")?;
-    let k8s = ck(&b.certs.k8s, "certs.k8s")?;
-    let kv = &o.kubernetes_version;
+    let mut docs = vec![json!({
+        "version": "v1alpha1",
+        "debug": false,
+        "persist": true,
+        "machine": machine(o, b, cp)?,
+        "cluster": cluster(o, b, cp, &host)?,
+    })];
+    docs.extend(extra_documents(o));
+    Ok(docs)
+}
 
-    // ---- machine
+/// The v1alpha1 document's `machine` section.
+fn machine(o: &Options, b: &Bundle, cp: bool) -> Result<Map<String, Value>, GenError> {
+    let c = o.contract;
+    let os = ck(&b.certs.os, "certs.os")?;
+    let kv = &o.kubernetes_version;
     let mut m = Map::new();
     m.insert(
         "type".into(),
@@ -172,6 +182,17 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
             .collect();
         m.insert("registries".into(), json!({ "mirrors": mirrors }));
     }
+    m.insert("features".into(), Value::Object(features(c)));
+    if cp && c.add_exclude_from_external_lb() {
+        m.insert(
+            "nodeLabels".into(),
+            json!({ "node.kubernetes.io/exclude-from-external-load-balancers": "" }),
+        );
+    }
+    Ok(m)
+}
+
+fn features(c: Contract) -> Map<String, Value> {
     let mut features = Map::new();
     if !c.hide_deprecated_machine_features() {
         features.insert("rbac".into(), json!(true));
@@ -185,15 +206,13 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
         hostdns.insert("forwardKubeDNSToHost".into(), json!(true));
     }
     features.insert("hostDNS".into(), Value::Object(hostdns));
-    m.insert("features".into(), Value::Object(features));
-    if cp && c.add_exclude_from_external_lb() {
-        m.insert(
-            "nodeLabels".into(),
-            json!({ "node.kubernetes.io/exclude-from-external-load-balancers": "" }),
-        );
-    }
+    features
+}
 
-    // ---- cluster
+/// The v1alpha1 document's `cluster` section.
+fn cluster(o: &Options, b: &Bundle, cp: bool, host: &str) -> Result<Map<String, Value>, GenError> {
+    let c = o.contract;
+    let k8s = ck(&b.certs.k8s, "certs.k8s")?;
     let mut cl = Map::new();
     cl.insert("id".into(), json!(b.cluster.id));
     cl.insert("secret".into(), json!(b.cluster.secret));
@@ -217,54 +236,7 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
     cl.insert("network".into(), Value::Object(net));
     cl.insert("token".into(), json!(b.secrets.bootstraptoken));
     if cp {
-        match (
-            &b.secrets.secretboxencryptionsecret,
-            &b.secrets.aescbcencryptionsecret,
-        ) {
-            (Some(s), _) => cl.insert("secretboxEncryptionSecret".into(), json!(s)),
-            (None, Some(s)) => cl.insert("aescbcEncryptionSecret".into(), json!(s)),
-            (None, None) => return Err(GenError::Secrets("secrets.secretboxencryptionsecret")),
-        };
-        cl.insert("ca".into(), pair(&k8s));
-        cl.insert(
-            "aggregatorCA".into(),
-            pair(&ck(&b.certs.k8saggregator, "certs.k8saggregator")?),
-        );
-        cl.insert(
-            "serviceAccount".into(),
-            json!({ "key": ck(&b.certs.k8sserviceaccount, "certs.k8sserviceaccount")?.key }),
-        );
-        let mut api = obj(json!({ "image": format!("registry.k8s.io/kube-apiserver:v{kv}") }));
-        let mut sans: Vec<String> = Vec::new();
-        if c.populate_endpoint_sans() {
-            sans.push(host.clone());
-        }
-        for s in &o.additional_sans {
-            if !sans.contains(s) {
-                sans.push(s.clone());
-            }
-        }
-        if !sans.is_empty() {
-            api.insert("certSANs".into(), json!(sans));
-        }
-        if c.populate_endpoint_sans() {
-            api.insert("disablePodSecurityPolicy".into(), json!(true));
-        }
-        api.insert("admissionControl".into(), json!([pod_security()]));
-        api.insert("auditPolicy".into(), json!({ "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{ "level": "Metadata" }] }));
-        cl.insert("apiServer".into(), Value::Object(api));
-        cl.insert(
-            "controllerManager".into(),
-            json!({ "image": format!("registry.k8s.io/kube-controller-manager:v{kv}") }),
-        );
-        cl.insert(
-            "proxy".into(),
-            json!({ "image": format!("registry.k8s.io/kube-proxy:v{kv}") }),
-        );
-        cl.insert(
-            "scheduler".into(),
-            json!({ "image": format!("registry.k8s.io/kube-scheduler:v{kv}") }),
-        );
+        control_plane_cluster(&mut cl, o, b, host)?;
     } else {
         cl.insert("ca".into(), json!({ "crt": k8s.crt, "key": "" }));
     }
@@ -288,15 +260,81 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
             cl.insert("allowSchedulingOnControlPlanes".into(), json!(true));
         }
     }
+    Ok(cl)
+}
 
-    let mut docs = vec![json!({
-        "version": "v1alpha1",
-        "debug": false,
-        "persist": true,
-        "machine": m,
-        "cluster": cl,
-    })];
-    if c.multidoc_network_config() {
+/// What only control planes carry: the Kubernetes CAs, encryption secret,
+/// service-account key and the control-plane components.
+fn control_plane_cluster(
+    cl: &mut Map<String, Value>,
+    o: &Options,
+    b: &Bundle,
+    host: &str,
+) -> Result<(), GenError> {
+    let k8s = ck(&b.certs.k8s, "certs.k8s")?;
+    let kv = &o.kubernetes_version;
+    match (
+        &b.secrets.secretboxencryptionsecret,
+        &b.secrets.aescbcencryptionsecret,
+    ) {
+        (Some(s), _) => cl.insert("secretboxEncryptionSecret".into(), json!(s)),
+        (None, Some(s)) => cl.insert("aescbcEncryptionSecret".into(), json!(s)),
+        (None, None) => return Err(GenError::Secrets("secrets.secretboxencryptionsecret")),
+    };
+    cl.insert("ca".into(), pair(&k8s));
+    cl.insert(
+        "aggregatorCA".into(),
+        pair(&ck(&b.certs.k8saggregator, "certs.k8saggregator")?),
+    );
+    cl.insert(
+        "serviceAccount".into(),
+        json!({ "key": ck(&b.certs.k8sserviceaccount, "certs.k8sserviceaccount")?.key }),
+    );
+    cl.insert("apiServer".into(), Value::Object(api_server(o, host)));
+    cl.insert(
+        "controllerManager".into(),
+        json!({ "image": format!("registry.k8s.io/kube-controller-manager:v{kv}") }),
+    );
+    cl.insert(
+        "proxy".into(),
+        json!({ "image": format!("registry.k8s.io/kube-proxy:v{kv}") }),
+    );
+    cl.insert(
+        "scheduler".into(),
+        json!({ "image": format!("registry.k8s.io/kube-scheduler:v{kv}") }),
+    );
+    Ok(())
+}
+
+fn api_server(o: &Options, host: &str) -> Map<String, Value> {
+    let c = o.contract;
+    let kv = &o.kubernetes_version;
+    let mut api = obj(json!({ "image": format!("registry.k8s.io/kube-apiserver:v{kv}") }));
+    let mut sans: Vec<String> = Vec::new();
+    if c.populate_endpoint_sans() {
+        sans.push(host.to_string());
+    }
+    for s in &o.additional_sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    if !sans.is_empty() {
+        api.insert("certSANs".into(), json!(sans));
+    }
+    if c.populate_endpoint_sans() {
+        api.insert("disablePodSecurityPolicy".into(), json!(true));
+    }
+    api.insert("admissionControl".into(), json!([pod_security()]));
+    api.insert("auditPolicy".into(), json!({ "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{ "level": "Metadata" }] }));
+    api
+}
+
+/// Documents beside v1alpha1 (multi-document contracts): registry mirrors and
+/// the hostname config.
+fn extra_documents(o: &Options) -> Vec<Value> {
+    let mut docs = Vec::new();
+    if o.contract.multidoc_network_config() {
         let mut mirrors: Vec<&(String, Vec<String>)> = o.registry_mirrors.iter().collect();
         mirrors.sort_by(|a, b| a.0.cmp(&b.0));
         for (h, eps) in mirrors {
@@ -305,5 +343,5 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
         }
         docs.push(json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": "stable" }));
     }
-    Ok(docs)
+    docs
 }

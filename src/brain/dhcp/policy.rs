@@ -144,6 +144,33 @@ fn assign(full: &FullDhcp, subnet: &Subnet, ip: Ipv4Addr, hostname: Option<Strin
     }
 }
 
+/// What full mode's handlers share: the subnet, the server, the boot file.
+struct Full<'a> {
+    full: &'a FullDhcp,
+    subnet: &'a Subnet,
+    server_id: Ipv4Addr,
+    boot: Option<Boot>,
+    hostname: Option<String>,
+    now: u64,
+}
+
+impl Full<'_> {
+    fn reply(
+        &self,
+        msg_type: MessageType,
+        assign: Option<Assign>,
+        boot: Option<Boot>,
+    ) -> Box<Reply> {
+        Box::new(Reply {
+            msg_type,
+            server_id: self.server_id,
+            assign,
+            boot,
+            message: None,
+        })
+    }
+}
+
 fn full(
     ctx: &Ctx<'_>,
     full: &FullDhcp,
@@ -154,7 +181,6 @@ fn full(
     let Some(subnet) = subnet_for(full, req) else {
         return Decision::Ignore(Reason::NoSubnet { giaddr: req.giaddr });
     };
-    let server_id = ctx.cfg.server_address;
     // Boot information only for firmware that asks for it; an OS's DHCP client
     // (Talos after boot) gets an address and nothing else.
     let boot = if req.is_pxe() || req.ipxe {
@@ -162,101 +188,104 @@ fn full(
     } else {
         None
     };
-    let lease_secs = full.lease_time.as_secs();
+    let f = Full {
+        full,
+        subnet,
+        server_id: ctx.cfg.server_address,
+        boot,
+        hostname,
+        now: ctx.now,
+    };
     match req.msg_type {
-        MessageType::Discover => match pool.offer(req.mac, subnet, req.requested_ip, ctx.now) {
-            Ok(ip) => Decision::Reply {
-                why: format!(
-                    "offer {ip}{}",
-                    boot.as_ref()
-                        .map(|b| format!(", boot {}", b.file))
-                        .unwrap_or_default()
-                ),
-                reply: Box::new(Reply {
-                    msg_type: MessageType::Offer,
-                    server_id,
-                    assign: Some(assign(full, subnet, ip, hostname)),
-                    boot,
-                    message: None,
-                }),
-                change: None,
-            },
-            Err(e) => Decision::Ignore(Reason::NoOffer(e)),
-        },
-        MessageType::Request => {
-            if let Some(sid) = req.server_id {
-                if sid != server_id {
-                    return Decision::Ignore(Reason::OtherServer(sid));
-                }
-            }
-            let ip = match (req.requested_ip, req.ciaddr) {
-                (Some(ip), _) => ip,
-                (None, c) if !c.is_unspecified() => c,
-                _ => return Decision::Ignore(Reason::RequestWithoutAddress),
-            };
-            match pool.bind(req.mac, subnet, ip, lease_secs, ctx.now) {
-                Ok(lease) => Decision::Reply {
-                    why: format!("ack {ip} until {}", lease.expires),
-                    reply: Box::new(Reply {
-                        msg_type: MessageType::Ack,
-                        server_id,
-                        assign: Some(assign(full, subnet, ip, hostname.clone())),
-                        boot,
-                        message: None,
-                    }),
-                    change: Some(LeaseChange::Bind(Lease { hostname, ..lease })),
-                },
-                Err(e) => {
-                    // Authoritative for this subnet: a wrong address is refused so
-                    // the client starts over.
-                    let msg = e.to_string();
-                    Decision::Reply {
-                        why: format!("nak {ip}: {msg}"),
-                        reply: Box::new(Reply {
-                            msg_type: MessageType::Nak,
-                            server_id,
-                            assign: None,
-                            boot: None,
-                            message: Some(msg),
-                        }),
-                        change: None,
-                    }
-                }
-            }
-        }
-        MessageType::Release => match pool.release(&req.mac, req.ciaddr) {
-            Some(change) => Decision::Reply {
-                why: format!("released {}", req.ciaddr),
-                reply: Box::new(Reply {
-                    msg_type: MessageType::Release,
-                    server_id,
-                    assign: None,
-                    boot: None,
-                    message: None,
-                }),
-                change: Some(change),
-            },
-            None => Decision::Ignore(Reason::ReleaseNotHeld(req.ciaddr)),
-        },
-        MessageType::Decline => {
-            let ip = req.requested_ip.unwrap_or(req.ciaddr);
-            if pool.decline(&req.mac, ip, lease_secs, ctx.now) {
-                Decision::Reply {
-                    why: format!("declined {ip}: held out of the pool"),
-                    reply: Box::new(Reply {
-                        msg_type: MessageType::Decline,
-                        server_id,
-                        assign: None,
-                        boot: None,
-                        message: None,
-                    }),
-                    change: Some(LeaseChange::Free(ip)),
-                }
-            } else {
-                Decision::Ignore(Reason::DeclineNotGiven(ip))
-            }
-        }
+        MessageType::Discover => discover(&f, req, pool),
+        MessageType::Request => request(&f, req, pool),
+        MessageType::Release => release(&f, req, pool),
+        MessageType::Decline => decline(&f, req, pool),
         t => Decision::Ignore(Reason::Unhandled(t)),
+    }
+}
+
+fn discover(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
+    match pool.offer(req.mac, f.subnet, req.requested_ip, f.now) {
+        Ok(ip) => Decision::Reply {
+            why: format!(
+                "offer {ip}{}",
+                f.boot
+                    .as_ref()
+                    .map(|b| format!(", boot {}", b.file))
+                    .unwrap_or_default()
+            ),
+            reply: f.reply(
+                MessageType::Offer,
+                Some(assign(f.full, f.subnet, ip, f.hostname.clone())),
+                f.boot.clone(),
+            ),
+            change: None,
+        },
+        Err(e) => Decision::Ignore(Reason::NoOffer(e)),
+    }
+}
+
+fn request(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
+    if let Some(sid) = req.server_id {
+        if sid != f.server_id {
+            return Decision::Ignore(Reason::OtherServer(sid));
+        }
+    }
+    let ip = match (req.requested_ip, req.ciaddr) {
+        (Some(ip), _) => ip,
+        (None, c) if !c.is_unspecified() => c,
+        _ => return Decision::Ignore(Reason::RequestWithoutAddress),
+    };
+    match pool.bind(req.mac, f.subnet, ip, f.full.lease_time.as_secs(), f.now) {
+        Ok(lease) => Decision::Reply {
+            why: format!("ack {ip} until {}", lease.expires),
+            reply: f.reply(
+                MessageType::Ack,
+                Some(assign(f.full, f.subnet, ip, f.hostname.clone())),
+                f.boot.clone(),
+            ),
+            change: Some(LeaseChange::Bind(Lease {
+                hostname: f.hostname.clone(),
+                ..lease
+            })),
+        },
+        Err(e) => {
+            // Authoritative for this subnet: a wrong address is refused so
+            // the client starts over.
+            let msg = e.to_string();
+            let mut reply = f.reply(MessageType::Nak, None, None);
+            reply.message = Some(msg.clone());
+            Decision::Reply {
+                why: format!("nak {ip}: {msg}"),
+                reply,
+                change: None,
+            }
+        }
+    }
+}
+
+fn release(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
+    match pool.release(&req.mac, req.ciaddr) {
+        Some(change) => Decision::Reply {
+            why: format!("released {}", req.ciaddr),
+            reply: f.reply(MessageType::Release, None, None),
+            change: Some(change),
+        },
+        None => Decision::Ignore(Reason::ReleaseNotHeld(req.ciaddr)),
+    }
+}
+
+fn decline(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
+    let ip = req.requested_ip.unwrap_or(req.ciaddr);
+    if pool.decline(&req.mac, ip, f.full.lease_time.as_secs(), f.now) {
+        Decision::Reply {
+            why: format!("declined {ip}: held out of the pool"),
+            reply: f.reply(MessageType::Decline, None, None),
+            change: Some(LeaseChange::Free(ip)),
+        }
+    } else {
+        Decision::Ignore(Reason::DeclineNotGiven(ip))
     }
 }
 
