@@ -11,69 +11,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format};
-use figment::Figment;
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 
+use super::wire::{ClusterWire, DhcpWire, Wire};
+pub use super::wire::{DhcpModeName, Ports, UnknownMachines};
 use crate::model::problems::Problems;
 
 /// Where Debian's `ipxe` package installs its binaries; used when boot_assets lacks them.
 pub const DEFAULT_IPXE_DIRS: &[&str] = &["/usr/lib/ipxe"];
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    interface: String,
-    server_address: Ipv4Addr,
-    #[serde(default)]
-    listen_address: Option<Ipv4Addr>,
-    #[serde(default)]
-    ports: Ports,
-    #[serde(default)]
-    dhcp: DhcpWire,
-    #[serde(default)]
-    unknown_machines: UnknownMachines,
-    #[serde(default)]
-    default_profile: Option<String>,
-    #[serde(default = "default_state_dir")]
-    state_dir: PathBuf,
-    #[serde(default = "default_boot_assets")]
-    boot_assets: PathBuf,
-    #[serde(default)]
-    ipxe_dirs: Option<Vec<PathBuf>>,
-    #[serde(default = "default_profiles")]
-    profiles: PathBuf,
-    #[serde(default = "default_machines")]
-    machines: PathBuf,
-    #[serde(default = "default_token_ttl")]
-    boot_token_ttl: String,
-    #[serde(default)]
-    clusters: std::collections::BTreeMap<String, ClusterWire>,
-    #[serde(default)]
-    ipv6_router_advertisements: Option<bool>,
-    #[serde(default)]
-    api_tcp: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClusterWire {
-    endpoint: String,
-    talos_version: Option<String>,
-    kubernetes_version: Option<String>,
-    secrets: Option<PathBuf>,
-    #[serde(default)]
-    additional_sans: Vec<String>,
-    dns_domain: Option<String>,
-    install_image: Option<String>,
-    #[serde(default = "yes")]
-    auto_bootstrap: bool,
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// One cluster kiln provisions: its endpoint, versions and secrets file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,94 +35,6 @@ pub struct ClusterSpec {
     pub install_image: Option<String>,
     /// Bootstrap etcd when the first control plane runs (else `kiln bootstrap`).
     pub auto_bootstrap: bool,
-}
-
-fn default_state_dir() -> PathBuf {
-    "./state".into()
-}
-fn default_boot_assets() -> PathBuf {
-    "./boot-assets".into()
-}
-fn default_profiles() -> PathBuf {
-    "./profiles".into()
-}
-fn default_machines() -> PathBuf {
-    "./machines.yaml".into()
-}
-fn default_token_ttl() -> String {
-    "15m".into()
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Ports {
-    pub dhcp: u16,
-    pub proxy_dhcp: u16,
-    pub tftp: u16,
-    pub http: u16,
-    /// Talos events sink (gRPC, plaintext), on server_address.
-    pub events: u16,
-    /// kiln's own JSON API (`kiln machines`), on 127.0.0.1 only.
-    pub api: u16,
-    /// Where nodes' Talos API (apid) listens.
-    pub talos_api: u16,
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Ports {
-            dhcp: 67,
-            proxy_dhcp: 4011,
-            tftp: 69,
-            http: 8080,
-            events: 4002,
-            api: 8081,
-            talos_api: 50000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum DhcpModeName {
-    #[default]
-    Proxy,
-    Full,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DhcpWire {
-    #[serde(default)]
-    mode: DhcpModeName,
-    subnet: Option<Ipv4Net>,
-    range: Option<Vec<Ipv4Addr>>,
-    router: Option<Ipv4Addr>,
-    #[serde(default)]
-    dns: Vec<Ipv4Addr>,
-    domain: Option<String>,
-    lease_time: Option<String>,
-    /// Further subnets served through DHCP relays (giaddr inside them).
-    #[serde(default)]
-    relay_subnets: Vec<SubnetWire>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubnetWire {
-    subnet: Ipv4Net,
-    range: Vec<Ipv4Addr>,
-    router: Option<Ipv4Addr>,
-    #[serde(default)]
-    dns: Vec<Ipv4Addr>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownMachines {
-    #[default]
-    Ignore,
-    Boot,
 }
 
 /// One address pool: a subnet with its dynamic range and the options handed out in it.
@@ -260,34 +117,8 @@ impl Config {
             problems.push(path, "", "config file not found");
             return Err(problems);
         }
-        let wire: Wire = match Figment::new()
-            .merge(serde_saphyr::figment::Yaml::file_exact(path))
-            .merge(
-                Env::prefixed("KILN_")
-                    // KILN_LOG (log filter) and KILN_CONFIG (the file's path) are not keys.
-                    .filter(|k| {
-                        !["log", "config"]
-                            .iter()
-                            .any(|x| k.as_str().eq_ignore_ascii_case(x))
-                    })
-                    .split("__"),
-            )
-            .extract()
-        {
-            Ok(w) => w,
-            Err(e) => {
-                for err in e {
-                    let key = err.path.join(".");
-                    let mut msg = err.kind.to_string();
-                    if let Some(m) = &err.metadata {
-                        if m.name.contains("environment") {
-                            msg = format!("{msg} (from the environment)");
-                        }
-                    }
-                    problems.push(path, &key, msg);
-                }
-                return Err(problems);
-            }
+        let Some(wire) = super::wire::read(path, &mut problems) else {
+            return Err(problems);
         };
         let base = path
             .parent()
@@ -300,119 +131,22 @@ impl Config {
                 base.join(p)
             }
         };
-
-        if wire.interface.trim().is_empty() {
-            problems.push(path, "interface", "must name the interface DHCP listens on");
-        }
-        if wire.server_address.is_unspecified() || wire.server_address.is_broadcast() {
-            problems.push(
-                path,
-                "server_address",
-                format!(
-                    "{} cannot be reached by clients; give this host's address on the boot network",
-                    wire.server_address
-                ),
-            );
-        }
-        let p = wire.ports;
-        if p.dhcp == p.proxy_dhcp && matches!(wire.dhcp.mode, DhcpModeName::Proxy) {
-            problems.push(path, "ports.proxy_dhcp", "must differ from ports.dhcp");
-        }
-        if p.http == 0 || p.tftp == 0 || p.dhcp == 0 {
-            problems.push(path, "ports", "ports must be non-zero");
-        }
-
-        let dhcp = match wire.dhcp.mode {
-            DhcpModeName::Proxy => {
-                for (set, key) in [
-                    (wire.dhcp.subnet.is_some(), "dhcp.subnet"),
-                    (wire.dhcp.range.is_some(), "dhcp.range"),
-                    (!wire.dhcp.relay_subnets.is_empty(), "dhcp.relay_subnets"),
-                ] {
-                    if set {
-                        problems.push(
-                            path,
-                            key,
-                            "only used in full mode; proxy mode never hands out addresses",
-                        );
-                    }
-                }
-                DhcpMode::Proxy
-            }
-            DhcpModeName::Full => full_dhcp(path, &wire.dhcp, wire.server_address, &mut problems),
-        };
-
+        check_basics(path, &wire, &mut problems);
+        let dhcp = dhcp_mode(path, &wire, &mut problems);
         let boot_token_ttl =
             parse_duration(path, "boot_token_ttl", &wire.boot_token_ttl, &mut problems)
                 .unwrap_or(Duration::from_secs(900));
-
+        let state_dir = rel(&wire.state_dir);
         let mut clusters = std::collections::BTreeMap::new();
         for (name, c) in &wire.clusters {
-            let key = format!("clusters.{name}");
-            if name.is_empty()
-                || name.len() > 63
-                || !name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
-            {
-                problems.push(
-                    path,
-                    &key,
-                    "cluster name: letters, digits, '-', '.', at most 63",
-                );
-            }
-            if endpoint_host(&c.endpoint).is_none() || !c.endpoint.starts_with("https://") {
-                problems.push(
-                    path,
-                    &format!("{key}.endpoint"),
-                    format!("{:?} is not a URL like https://10.0.0.10:6443", c.endpoint),
-                );
-            }
-            if let Some(v) = &c.talos_version {
-                if let Err(e) = crate::model::contract::Contract::for_release(v) {
-                    problems.push(path, &format!("{key}.talos_version"), e.to_string());
-                }
-            }
-            if let Some(k) = &c.kubernetes_version {
-                let k = k.trim_start_matches('v');
-                if k.split('.').count() != 3
-                    || !k
-                        .split('.')
-                        .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
-                {
-                    problems.push(
-                        path,
-                        &format!("{key}.kubernetes_version"),
-                        format!("{k:?} is not a version like 1.33.0"),
-                    );
-                }
-            }
-            clusters.insert(
-                name.clone(),
-                ClusterSpec {
-                    name: name.clone(),
-                    endpoint: c.endpoint.clone(),
-                    talos_version: c.talos_version.clone(),
-                    kubernetes_version: c
-                        .kubernetes_version
-                        .as_ref()
-                        .map(|k| k.trim_start_matches('v').to_string()),
-                    secrets: c
-                        .secrets
-                        .as_ref()
-                        .map(|p| rel(p))
-                        .unwrap_or_else(|| rel(&wire.state_dir).join(name).join("secrets.yaml")),
-                    additional_sans: c.additional_sans.clone(),
-                    dns_domain: c
-                        .dns_domain
-                        .clone()
-                        .unwrap_or_else(|| "cluster.local".into()),
-                    install_image: c.install_image.clone(),
-                    auto_bootstrap: c.auto_bootstrap,
-                },
-            );
+            let secrets = c
+                .secrets
+                .as_ref()
+                .map(|p| rel(p))
+                .unwrap_or_else(|| state_dir.join(name).join("secrets.yaml"));
+            let spec = cluster_spec(path, name, c, secrets, &mut problems);
+            clusters.insert(name.clone(), spec);
         }
-
         problems.into_result(Config {
             file: path.to_path_buf(),
             interface: wire.interface,
@@ -421,7 +155,7 @@ impl Config {
             ports: wire.ports,
             unknown_machines: wire.unknown_machines,
             default_profile: wire.default_profile,
-            state_dir: rel(&wire.state_dir),
+            state_dir,
             boot_assets: rel(&wire.boot_assets),
             ipxe_dirs: wire
                 .ipxe_dirs
@@ -439,6 +173,118 @@ impl Config {
                 .unwrap_or(matches!(dhcp, DhcpMode::Full(_))),
             dhcp,
         })
+    }
+}
+
+/// Top-level keys that need no context: interface, server address, ports.
+fn check_basics(path: &Path, wire: &Wire, problems: &mut Problems) {
+    if wire.interface.trim().is_empty() {
+        problems.push(path, "interface", "must name the interface DHCP listens on");
+    }
+    if wire.server_address.is_unspecified() || wire.server_address.is_broadcast() {
+        problems.push(
+            path,
+            "server_address",
+            format!(
+                "{} cannot be reached by clients; give this host's address on the boot network",
+                wire.server_address
+            ),
+        );
+    }
+    let p = wire.ports;
+    if p.dhcp == p.proxy_dhcp && matches!(wire.dhcp.mode, DhcpModeName::Proxy) {
+        problems.push(path, "ports.proxy_dhcp", "must differ from ports.dhcp");
+    }
+    if p.http == 0 || p.tftp == 0 || p.dhcp == 0 {
+        problems.push(path, "ports", "ports must be non-zero");
+    }
+}
+
+fn dhcp_mode(path: &Path, wire: &Wire, problems: &mut Problems) -> DhcpMode {
+    match wire.dhcp.mode {
+        DhcpModeName::Proxy => {
+            for (set, key) in [
+                (wire.dhcp.subnet.is_some(), "dhcp.subnet"),
+                (wire.dhcp.range.is_some(), "dhcp.range"),
+                (!wire.dhcp.relay_subnets.is_empty(), "dhcp.relay_subnets"),
+            ] {
+                if set {
+                    problems.push(
+                        path,
+                        key,
+                        "only used in full mode; proxy mode never hands out addresses",
+                    );
+                }
+            }
+            DhcpMode::Proxy
+        }
+        DhcpModeName::Full => full_dhcp(path, &wire.dhcp, wire.server_address, problems),
+    }
+}
+
+/// One cluster's entry, checked: name, endpoint, versions.
+fn cluster_spec(
+    path: &Path,
+    name: &str,
+    c: &ClusterWire,
+    secrets: PathBuf,
+    problems: &mut Problems,
+) -> ClusterSpec {
+    let key = format!("clusters.{name}");
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+    {
+        problems.push(
+            path,
+            &key,
+            "cluster name: letters, digits, '-', '.', at most 63",
+        );
+    }
+    if endpoint_host(&c.endpoint).is_none() || !c.endpoint.starts_with("https://") {
+        problems.push(
+            path,
+            &format!("{key}.endpoint"),
+            format!("{:?} is not a URL like https://10.0.0.10:6443", c.endpoint),
+        );
+    }
+    if let Some(v) = &c.talos_version {
+        if let Err(e) = crate::model::contract::Contract::for_release(v) {
+            problems.push(path, &format!("{key}.talos_version"), e.to_string());
+        }
+    }
+    if let Some(k) = &c.kubernetes_version {
+        let k = k.trim_start_matches('v');
+        if k.split('.').count() != 3
+            || !k
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
+        {
+            problems.push(
+                path,
+                &format!("{key}.kubernetes_version"),
+                format!("{k:?} is not a version like 1.33.0"),
+            );
+        }
+    }
+    ClusterSpec {
+        name: name.to_string(),
+        endpoint: c.endpoint.clone(),
+        talos_version: c.talos_version.clone(),
+        kubernetes_version: c
+            .kubernetes_version
+            .as_ref()
+            .map(|k| k.trim_start_matches('v').to_string()),
+        secrets,
+        additional_sans: c.additional_sans.clone(),
+        dns_domain: c
+            .dns_domain
+            .clone()
+            .unwrap_or_else(|| "cluster.local".into()),
+        install_image: c.install_image.clone(),
+        auto_bootstrap: c.auto_bootstrap,
     }
 }
 

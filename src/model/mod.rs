@@ -11,4 +11,5 @@ pub mod patch;
 pub mod problems;
 pub mod profile;
 pub mod settings;
+mod wire;
 pub mod yaml;

@@ -1,0 +1,187 @@
+//! kiln.yaml as the operator writes it, read through figment with `KILN_`
+//! environment overrides; `config` validates it into the model.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format};
+use figment::Figment;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::model::problems::Problems;
+
+/// Read the file (and the environment); every problem is named by key.
+pub(super) fn read(path: &Path, problems: &mut Problems) -> Option<Wire> {
+    match Figment::new()
+        .merge(serde_saphyr::figment::Yaml::file_exact(path))
+        .merge(
+            Env::prefixed("KILN_")
+                // KILN_LOG (log filter) and KILN_CONFIG (the file's path) are not keys.
+                .filter(|k| {
+                    !["log", "config"]
+                        .iter()
+                        .any(|x| k.as_str().eq_ignore_ascii_case(x))
+                })
+                .split("__"),
+        )
+        .extract()
+    {
+        Ok(w) => Some(w),
+        Err(e) => {
+            for err in e {
+                let key = err.path.join(".");
+                let mut msg = err.kind.to_string();
+                if let Some(m) = &err.metadata {
+                    if m.name.contains("environment") {
+                        msg = format!("{msg} (from the environment)");
+                    }
+                }
+                problems.push(path, &key, msg);
+            }
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Wire {
+    pub(super) interface: String,
+    pub(super) server_address: Ipv4Addr,
+    #[serde(default)]
+    pub(super) listen_address: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub(super) ports: Ports,
+    #[serde(default)]
+    pub(super) dhcp: DhcpWire,
+    #[serde(default)]
+    pub(super) unknown_machines: UnknownMachines,
+    #[serde(default)]
+    pub(super) default_profile: Option<String>,
+    #[serde(default = "default_state_dir")]
+    pub(super) state_dir: PathBuf,
+    #[serde(default = "default_boot_assets")]
+    pub(super) boot_assets: PathBuf,
+    #[serde(default)]
+    pub(super) ipxe_dirs: Option<Vec<PathBuf>>,
+    #[serde(default = "default_profiles")]
+    pub(super) profiles: PathBuf,
+    #[serde(default = "default_machines")]
+    pub(super) machines: PathBuf,
+    #[serde(default = "default_token_ttl")]
+    pub(super) boot_token_ttl: String,
+    #[serde(default)]
+    pub(super) clusters: std::collections::BTreeMap<String, ClusterWire>,
+    #[serde(default)]
+    pub(super) ipv6_router_advertisements: Option<bool>,
+    #[serde(default)]
+    pub(super) api_tcp: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterWire {
+    pub(super) endpoint: String,
+    pub(super) talos_version: Option<String>,
+    pub(super) kubernetes_version: Option<String>,
+    pub(super) secrets: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) additional_sans: Vec<String>,
+    pub(super) dns_domain: Option<String>,
+    pub(super) install_image: Option<String>,
+    #[serde(default = "yes")]
+    pub(super) auto_bootstrap: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_state_dir() -> PathBuf {
+    "./state".into()
+}
+fn default_boot_assets() -> PathBuf {
+    "./boot-assets".into()
+}
+fn default_profiles() -> PathBuf {
+    "./profiles".into()
+}
+fn default_machines() -> PathBuf {
+    "./machines.yaml".into()
+}
+fn default_token_ttl() -> String {
+    "15m".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    pub dhcp: u16,
+    pub proxy_dhcp: u16,
+    pub tftp: u16,
+    pub http: u16,
+    /// Talos events sink (gRPC, plaintext), on server_address.
+    pub events: u16,
+    /// kiln's own JSON API (`kiln machines`), on 127.0.0.1 only.
+    pub api: u16,
+    /// Where nodes' Talos API (apid) listens.
+    pub talos_api: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            dhcp: 67,
+            proxy_dhcp: 4011,
+            tftp: 69,
+            http: 8080,
+            events: 4002,
+            api: 8081,
+            talos_api: 50000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpModeName {
+    #[default]
+    Proxy,
+    Full,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DhcpWire {
+    #[serde(default)]
+    pub(super) mode: DhcpModeName,
+    pub(super) subnet: Option<Ipv4Net>,
+    pub(super) range: Option<Vec<Ipv4Addr>>,
+    pub(super) router: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub(super) dns: Vec<Ipv4Addr>,
+    pub(super) domain: Option<String>,
+    pub(super) lease_time: Option<String>,
+    /// Further subnets served through DHCP relays (giaddr inside them).
+    #[serde(default)]
+    pub(super) relay_subnets: Vec<SubnetWire>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubnetWire {
+    pub(super) subnet: Ipv4Net,
+    pub(super) range: Vec<Ipv4Addr>,
+    pub(super) router: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub(super) dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMachines {
+    #[default]
+    Ignore,
+    Boot,
+}
