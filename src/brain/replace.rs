@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{now, Provisioner};
-use crate::model::inventory::{Inventory, Replaced, Role};
+use crate::model::inventory::{Inventory, Machine, Replaced, Role};
 use crate::model::mac::Mac;
 use crate::store::replacements::{ReplaceRecord, Step};
 use crate::talos::client::{self, Credentials};
@@ -127,14 +127,9 @@ pub(crate) fn record(p: &Provisioner, hostname: &str) -> Option<ReplaceRecord> {
     p.store.replacements().get(hostname).ok().flatten()
 }
 
-/// Plan (and unless `dry_run`, carry out) replacing `target` (hostname or old MAC) by `new_mac`.
-pub(crate) async fn replace(
-    p: Arc<Provisioner>,
-    target: &str,
-    new_mac: Mac,
-    dry_run: bool,
-) -> Result<Report, String> {
-    let inv = p.inventory();
+/// The machine `target` (hostname or MAC) names, and its hostname; a machine
+/// already replaced is found by its old MAC too.
+fn resolve(inv: &Inventory, target: &str) -> Result<(Option<Machine>, String), String> {
     let machine = match target.parse::<Mac>() {
         Ok(m) => inv.machine(&m).cloned(),
         Err(_) => inv.machine_by_name(target).cloned(),
@@ -148,27 +143,50 @@ pub(crate) async fn replace(
             .map(|r| r.hostname.clone())
             .ok_or_else(|| format!("{target} is not in the inventory"))?,
     };
+    Ok((machine, hostname))
+}
+
+/// A replacement already under way resumes; a finished one is reported.
+async fn resume_one(
+    p: Arc<Provisioner>,
+    r: ReplaceRecord,
+    hostname: &str,
+    new_mac: Mac,
+    dry_run: bool,
+) -> Result<Report, String> {
+    if r.new_mac != new_mac {
+        return Err(format!("{hostname} is being (or was) replaced by {}; a second replacement needs that one's MAC as the old MAC", r.new_mac));
+    }
+    if r.step == Step::IdentityMoved {
+        return Ok(Report {
+            plan: vec![format!("{hostname} already moved to {new_mac}")],
+            done: true,
+        });
+    }
+    if dry_run {
+        return Ok(Report {
+            plan: vec![format!(
+                "{hostname}: replacement by {new_mac} under way at step {:?}",
+                r.step
+            )],
+            done: false,
+        });
+    }
+    carry_out(p, r).await
+}
+
+/// Plan (and unless `dry_run`, carry out) replacing `target` (hostname or old MAC) by `new_mac`.
+pub(crate) async fn replace(
+    p: Arc<Provisioner>,
+    target: &str,
+    new_mac: Mac,
+    dry_run: bool,
+) -> Result<Report, String> {
+    let inv = p.inventory();
+    let (machine, hostname) = resolve(&inv, target)?;
     // A replacement already under way resumes; a finished one is reported.
     if let Some(r) = record(&p, &hostname) {
-        if r.new_mac != new_mac {
-            return Err(format!("{hostname} is being (or was) replaced by {}; a second replacement needs that one's MAC as the old MAC", r.new_mac));
-        }
-        if r.step == Step::IdentityMoved {
-            return Ok(Report {
-                plan: vec![format!("{hostname} already moved to {new_mac}")],
-                done: true,
-            });
-        }
-        if dry_run {
-            return Ok(Report {
-                plan: vec![format!(
-                    "{hostname}: replacement by {new_mac} under way at step {:?}",
-                    r.step
-                )],
-                done: false,
-            });
-        }
-        return carry_out(p, r).await;
+        return resume_one(p, r, &hostname, new_mac, dry_run).await;
     }
     let machine = machine.ok_or_else(|| format!("{target} is not in the inventory"))?;
     if inv.machine(&new_mac).is_some() {
@@ -189,64 +207,7 @@ pub(crate) async fn replace(
             return Err(format!("cluster {cluster} is not bootstrapped yet: nothing to replace into; boot the machine again instead (`kiln machines reinstall`)"));
         }
         if profile.role == Role::Controlplane {
-            let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
-            let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
-            let port = p.cfg.ports.talos_api;
-            let old_ip = p.record(&machine.mac).and_then(|r| r.ip).or(machine.ip);
-            // Alive means: proves it is this cluster's {hostname} (talos::proof),
-            // not merely that something answers at its last address.
-            if let Some(ip) = old_ip {
-                match crate::talos::proof::prove(ip, port, &hostname, &creds).await {
-                    Ok(()) => {
-                        return Err(format!(
-                            "{hostname} ({ip}) still answers its Talos API: it has not failed. Reset it (`talosctl -n {ip} reset`) or power it off first; kiln replaces only dead machines"
-                        ))
-                    }
-                    Err(e) if !e.unreachable() => {
-                        tracing::warn!(%hostname, "replace: something answers at {hostname}'s address but is not it: {e}");
-                    }
-                    Err(_) => {}
-                }
-            }
-            let mut healthy = Vec::new();
-            for cp in cps_of(&p, &inv, cluster, &hostname) {
-                if reachable(cp.ip, port, &creds).await {
-                    healthy.push(cp);
-                }
-            }
-            let total = cps_of(&p, &inv, cluster, "").len();
-            let Some(via) = healthy.first() else {
-                return Err(quorum_check(total, 0, &hostname).err().unwrap_or_else(|| {
-                    format!("no other control plane of {cluster} answers its Talos API")
-                }));
-            };
-            let ms = match members(via.ip, port, &creds).await {
-                Ok(ms) => ms,
-                // Without a quorum etcd cannot even list its members: say why.
-                Err(e) => {
-                    return Err(quorum_check(total, healthy.len(), &hostname)
-                        .err()
-                        .unwrap_or(e))
-                }
-            };
-            let names: Vec<&str> = ms.iter().map(|(_, n)| n.as_str()).collect();
-            if !names.contains(&hostname.as_str()) {
-                plan.push(format!(
-                    "etcd member {hostname} is already gone ({} members: {})",
-                    ms.len(),
-                    names.join(", ")
-                ));
-            } else {
-                let healthy_members = healthy
-                    .iter()
-                    .filter(|h| names.contains(&h.hostname.as_str()))
-                    .count();
-                plan.push(quorum_check(ms.len(), healthy_members, &hostname)?);
-                plan.push(format!(
-                    "1. remove etcd member {hostname} through {} ({})",
-                    via.hostname, via.ip
-                ));
-            }
+            plan_etcd_removal(&p, &inv, cluster, &machine, &hostname, &mut plan).await?;
         }
         plan.push(format!("2. delete the Kubernetes Node {hostname}"));
     }
@@ -285,6 +246,79 @@ pub(crate) async fn replace(
     Ok(report)
 }
 
+/// A control plane's replacement: it must be dead (not prove itself), and
+/// removing its etcd member must keep a quorum. Adds those steps to `plan`.
+async fn plan_etcd_removal(
+    p: &Arc<Provisioner>,
+    inv: &Inventory,
+    cluster: &str,
+    machine: &Machine,
+    hostname: &str,
+    plan: &mut Vec<String>,
+) -> Result<(), String> {
+    let hostname = hostname.to_string();
+    let p = p.clone();
+    let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
+    let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
+    let port = p.cfg.ports.talos_api;
+    let old_ip = p.record(&machine.mac).and_then(|r| r.ip).or(machine.ip);
+    // Alive means: proves it is this cluster's {hostname} (talos::proof),
+    // not merely that something answers at its last address.
+    if let Some(ip) = old_ip {
+        match crate::talos::proof::prove(ip, port, &hostname, &creds).await {
+            Ok(()) => {
+                return Err(format!(
+                    "{hostname} ({ip}) still answers its Talos API: it has not failed. Reset it (`talosctl -n {ip} reset`) or power it off first; kiln replaces only dead machines"
+                ))
+            }
+            Err(e) if !e.unreachable() => {
+                tracing::warn!(%hostname, "replace: something answers at {hostname}'s address but is not it: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+    let mut healthy = Vec::new();
+    for cp in cps_of(&p, inv, cluster, &hostname) {
+        if reachable(cp.ip, port, &creds).await {
+            healthy.push(cp);
+        }
+    }
+    let total = cps_of(&p, inv, cluster, "").len();
+    let Some(via) = healthy.first() else {
+        return Err(quorum_check(total, 0, &hostname).err().unwrap_or_else(|| {
+            format!("no other control plane of {cluster} answers its Talos API")
+        }));
+    };
+    let ms = match members(via.ip, port, &creds).await {
+        Ok(ms) => ms,
+        // Without a quorum etcd cannot even list its members: say why.
+        Err(e) => {
+            return Err(quorum_check(total, healthy.len(), &hostname)
+                .err()
+                .unwrap_or(e))
+        }
+    };
+    let names: Vec<&str> = ms.iter().map(|(_, n)| n.as_str()).collect();
+    if !names.contains(&hostname.as_str()) {
+        plan.push(format!(
+            "etcd member {hostname} is already gone ({} members: {})",
+            ms.len(),
+            names.join(", ")
+        ));
+    } else {
+        let healthy_members = healthy
+            .iter()
+            .filter(|h| names.contains(&h.hostname.as_str()))
+            .count();
+        plan.push(quorum_check(ms.len(), healthy_members, &hostname)?);
+        plan.push(format!(
+            "1. remove etcd member {hostname} through {} ({})",
+            via.hostname, via.ip
+        ));
+    }
+    Ok(())
+}
+
 async fn step_to(
     p: &Arc<Provisioner>,
     r: &mut ReplaceRecord,
@@ -301,77 +335,79 @@ async fn step_to(
         .map_err(|e| e.to_string())?
 }
 
+/// Remove `hostname`'s etcd member through a healthy control plane. etcd may
+/// be electing a new leader right after a failure: retry, and re-list first
+/// each time, so a removal that did happen is never repeated.
+async fn remove_member(p: &Provisioner, cluster: &str, hostname: &str) -> Result<String, String> {
+    let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
+    let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
+    let port = p.cfg.ports.talos_api;
+    let inv = p.inventory();
+    let mut via = None;
+    for cp in cps_of(p, &inv, cluster, hostname) {
+        if reachable(cp.ip, port, &creds).await {
+            via = Some(cp);
+            break;
+        }
+    }
+    let via = via.ok_or("no healthy control plane to remove the member through")?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ms = members(via.ip, port, &creds).await?;
+        let Some((id, _)) = ms.iter().find(|(_, n)| *n == hostname).cloned() else {
+            return Ok(format!("etcd member {hostname} already gone"));
+        };
+        let mut c = client::connect(via.ip, port, &creds)
+            .await
+            .map_err(|e| e.to_string())?;
+        match c
+            .etcd_remove_member_by_id(EtcdRemoveMemberByIdRequest { member_id: id })
+            .await
+        {
+            Ok(_) => {
+                let after = members(via.ip, port, &creds).await?;
+                if after.iter().any(|(i, _)| *i == id) {
+                    return Err(format!(
+                        "etcd member {} ({id:016x}) is still listed after removal",
+                        hostname
+                    ));
+                }
+                return Ok(format!(
+                    "removed etcd member {hostname} ({id:016x}) through {}; {} members left",
+                    via.hostname,
+                    after.len()
+                ));
+            }
+            Err(s)
+                if attempt < 6
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                    ) =>
+            {
+                tracing::warn!(hostname = %hostname, "replace: removal not accepted yet ({}), retrying", s.message().lines().last().unwrap_or_default());
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(s) => {
+                return Err(format!(
+                    "EtcdRemoveMemberByID {id:016x} on {}: {}",
+                    via.hostname,
+                    s.message()
+                ))
+            }
+        }
+    }
+}
+
 /// Continue a recorded replacement from its step.
 pub(crate) async fn carry_out(p: Arc<Provisioner>, mut r: ReplaceRecord) -> Result<Report, String> {
     let mut out = Vec::new();
     if r.step == Step::Planned {
         if let (Role::Controlplane, Some(cluster)) = (r.role, r.cluster.clone()) {
-            let bundle = p.secrets.get(&cluster).ok_or("no secrets")?;
-            let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
-            let port = p.cfg.ports.talos_api;
-            let inv = p.inventory();
-            let mut via = None;
-            for cp in cps_of(&p, &inv, &cluster, &r.hostname) {
-                if reachable(cp.ip, port, &creds).await {
-                    via = Some(cp);
-                    break;
-                }
-            }
-            let via = via.ok_or("no healthy control plane to remove the member through")?;
-            // etcd may be electing a new leader right after a failure: retry, and
-            // re-list first each time, so a removal that did happen is never repeated.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let ms = members(via.ip, port, &creds).await?;
-                let Some((id, _)) = ms.iter().find(|(_, n)| *n == r.hostname).cloned() else {
-                    out.push(format!("etcd member {} already gone", r.hostname));
-                    break;
-                };
-                let mut c = client::connect(via.ip, port, &creds)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match c
-                    .etcd_remove_member_by_id(EtcdRemoveMemberByIdRequest { member_id: id })
-                    .await
-                {
-                    Ok(_) => {
-                        let after = members(via.ip, port, &creds).await?;
-                        if after.iter().any(|(i, _)| *i == id) {
-                            return Err(format!(
-                                "etcd member {} ({id:016x}) is still listed after removal",
-                                r.hostname
-                            ));
-                        }
-                        out.push(format!(
-                            "removed etcd member {} ({id:016x}) through {}; {} members left",
-                            r.hostname,
-                            via.hostname,
-                            after.len()
-                        ));
-                        break;
-                    }
-                    Err(s)
-                        if attempt < 6
-                            && matches!(
-                                s.code(),
-                                tonic::Code::Unavailable
-                                    | tonic::Code::DeadlineExceeded
-                                    | tonic::Code::Unknown
-                            ) =>
-                    {
-                        tracing::warn!(hostname = %r.hostname, "replace: removal not accepted yet ({}), retrying", s.message().lines().last().unwrap_or_default());
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                    Err(s) => {
-                        return Err(format!(
-                            "EtcdRemoveMemberByID {id:016x} on {}: {}",
-                            via.hostname,
-                            s.message()
-                        ))
-                    }
-                }
-            }
+            out.push(remove_member(&p, &cluster, &r.hostname).await?);
         }
         let note = out
             .last()
