@@ -259,23 +259,10 @@ impl Provisioner {
         }
         let base = self.cfg.http_base();
         let config_url = match (&profile.cluster, owner) {
-            (Some(_), Some(ip)) => {
-                let token = new_token();
-                let t = BootToken {
-                    mac,
-                    ip: Some(ip),
-                    expires: now() + self.cfg.boot_token_ttl.as_secs(),
-                };
-                // A new boot voids the tokens of earlier ones.
-                if let Err(e) = self.store.tokens().put(&token, &t, now()) {
-                    return refuse(format!("cannot record a boot token: {e}"));
-                }
-                // Talos fills ${uuid} and ${mac} in query values; iPXE expands them first.
-                Some(format!(
-                    "{base}/config/{}?token={token}&uuid=${{uuid}}&mac=${{mac}}",
-                    mac.hyphenated()
-                ))
-            }
+            (Some(_), Some(ip)) => match self.config_url(mac, ip) {
+                Ok(u) => Some(u),
+                Err(e) => return refuse(format!("cannot record a boot token: {e}")),
+            },
             _ => None,
         };
         let mut extra = Vec::new();
@@ -300,6 +287,24 @@ impl Provisioner {
             ),
             refused: false,
         }
+    }
+
+    /// A fresh per-boot token for `mac` at `ip` (voiding earlier boots'), and
+    /// the `talos.config=` URL that carries it.
+    fn config_url(&self, mac: Mac, ip: Ipv4Addr) -> Result<String, StoreError> {
+        let token = new_token();
+        let t = BootToken {
+            mac,
+            ip: Some(ip),
+            expires: now() + self.cfg.boot_token_ttl.as_secs(),
+        };
+        self.store.tokens().put(&token, &t, now())?;
+        // Talos fills ${uuid} and ${mac} in query values; iPXE expands them first.
+        Ok(format!(
+            "{}/config/{}?token={token}&uuid=${{uuid}}&mac=${{mac}}",
+            self.cfg.http_base(),
+            mac.hyphenated()
+        ))
     }
 
     /// The rendered config for `mac`, if `token` and `peer` entitle it: the

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::config::{Config, DhcpMode};
+use crate::model::config::{ClusterSpec, Config, DhcpMode};
 use crate::model::contract::Contract;
 use crate::model::patch::{self, Patch};
 use crate::model::problems::Problems;
@@ -219,7 +219,19 @@ pub fn load_profiles(cfg: &Config, problems: &mut Problems) -> BTreeMap<String, 
 }
 
 fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problems) {
-    // Cluster.
+    let cluster = check_cluster(cfg, f, p, problems);
+    check_version(f, p, cluster, problems);
+    check_settings(cfg, f, p, problems);
+    load_patches(f, p, problems);
+}
+
+/// The profile's cluster: named, or the only one; fills `p.cluster` in.
+fn check_cluster<'a>(
+    cfg: &'a Config,
+    f: &Path,
+    p: &mut Profile,
+    problems: &mut Problems,
+) -> Option<&'a ClusterSpec> {
     let cluster = match (&p.cluster, cfg.clusters.len()) {
         (Some(c), _) => match cfg.clusters.get(c) {
             Some(spec) => Some(spec),
@@ -250,7 +262,16 @@ fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problem
     if let (None, Some(c)) = (&p.cluster, cluster) {
         p.cluster = Some(c.name.clone());
     }
-    // Version: the profile's, else the cluster's.
+    cluster
+}
+
+/// The Talos version: the profile's, else the cluster's, and one kiln knows.
+fn check_version(
+    f: &Path,
+    p: &mut Profile,
+    cluster: Option<&ClusterSpec>,
+    problems: &mut Problems,
+) {
     if p.talos_version.is_empty() {
         match cluster.and_then(|c| c.talos_version.clone()) {
             Some(v) => p.talos_version = v,
@@ -274,7 +295,10 @@ fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problem
             problems.push(f, "talos_version", e.to_string());
         }
     }
-    // VIP.
+}
+
+/// First-class settings: the VIP and the CNI.
+fn check_settings(cfg: &Config, f: &Path, p: &Profile, problems: &mut Problems) {
     if let Some(vip) = p.vip {
         if p.role == Role::Worker {
             problems.push(
@@ -308,7 +332,10 @@ fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problem
             );
         }
     }
-    // Patches, relative to the profile file.
+}
+
+/// Patches, relative to the profile file, read and parsed now.
+fn load_patches(f: &Path, p: &mut Profile, problems: &mut Problems) {
     let base = f.parent().unwrap_or(Path::new("."));
     for (i, pf) in p.patches.iter().enumerate() {
         let path = if pf.is_absolute() {

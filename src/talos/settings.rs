@@ -9,7 +9,8 @@ use crate::model::inventory::Role;
 use crate::model::settings::{Cni, Settings, CERT_APPROVER};
 
 impl Settings {
-    /// Strategic-merge patch documents equivalent to the settings.
+    /// Strategic-merge patch documents equivalent to the settings. Longer than
+    /// most: one short block per setting, in the order the seed's patches had.
     pub fn patches(&self, role: Role, c: Contract) -> Vec<Value> {
         let mut machine = Map::new();
         let mut cluster = Map::new();

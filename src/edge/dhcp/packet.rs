@@ -193,7 +193,8 @@ fn from_message(msg: &Message) -> Result<Request, DecodeError> {
     })
 }
 
-/// Build the reply message for `req`.
+/// Build the reply message for `req`. Longer than most: the options go in
+/// one after another as RFC 2131/4578 list them, each a few lines.
 pub fn encode(req: &Request, reply: &Reply) -> Vec<u8> {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootReply)
