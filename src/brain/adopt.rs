@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::error::BrainError;
 use super::replace::replace;
 use super::Provisioner;
 use crate::model::mac::Mac;
@@ -13,12 +14,12 @@ fn adopt_state(p: &Provisioner) -> AdoptState {
     p.store.adoption().get().unwrap_or_default()
 }
 
-fn set_adopt(p: &Provisioner, f: impl FnOnce(&mut AdoptState)) -> Result<AdoptState, String> {
-    p.store.adoption().update(f).map_err(|e| e.to_string())
+fn set_adopt(p: &Provisioner, f: impl FnOnce(&mut AdoptState)) -> Result<AdoptState, BrainError> {
+    Ok(p.store.adoption().update(f)?)
 }
 
 /// `kiln machines mark-failed HOST`.
-pub(crate) fn mark_failed(p: &Provisioner, hostname: &str) -> Result<(), String> {
+pub(crate) fn mark_failed(p: &Provisioner, hostname: &str) -> Result<(), BrainError> {
     let inv = p.inventory();
     let m = inv
         .machine_by_name(hostname)
@@ -41,7 +42,7 @@ pub(crate) fn mark_failed(p: &Provisioner, hostname: &str) -> Result<(), String>
 }
 
 /// `kiln replace --adopt [HOST]`: arm adoption (marking HOST failed first).
-pub(crate) fn arm_adoption(p: &Provisioner, hostname: Option<&str>) -> Result<String, String> {
+pub(crate) fn arm_adoption(p: &Provisioner, hostname: Option<&str>) -> Result<String, BrainError> {
     if let Some(h) = hostname {
         mark_failed(p, h)?;
     }

@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use tonic::Code;
 
+use super::error::BrainError;
 use super::{now, Provisioner, Record, State};
 use crate::model::inventory::Role;
 use crate::model::mac::Mac;
 use crate::store::clusters::{ClusterRecord, Node};
+use crate::store::StoreError;
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::BootstrapRequest;
 
@@ -44,11 +46,8 @@ fn update(
     p: &Provisioner,
     name: &str,
     f: impl FnOnce(&mut ClusterRecord),
-) -> Result<ClusterRecord, String> {
-    p.store
-        .clusters()
-        .update(name, f)
-        .map_err(|e| e.to_string())
+) -> Result<ClusterRecord, BrainError> {
+    Ok(p.store.clusters().update(name, f)?)
 }
 
 /// [`update`] off the async workers (a durable write).
@@ -56,11 +55,11 @@ async fn update_async(
     p: &Arc<Provisioner>,
     name: &str,
     f: impl FnOnce(&mut ClusterRecord) + Send + 'static,
-) -> Result<ClusterRecord, String> {
+) -> Result<ClusterRecord, BrainError> {
     let (p, name) = (p.clone(), name.to_string());
     tokio::task::spawn_blocking(move || update(&p, &name, f))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?
 }
 
 /// Drives bootstrap for every cluster; one driver task per cluster at a time.
@@ -150,13 +149,17 @@ impl Bootstrapper {
     /// Decide (durably) and call, until the recorded node confirms. No node is
     /// recorded, and none is called, before it proves it is the cluster's
     /// machine kiln thinks it is (talos::proof).
-    pub(crate) async fn drive(&self, cluster: &str, candidate: Option<Node>) -> Result<(), String> {
+    pub(crate) async fn drive(
+        &self,
+        cluster: &str,
+        candidate: Option<Node>,
+    ) -> Result<(), BrainError> {
         let bundle = self
             .p
             .secrets
             .get(cluster)
             .ok_or_else(|| format!("no secrets for cluster {cluster}"))?;
-        let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
+        let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
         let port = self.p.cfg.ports.talos_api;
         let cur = cluster_record(&self.p, cluster);
         if cur.bootstrapped_at.is_some() {
@@ -168,10 +171,9 @@ impl Bootstrapper {
             };
             // Proven before it is recorded: an impostor never becomes the target.
             if let Err(e) = prove_until(&c, port, &creds, 5, "", || true).await {
-                return Err(format!(
-                    "{} was not recorded as the bootstrap node: {e}",
-                    c.hostname
-                ));
+                return Err(
+                    format!("{} was not recorded as the bootstrap node: {e}", c.hostname).into(),
+                );
             }
         }
         let cand = candidate.clone();
@@ -200,10 +202,7 @@ impl Bootstrapper {
         let still_recorded =
             || cluster_record(&self.p, cluster).bootstrap_node.as_ref() == Some(&node);
         if let Err(e) = prove_until(&node, port, &creds, u32::MAX, &hint, still_recorded).await {
-            return Err(format!(
-                "{}: no longer the recorded node ({e})",
-                node.hostname
-            ));
+            return Err(format!("{}: no longer the recorded node ({e})", node.hostname).into());
         }
         if rec.proved_at.is_none() {
             update_async(&self.p, cluster, |r| r.proved_at = Some(now())).await?;
@@ -219,7 +218,7 @@ impl Bootstrapper {
         node: &Node,
         port: u16,
         creds: &Credentials,
-    ) -> Result<(), String> {
+    ) -> Result<(), BrainError> {
         let mut delay = Duration::from_millis(500);
         loop {
             let outcome = call(node.ip, port, creds).await;
@@ -255,14 +254,16 @@ impl Bootstrapper {
                     return Err(format!(
                         "{} refused Bootstrap: {m}; fix and run `kiln bootstrap {cluster}`",
                         node.hostname
-                    ));
+                    )
+                    .into());
                 }
                 Err((code, m)) => {
                     if rec.bootstrap_node.as_ref() != Some(node) {
                         return Err(format!(
                             "{}: the recorded node changed; stopping",
                             node.hostname
-                        ));
+                        )
+                        .into());
                     }
                     tracing::info!(cluster, hostname = %node.hostname, "bootstrap: not yet ({code:?}: {m}), retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
@@ -277,12 +278,10 @@ impl Bootstrapper {
 /// proved itself (so was never sent Bootstrap). Refused once the cluster is
 /// bootstrapped, once the node proved itself, or when any control plane that
 /// proves itself reports etcd members.
-pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, String> {
+pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, BrainError> {
     let rec = cluster_record(p, cluster);
     if let Some(t) = rec.bootstrapped_at {
-        return Err(format!(
-            "{cluster} was bootstrapped at {t}; nothing to reset"
-        ));
+        return Err(format!("{cluster} was bootstrapped at {t}; nothing to reset").into());
     }
     let Some(node) = rec.bootstrap_node.clone() else {
         return Ok(format!(
@@ -293,10 +292,10 @@ pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String,
         return Err(format!(
             "{cluster}: {} proved itself and may have been sent Bootstrap; kiln will not pick another node",
             node.hostname
-        ));
+        ).into());
     }
     let bundle = p.secrets.get(cluster).ok_or("no secrets for the cluster")?;
-    let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
+    let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
     let port = p.cfg.ports.talos_api;
     let inv = p.inventory();
     for cp in super::replace::cps_of(p, &inv, cluster, "") {
@@ -312,7 +311,7 @@ pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String,
                 return Err(format!(
                     "{cluster}: {} reports etcd members {names:?}; etcd exists, so the bootstrap node stays",
                     cp.hostname
-                ));
+                ).into());
             }
             _ => {}
         }

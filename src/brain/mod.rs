@@ -7,6 +7,7 @@ pub(crate) mod assets;
 pub(crate) mod bootstrap;
 pub(crate) mod check;
 pub(crate) mod dhcp;
+pub(crate) mod error;
 pub(crate) mod ipxe;
 pub(crate) mod lifecycle;
 pub(crate) mod manual;

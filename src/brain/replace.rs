@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::BrainError;
 use super::{now, Provisioner};
 use crate::model::inventory::{Inventory, Machine, Replaced, Role};
 use crate::model::mac::Mac;
 use crate::store::replacements::{ReplaceRecord, Step};
+use crate::store::StoreError;
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::{EtcdMemberListRequest, EtcdRemoveMemberByIdRequest};
 
@@ -103,10 +105,10 @@ pub(crate) async fn members(
     ip: Ipv4Addr,
     port: u16,
     creds: &Credentials,
-) -> Result<Vec<(u64, String)>, String> {
+) -> Result<Vec<(u64, String)>, BrainError> {
     let mut c = client::connect(ip, port, creds)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(BrainError::remote)?;
     let r = c
         .etcd_member_list(EtcdMemberListRequest { query_local: false })
         .await
@@ -119,8 +121,8 @@ pub(crate) async fn members(
         .collect())
 }
 
-fn save(p: &Provisioner, r: &ReplaceRecord) -> Result<(), String> {
-    p.store.replacements().put(r).map_err(|e| e.to_string())
+fn save(p: &Provisioner, r: &ReplaceRecord) -> Result<(), BrainError> {
+    Ok(p.store.replacements().put(r)?)
 }
 
 pub(crate) fn record(p: &Provisioner, hostname: &str) -> Option<ReplaceRecord> {
@@ -129,7 +131,7 @@ pub(crate) fn record(p: &Provisioner, hostname: &str) -> Option<ReplaceRecord> {
 
 /// The machine `target` (hostname or MAC) names, and its hostname; a machine
 /// already replaced is found by its old MAC too.
-fn resolve(inv: &Inventory, target: &str) -> Result<(Option<Machine>, String), String> {
+fn resolve(inv: &Inventory, target: &str) -> Result<(Option<Machine>, String), BrainError> {
     let machine = match target.parse::<Mac>() {
         Ok(m) => inv.machine(&m).cloned(),
         Err(_) => inv.machine_by_name(target).cloned(),
@@ -153,9 +155,9 @@ async fn resume_one(
     hostname: &str,
     new_mac: Mac,
     dry_run: bool,
-) -> Result<Report, String> {
+) -> Result<Report, BrainError> {
     if r.new_mac != new_mac {
-        return Err(format!("{hostname} is being (or was) replaced by {}; a second replacement needs that one's MAC as the old MAC", r.new_mac));
+        return Err(format!("{hostname} is being (or was) replaced by {}; a second replacement needs that one's MAC as the old MAC", r.new_mac).into());
     }
     if r.step == Step::IdentityMoved {
         return Ok(Report {
@@ -181,7 +183,7 @@ pub(crate) async fn replace(
     target: &str,
     new_mac: Mac,
     dry_run: bool,
-) -> Result<Report, String> {
+) -> Result<Report, BrainError> {
     let inv = p.inventory();
     let (machine, hostname) = resolve(&inv, target)?;
     // A replacement already under way resumes; a finished one is reported.
@@ -190,21 +192,19 @@ pub(crate) async fn replace(
     }
     let machine = machine.ok_or_else(|| format!("{target} is not in the inventory"))?;
     if inv.machine(&new_mac).is_some() {
-        return Err(format!(
-            "new MAC {new_mac} already belongs to a machine in the inventory"
-        ));
+        return Err(
+            format!("new MAC {new_mac} already belongs to a machine in the inventory").into(),
+        );
     }
     if inv.retired(&new_mac).is_some() {
-        return Err(format!(
-            "new MAC {new_mac} was retired by an earlier replacement"
-        ));
+        return Err(format!("new MAC {new_mac} was retired by an earlier replacement").into());
     }
     let profile = inv.profile(&machine.profile).ok_or("profile missing")?;
     let mut plan = Vec::new();
     if let Some(cluster) = &profile.cluster {
         let crec = super::bootstrap::cluster_record(&p, cluster);
         if crec.bootstrapped_at.is_none() {
-            return Err(format!("cluster {cluster} is not bootstrapped yet: nothing to replace into; boot the machine again instead (`kiln machines reinstall`)"));
+            return Err(format!("cluster {cluster} is not bootstrapped yet: nothing to replace into; boot the machine again instead (`kiln machines reinstall`)").into());
         }
         if profile.role == Role::Controlplane {
             plan_etcd_removal(&p, &inv, cluster, &machine, &hostname, &mut plan).await?;
@@ -240,7 +240,7 @@ pub(crate) async fn replace(
     let r2 = rec.clone();
     tokio::task::spawn_blocking(move || save(&p2, &r2))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| StoreError::Interrupted(e.to_string()))??;
     let mut report = carry_out(p, rec).await?;
     report.plan = plan.into_iter().chain(report.plan).collect();
     Ok(report)
@@ -255,11 +255,11 @@ async fn plan_etcd_removal(
     machine: &Machine,
     hostname: &str,
     plan: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), BrainError> {
     let hostname = hostname.to_string();
     let p = p.clone();
     let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
-    let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
+    let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
     let port = p.cfg.ports.talos_api;
     let old_ip = p.record(&machine.mac).and_then(|r| r.ip).or(machine.ip);
     // Alive means: proves it is this cluster's {hostname} (talos::proof),
@@ -269,7 +269,7 @@ async fn plan_etcd_removal(
             Ok(()) => {
                 return Err(format!(
                     "{hostname} ({ip}) still answers its Talos API: it has not failed. Reset it (`talosctl -n {ip} reset`) or power it off first; kiln replaces only dead machines"
-                ))
+                ).into())
             }
             Err(e) if !e.unreachable() => {
                 tracing::warn!(%hostname, "replace: something answers at {hostname}'s address but is not it: {e}");
@@ -285,9 +285,10 @@ async fn plan_etcd_removal(
     }
     let total = cps_of(&p, inv, cluster, "").len();
     let Some(via) = healthy.first() else {
-        return Err(quorum_check(total, 0, &hostname).err().unwrap_or_else(|| {
-            format!("no other control plane of {cluster} answers its Talos API")
-        }));
+        return Err(quorum_check(total, 0, &hostname)
+            .err()
+            .unwrap_or_else(|| format!("no other control plane of {cluster} answers its Talos API"))
+            .into());
     };
     let ms = match members(via.ip, port, &creds).await {
         Ok(ms) => ms,
@@ -295,6 +296,7 @@ async fn plan_etcd_removal(
         Err(e) => {
             return Err(quorum_check(total, healthy.len(), &hostname)
                 .err()
+                .map(BrainError::Refused)
                 .unwrap_or(e))
         }
     };
@@ -324,7 +326,7 @@ async fn step_to(
     r: &mut ReplaceRecord,
     step: Step,
     note: String,
-) -> Result<(), String> {
+) -> Result<(), BrainError> {
     tracing::info!(hostname = %r.hostname, step = ?step, "replace: {note}");
     r.step = step;
     r.updated = now();
@@ -332,15 +334,19 @@ async fn step_to(
     let (p2, r2) = (p.clone(), r.clone());
     tokio::task::spawn_blocking(move || save(&p2, &r2))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?
 }
 
 /// Remove `hostname`'s etcd member through a healthy control plane. etcd may
 /// be electing a new leader right after a failure: retry, and re-list first
 /// each time, so a removal that did happen is never repeated.
-async fn remove_member(p: &Provisioner, cluster: &str, hostname: &str) -> Result<String, String> {
+async fn remove_member(
+    p: &Provisioner,
+    cluster: &str,
+    hostname: &str,
+) -> Result<String, BrainError> {
     let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
-    let creds = Credentials::admin(bundle).map_err(|e| e.to_string())?;
+    let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
     let port = p.cfg.ports.talos_api;
     let inv = p.inventory();
     let mut via = None;
@@ -360,7 +366,7 @@ async fn remove_member(p: &Provisioner, cluster: &str, hostname: &str) -> Result
         };
         let mut c = client::connect(via.ip, port, &creds)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(BrainError::remote)?;
         match c
             .etcd_remove_member_by_id(EtcdRemoveMemberByIdRequest { member_id: id })
             .await
@@ -371,7 +377,8 @@ async fn remove_member(p: &Provisioner, cluster: &str, hostname: &str) -> Result
                     return Err(format!(
                         "etcd member {} ({id:016x}) is still listed after removal",
                         hostname
-                    ));
+                    )
+                    .into());
                 }
                 return Ok(format!(
                     "removed etcd member {hostname} ({id:016x}) through {}; {} members left",
@@ -396,14 +403,18 @@ async fn remove_member(p: &Provisioner, cluster: &str, hostname: &str) -> Result
                     "EtcdRemoveMemberByID {id:016x} on {}: {}",
                     via.hostname,
                     s.message()
-                ))
+                )
+                .into())
             }
         }
     }
 }
 
 /// Continue a recorded replacement from its step.
-pub(crate) async fn carry_out(p: Arc<Provisioner>, mut r: ReplaceRecord) -> Result<Report, String> {
+pub(crate) async fn carry_out(
+    p: Arc<Provisioner>,
+    mut r: ReplaceRecord,
+) -> Result<Report, BrainError> {
     let mut out = Vec::new();
     if r.step == Step::Planned {
         if let (Role::Controlplane, Some(cluster)) = (r.role, r.cluster.clone()) {
@@ -427,7 +438,7 @@ pub(crate) async fn carry_out(p: Arc<Provisioner>, mut r: ReplaceRecord) -> Resu
         let (p2, r2) = (p.clone(), r.clone());
         tokio::task::spawn_blocking(move || move_identity(&p2, &r2))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| StoreError::Interrupted(e.to_string()))??;
         let note = format!(
             "{} now belongs to {}; {} is refused",
             r.hostname, r.new_mac, r.old_mac
@@ -441,7 +452,7 @@ pub(crate) async fn carry_out(p: Arc<Provisioner>, mut r: ReplaceRecord) -> Resu
     })
 }
 
-fn move_identity(p: &Provisioner, r: &ReplaceRecord) -> Result<(), String> {
+fn move_identity(p: &Provisioner, r: &ReplaceRecord) -> Result<(), BrainError> {
     let mut o = crate::model::inventory::load_overrides(&p.cfg)?;
     if !o
         .replaced
@@ -456,7 +467,7 @@ fn move_identity(p: &Provisioner, r: &ReplaceRecord) -> Result<(), String> {
         });
         crate::model::inventory::save_overrides(&p.cfg, &o)?;
     }
-    let inv = Inventory::load(&p.cfg).map_err(|e| e.to_string())?;
+    let inv = Inventory::load(&p.cfg).map_err(BrainError::remote)?;
     p.replace_inventory(inv);
     Ok(())
 }

@@ -186,7 +186,7 @@ async fn replace(
     };
     match crate::brain::replace::replace(p, &req.machine, mac, req.dry_run).await {
         Ok(r) => Json(r).into_response(),
-        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+        Err(e) => failed(StatusCode::CONFLICT, e),
     }
 }
 
@@ -197,7 +197,7 @@ async fn mark_failed(
     let p2 = p.clone();
     match tokio::task::spawn_blocking(move || crate::brain::adopt::mark_failed(&p2, &id)).await {
         Ok(Ok(())) => (StatusCode::OK, "marked failed\n").into_response(),
-        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Ok(Err(e)) => failed(StatusCode::NOT_FOUND, e),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
@@ -218,9 +218,21 @@ async fn adopt(
     .await
     {
         Ok(Ok(msg)) => (StatusCode::OK, msg).into_response(),
-        Ok(Err(e)) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+        Ok(Err(e)) => failed(StatusCode::CONFLICT, e),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// A brain error as a response: a refusal gets `refused` (409 or 404), a
+/// store failure 500, a node that did not answer as it must 502.
+fn failed(refused: StatusCode, e: crate::brain::error::BrainError) -> Response {
+    use crate::brain::error::BrainError;
+    let status = match &e {
+        BrainError::Refused(_) => refused,
+        BrainError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        BrainError::Remote(_) => StatusCode::BAD_GATEWAY,
+    };
+    (status, format!("{e}\n")).into_response()
 }
 
 /// Refuse what a browser page could send: anything with an Origin header, and
@@ -281,7 +293,7 @@ async fn bootstrap_reset(
     }
     match crate::brain::bootstrap::reset(&p, &cluster).await {
         Ok(msg) => (StatusCode::OK, msg).into_response(),
-        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+        Err(e) => failed(StatusCode::CONFLICT, e),
     }
 }
 

@@ -53,7 +53,10 @@ pub(crate) fn bind_udp(
 
 /// Group commit: callers send their changes and wait; the writer drains whatever
 /// has queued up and commits it in one fsynced transaction.
-type Job = (Vec<LeaseChange>, oneshot::Sender<Result<(), String>>);
+type Job = (
+    Vec<LeaseChange>,
+    oneshot::Sender<Result<(), Arc<StoreError>>>,
+);
 
 #[derive(Clone)]
 pub(crate) struct Persister {
@@ -79,7 +82,7 @@ impl Persister {
                     tokio::task::spawn_blocking(move || store.leases().apply(&changes))
                         .await
                         .unwrap_or_else(|e| Err(StoreError::Interrupted(e.to_string())));
-                let res = res.map_err(|e| e.to_string());
+                let res = res.map_err(Arc::new);
                 for (_, done) in batch {
                     let _ = done.send(res.clone());
                 }
@@ -88,13 +91,11 @@ impl Persister {
         Persister { tx }
     }
 
-    pub(crate) async fn commit(&self, changes: Vec<LeaseChange>) -> Result<(), String> {
+    pub(crate) async fn commit(&self, changes: Vec<LeaseChange>) -> Result<(), Arc<StoreError>> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((changes, done))
-            .await
-            .map_err(|_| "store writer stopped".to_string())?;
-        wait.await.map_err(|_| "store writer stopped".to_string())?
+        let stopped = || Arc::new(StoreError::Interrupted("store writer stopped".into()));
+        self.tx.send((changes, done)).await.map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
     }
 }
 
