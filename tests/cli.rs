@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab, Ports};
+use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab, LoPorts, Ports};
 
 fn yaml(http: u16) -> String {
     let ports = Ports {
@@ -120,18 +120,8 @@ fn environment_overrides_and_live_reload() {
     std::env::set_var("KILN_PORTS__HTTP", http.to_string());
     let mut k = Kiln::start(&lab.config(), None);
     std::env::remove_var("KILN_PORTS__HTTP");
-    let get = |mac: &str| {
-        let o = Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "5",
-                &format!("http://127.0.0.1:{http}/ipxe/{mac}"),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let get =
+        |mac: &str| common::curl::curl(&[&format!("http://127.0.0.1:{http}/ipxe/{mac}")]).text();
     assert!(get("52-54-00-aa-00-02").contains("not in the inventory"));
 
     // Add a machine and send SIGHUP: it boots at once.

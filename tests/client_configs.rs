@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{have, kiln_bin, skip_unless, Kiln, Lab, Ports};
+use common::{have, kiln_bin, skip_unless, Kiln, Lab, LoPorts, Ports};
 use kiln::talos::kubeconfig::KubeConfig;
 use kiln::talos::secrets::{pem_of, Bundle};
 use kiln::talos::talosconfig::TalosConfig;

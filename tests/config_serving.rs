@@ -5,7 +5,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{have, kiln_bin, skip_unless, Kiln, Lab, Ports};
+use common::curl::curl;
+use common::{have, kiln_bin, skip_unless, Kiln, Lab, LoPorts, Ports};
 use kiln::model::yaml::from_yaml;
 
 const MACHINES: &str = "machines:
@@ -34,18 +35,6 @@ fn lab(extra: &str) -> (Lab, Ports) {
     (lab, ports)
 }
 
-fn curl(args: &[&str]) -> (String, String) {
-    let o = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 /// The talos.config= URL from a machine script, with iPXE's variables filled.
 fn config_url(script: &str, mac: &str) -> String {
     let u = script
@@ -57,7 +46,7 @@ fn config_url(script: &str, mac: &str) -> String {
 }
 
 fn status(args: &[&str]) -> String {
-    curl(&[&["-o", "/dev/null", "-w", "%{http_code}"][..], args].concat()).0
+    curl(args).code
 }
 
 #[test]
@@ -79,7 +68,7 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     );
 
     // Before any DHCP: nobody gets a token, whatever address asks.
-    let (script, _) = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-01")]);
+    let script = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-01")]).text();
     assert!(
         !script.contains("talos.config") && script.contains("holds no DHCP-proven address"),
         "{script}"
@@ -89,28 +78,31 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:01", common::lo_ip(1));
     // Another address asking for cp-1's script gets none; a second claim on
     // cp-1's MAC from another address is refused, and cp-1 keeps its own.
-    let (script, _) = curl(&[
+    let script = curl(&[
         "--interface",
         "127.0.0.2",
         &format!("{base}/ipxe/52-54-00-aa-00-01"),
-    ]);
+    ])
+    .text();
     assert!(
         !script.contains("talos.config")
             && script.contains("but DHCP proved 52:54:00:aa:00:01 is 127.0.1.1"),
         "{script}"
     );
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:01", common::lo_ip(9));
-    let (old_script, _) = curl(&[
+    let old_script = curl(&[
         "--interface",
         &cp1,
         &format!("{base}/ipxe/52-54-00-aa-00-01"),
-    ]);
+    ])
+    .text();
     let old_url = config_url(&old_script, "52:54:00:aa:00:01");
-    let (script, _) = curl(&[
+    let script = curl(&[
         "--interface",
         &cp1,
         &format!("{base}/ipxe/52-54-00-aa-00-01"),
-    ]);
+    ])
+    .text();
     let url = config_url(&script, "52:54:00:aa:00:01");
     assert!(
         url.contains("token=") && url.contains("uuid=4c4c4544"),
@@ -121,7 +113,7 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
         "403",
         "a new boot voids the token of the one before"
     );
-    let (body, _) = curl(&["-f", "--interface", &cp1, &url]);
+    let body = curl(&["-f", "--interface", &cp1, &url]).text();
     let docs = from_yaml(&body).unwrap();
     // Talos retries: the same URL from the same address works again.
     assert_eq!(status(&["--interface", &cp1, &url]), "200");
@@ -160,11 +152,12 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
         "403"
     );
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:11", common::lo_ip(11));
-    let (wscript, _) = curl(&[
+    let wscript = curl(&[
         "--interface",
         &w1,
         &format!("{base}/ipxe/52-54-00-aa-00-11"),
-    ]);
+    ])
+    .text();
     let wurl = config_url(&wscript, "52:54:00:aa:00:11");
     let stolen = wurl.replace("52-54-00-aa-00-11", "52-54-00-aa-00-01");
     for from in [&w1, &cp1] {
@@ -174,7 +167,7 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
             "a worker's token must not open a control-plane config"
         );
     }
-    let (wbody, _) = curl(&["-f", "--interface", &w1, &wurl]);
+    let wbody = curl(&["-f", "--interface", &w1, &wurl]).text();
     let wdocs = from_yaml(&wbody).unwrap();
     assert_eq!(wdocs[0]["machine"]["type"], "worker");
     assert_eq!(
@@ -284,28 +277,31 @@ fn unknown_machines_never_get_control_plane_configs() {
     let me = common::lo_ip(21);
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:bb:00:01", me);
     let from = me.to_string();
-    let (script, _) = curl(&[
+    let script = curl(&[
         "--interface",
         &from,
         &format!("{base}/ipxe/52-54-00-bb-00-01"),
-    ]);
+    ])
+    .text();
     let url = config_url(&script, "52:54:00:bb:00:01");
     assert_eq!(status(&["--interface", &from, &url]), "403");
     drop(_k);
     let (lab, ports) = lab_worker_default();
     let _k = Kiln::start(&lab.config(), None);
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:bb:00:01", me);
-    let (script, _) = curl(&[
+    let script = curl(&[
         "--interface",
         &from,
         &format!("http://127.0.0.1:{}/ipxe/52-54-00-bb-00-01", ports.http),
-    ]);
-    let (body, _) = curl(&[
+    ])
+    .text();
+    let body = curl(&[
         "-f",
         "--interface",
         &from,
         &config_url(&script, "52:54:00:bb:00:01"),
-    ]);
+    ])
+    .text();
     let docs = from_yaml(&body).unwrap();
     assert_eq!(docs[0]["machine"]["type"], "worker");
 }

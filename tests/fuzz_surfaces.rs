@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{Kiln, Lab, Ports};
+use common::{Kiln, Lab, LoPorts, Ports};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -4,7 +4,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{have, skip_unless, Kiln, Lab, Ports};
+use common::curl::curl;
+use common::{have, skip_unless, Kiln, Lab, LoPorts, Ports};
 
 fn lab() -> (Lab, u16, u16, u16) {
     let ports = Ports::free();
@@ -20,18 +21,6 @@ fn lab() -> (Lab, u16, u16, u16) {
     (lab, http, tftp, ports.proxy_dhcp)
 }
 
-fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn http_scripts_and_assets_with_range_and_head() {
     if skip_unless(have("curl"), "curl") {
@@ -43,7 +32,7 @@ fn http_scripts_and_assets_with_range_and_head() {
     common::dhcp_claim(proxy, "52:54:00:aa:00:01", std::net::Ipv4Addr::LOCALHOST);
     let base = format!("http://127.0.0.1:{http}");
 
-    let (body, _) = curl(&[&format!("{base}/boot.ipxe")]);
+    let body = curl(&[&format!("{base}/boot.ipxe")]).text();
     assert!(
         body.starts_with("#!ipxe\n")
             && body.contains(&format!("chain --autofree {base}/ipxe/${{mac:hexhyp}}")),
@@ -51,7 +40,7 @@ fn http_scripts_and_assets_with_range_and_head() {
     );
 
     // The known machine's script: kernel, initrd and the Talos arguments.
-    let (body, _) = curl(&[&format!("{base}/ipxe/52-54-00-AA-00-01?uuid=1234")]);
+    let body = curl(&[&format!("{base}/ipxe/52-54-00-AA-00-01?uuid=1234")]).text();
     assert!(body.contains(&format!("kernel {base}/assets/talos/v1.13.9/vmlinuz-amd64 initrd=initramfs-amd64.xz talos.platform=metal")), "{body}");
     assert!(
         body.contains(&format!(
@@ -69,18 +58,12 @@ fn http_scripts_and_assets_with_range_and_head() {
         assert!(body.contains(a), "{a}: {body}");
     }
     // An unknown machine is told why and sent to its next boot device.
-    let (body, _) = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-99")]);
+    let body = curl(&[&format!("{base}/ipxe/52-54-00-aa-00-99")]).text();
     assert!(
         body.contains("not in the inventory") && body.trim_end().ends_with("exit"),
         "{body}"
     );
-    let (code, _) = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("{base}/ipxe/not-a-mac"),
-    ]);
+    let code = curl(&[&format!("{base}/ipxe/not-a-mac")]).code;
     assert_eq!(code, "400");
 
     // Range: exactly the bytes asked for, 206.
@@ -88,56 +71,31 @@ fn http_scripts_and_assets_with_range_and_head() {
         .path()
         .join("boot-assets/talos/v1.13.9/initramfs-amd64.xz");
     let full = std::fs::read(&asset).unwrap();
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-r",
-            "1000-1999",
-            "-w",
-            "%{http_code}",
-            &format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz"),
-        ])
-        .output()
-        .unwrap();
-    let (data, code) = out.stdout.split_at(out.stdout.len() - 3);
-    assert_eq!(code, b"206");
-    assert_eq!(data, &full[1000..2000]);
-    // Whole file.
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            &format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz"),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.stdout, full);
-    // HEAD: length, no body.
-    let (head, _) = curl(&[
-        "-I",
+    let out = curl(&[
+        "-r",
+        "1000-1999",
         &format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz"),
     ]);
+    assert_eq!(out.code, "206");
+    assert_eq!(out.body, &full[1000..2000]);
+    // Whole file.
+    let out = curl(&[&format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz")]);
+    assert_eq!(out.body, full);
+    // HEAD: length, no body.
+    let head = curl(&[
+        "-I",
+        &format!("{base}/assets/talos/v1.13.9/initramfs-amd64.xz"),
+    ])
+    .text();
     assert!(
         head.to_ascii_lowercase()
             .contains(&format!("content-length: {}", full.len())),
         "{head}"
     );
     // No escaping the asset directory.
-    let (code, _) = curl(&[
-        "--path-as-is",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("{base}/assets/../kiln.yaml"),
-    ]);
+    let code = curl(&["--path-as-is", &format!("{base}/assets/../kiln.yaml")]).code;
     assert_ne!(code, "200");
-    let (code, _) = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("{base}/assets/%2e%2e/kiln.yaml"),
-    ]);
+    let code = curl(&[&format!("{base}/assets/%2e%2e/kiln.yaml")]).code;
     assert_ne!(code, "200");
 }
 
@@ -186,13 +144,14 @@ fn tftp_serves_ipxe_with_options_and_refuses_traversal() {
 
     // curl with blksize.
     let _ = std::fs::remove_file(&out);
-    let st = Command::new("curl")
-        .args(["-sS", "--tftp-blksize", "1024", "-o"])
-        .arg(&out)
-        .arg(format!("tftp://127.0.0.1:{port}/ipxe.efi"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let got = curl(&[
+        "--tftp-blksize",
+        "1024",
+        "-o",
+        &out.to_string_lossy(),
+        &format!("tftp://127.0.0.1:{port}/ipxe.efi"),
+    ]);
+    assert!(got.ok, "{}", got.stderr);
     assert_eq!(std::fs::read(&out).unwrap(), data, "curl tftp");
 
     // tftp-hpa, no options (512-byte blocks); the iPXE binary comes from the system
@@ -222,13 +181,12 @@ fn tftp_serves_ipxe_with_options_and_refuses_traversal() {
     // Traversal and missing files are errors, and nothing is written.
     for bad in ["../kiln.yaml", "/../../etc/passwd", "nosuch.efi"] {
         let _ = std::fs::remove_file(&out);
-        let o = Command::new("curl")
-            .args(["-sS", "-o"])
-            .arg(&out)
-            .arg(format!("tftp://127.0.0.1:{port}/{bad}"))
-            .output()
-            .unwrap();
-        assert!(!o.status.success(), "{bad} was served");
+        let o = curl(&[
+            "-o",
+            &out.to_string_lossy(),
+            &format!("tftp://127.0.0.1:{port}/{bad}"),
+        ]);
+        assert!(!o.ok, "{bad} was served");
         assert!(std::fs::read(&out).map(|d| d.is_empty()).unwrap_or(true));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::talos::{self, ev, Shared};
-use common::{free_port, kiln_bin, lo_ip as ip, Kiln, Lab, Ports, LOOPBACK_MACHINES};
+use common::{free_port, kiln_bin, lo_ip as ip, Kiln, Lab, LoPorts, Ports, LOOPBACK_MACHINES};
 use kiln::talos::proto::machine::machine_status_event::MachineStage;
 use kiln::talos::secrets::Bundle;
 

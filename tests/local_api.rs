@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{have, is_root, run_kiln, skip_unless, Kiln, Lab, Ports};
+use common::{have, is_root, run_kiln, skip_unless, Kiln, Lab, LoPorts, Ports};
 
 const MACHINES: &str =
     "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane}\n";
@@ -25,23 +25,13 @@ fn lab(extra: &str) -> (Lab, Ports) {
 
 /// curl ARGS against the socket: (HTTP status, body).
 fn curl(lab: &Lab, args: &[&str], path: &str) -> (String, String) {
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            "--unix-socket",
-        ])
-        .arg(lab.path().join("state/kiln.sock"))
-        .args(args)
-        .arg(format!("http://kiln{path}"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (code.to_string(), body.to_string())
+    let sock = lab.path().join("state/kiln.sock");
+    let url = format!("http://kiln{path}");
+    let mut all = vec!["--unix-socket", sock.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let c = common::curl::curl(&all);
+    (c.code.clone(), c.text())
 }
 
 fn last_event(lab: &Lab) -> String {
@@ -172,15 +162,7 @@ fn the_opt_in_tcp_api_needs_the_bearer_token() {
     );
     let token = std::fs::read_to_string(&token_file).unwrap();
     let url = format!("http://127.0.0.1:{}/api/v1/machines", ports.api);
-    let code = |args: &[&str]| {
-        let o = Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-            .args(args)
-            .arg(&url)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let code = |args: &[&str]| common::curl::curl(&[args, &[url.as_str()]].concat()).code;
     assert_eq!(code(&[]), "401");
     assert_eq!(code(&["-H", "authorization: Bearer wrong"]), "401");
     assert_eq!(

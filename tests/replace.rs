@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::talos::{self, ev, Shared};
-use common::{etcd, free_port, kiln_bin, lo_ip as ip, Kiln, Lab, Ports, LOOPBACK_MACHINES};
+use common::{
+    etcd, free_port, kiln_bin, lo_ip as ip, Kiln, Lab, LoPorts, Ports, LOOPBACK_MACHINES,
+};
 use kiln::talos::secrets::Bundle;
 
 const NEW_MAC: &str = "52:54:00:aa:00:22";

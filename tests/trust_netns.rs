@@ -18,24 +18,8 @@ const PXE: &[&str] = &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:000
 
 /// curl in namespace `ns`: (HTTP status, body).
 fn curl_in(ns: &str, url: &str) -> (String, String) {
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            url,
-        ])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (code.to_string(), body.to_string())
+    let c = common::curl::curl_in(ns, &[url]);
+    (c.code.clone(), c.text())
 }
 
 fn config_url(script: &str) -> Option<String> {

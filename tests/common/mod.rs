@@ -1,6 +1,7 @@
 //! Shared test harness: skip rules, the kiln process, network namespaces.
 #![allow(dead_code)]
 
+pub mod curl;
 pub mod etcd;
 pub mod guest;
 pub mod kube;
@@ -155,21 +156,19 @@ impl Drop for Kiln {
     }
 }
 
-/// A free loopback port for every listener kiln opens (and the Talos API
-/// port it dials), for a kiln on `lo`.
-#[derive(Debug, Clone, Copy)]
-pub struct Ports {
-    pub dhcp: u16,
-    pub proxy_dhcp: u16,
-    pub tftp: u16,
-    pub http: u16,
-    pub events: u16,
-    pub api: u16,
-    pub talos_api: u16,
+/// kiln's own port set (`kiln::model::config::Ports`), picked free on loopback.
+pub use kiln::model::config::Ports;
+
+/// Loopback ports for a kiln on `lo` (and the Talos API port it dials).
+pub trait LoPorts {
+    /// A free loopback port for every listener kiln opens.
+    fn free() -> Self;
+    /// The head of a kiln.yaml on loopback: interface, address and ports.
+    fn lo_yaml(&self) -> String;
 }
 
-impl Ports {
-    pub fn free() -> Ports {
+impl LoPorts for Ports {
+    fn free() -> Ports {
         Ports {
             dhcp: free_port(),
             proxy_dhcp: free_port(),
@@ -181,8 +180,7 @@ impl Ports {
         }
     }
 
-    /// The head of a kiln.yaml on loopback: interface, address and ports.
-    pub fn lo_yaml(&self) -> String {
+    fn lo_yaml(&self) -> String {
         format!(
             "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {}, proxy_dhcp: {}, tftp: {}, http: {}, events: {}, api: {}, talos_api: {}}}\n",
             self.dhcp, self.proxy_dhcp, self.tftp, self.http, self.events, self.api, self.talos_api
@@ -310,24 +308,17 @@ pub fn claim_loopback_machines(proxy_port: u16) {
 
 /// `/ipxe/<mac>` fetched with curl from `from`, as the machine's iPXE does.
 pub fn script_from(http: u16, mac: &str, from: std::net::Ipv4Addr) -> String {
-    let o = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--interface", &from.to_string()])
-        .arg(format!(
-            "http://127.0.0.1:{http}/ipxe/{}",
-            mac.replace(':', "-")
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let url = format!("http://127.0.0.1:{http}/ipxe/{}", mac.replace(':', "-"));
+    curl::curl(&["--interface", &from.to_string(), &url]).text()
 }
 
 /// GET `path` from the lab's kiln over its API socket (curl --unix-socket).
 pub fn api_get(lab: &Lab, path: &str) -> String {
-    let o = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--unix-socket"])
-        .arg(lab.path().join("state/kiln.sock"))
-        .arg(format!("http://kiln{path}"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    let sock = lab.path().join("state/kiln.sock");
+    curl::curl(&[
+        "--unix-socket",
+        &sock.to_string_lossy(),
+        &format!("http://kiln{path}"),
+    ])
+    .text()
 }
