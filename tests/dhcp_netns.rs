@@ -101,18 +101,7 @@ fn full_mode_with_busybox_dhcp_clients() {
 
     // Machines DHCP saw entered the lifecycle.
     let rec = |host: &str| {
-        let o = common::netns::sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &net.server,
-            "curl",
-            "-sS",
-            "--unix-socket",
-            lab.path().join("state/kiln.sock").to_str().unwrap(),
-            "http://kiln/api/v1/machines",
-        ])
-        .unwrap();
+        let o = common::api_get(&lab, "/api/v1/machines");
         let v: serde_json::Value = serde_json::from_str(&o).unwrap();
         v.as_array()
             .unwrap()

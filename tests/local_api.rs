@@ -5,7 +5,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use common::{have, is_root, run_kiln, skip_unless, Kiln, Lab, LoPorts, Ports};
 
@@ -98,13 +97,14 @@ fn the_socket_is_the_owners_and_no_web_page_can_drive_it() {
 
     // Another local user cannot use the socket at all.
     if is_root() && have("setpriv") {
-        let o = Command::new("setpriv")
-            .args([
+        let o = common::curl::curl_via(
+            &[
+                "setpriv",
                 "--reuid=65534",
                 "--regid=65534",
                 "--clear-groups",
-                "curl",
-                "-sS",
+            ],
+            &[
                 "-X",
                 "POST",
                 "-H",
@@ -112,12 +112,11 @@ fn the_socket_is_the_owners_and_no_web_page_can_drive_it() {
                 "-d",
                 "{}",
                 "--unix-socket",
-            ])
-            .arg(&sock)
-            .arg(format!("http://kiln{reinstall}"))
-            .output()
-            .unwrap();
-        assert!(!o.status.success(), "nobody reached the API socket");
+                sock.to_str().unwrap(),
+                &format!("http://kiln{reinstall}"),
+            ],
+        );
+        assert!(!o.ok, "nobody reached the API socket");
         assert_eq!(last_event(&lab), before);
     } else {
         skip_unless(false, "root and setpriv, to try the socket as another user");

@@ -54,7 +54,7 @@ fn kiln(w: &World, args: &[&str]) -> (bool, String) {
 }
 
 fn get(url: &str) -> String {
-    common::netns::sh(&["curl", "-sS", url]).unwrap()
+    common::curl::curl(&[url]).text()
 }
 
 fn wait(what: &str, t: Duration, mut f: impl FnMut() -> bool) {
@@ -404,7 +404,9 @@ fn an_adopted_box_gets_the_failed_machines_config_and_the_old_mac_nothing() {
         .replace("${uuid}", "u")
         .replace("${mac}", "52%3A54%3A00%3Aaa%3A00%3A33");
     let from = ip(3).to_string();
-    let body = common::netns::sh(&["curl", "-sSf", "--interface", &from, &url]).unwrap();
+    let got = common::curl::curl(&["-f", "--interface", &from, &url]);
+    assert!(got.ok, "{}", got.stderr);
+    let body = got.text();
     let docs = kiln::model::yaml::from_yaml(&body).unwrap();
     assert_eq!(
         docs.iter().find(|d| d["kind"] == "HostnameConfig").unwrap()["hostname"],

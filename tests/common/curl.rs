@@ -23,17 +23,24 @@ impl Curl {
 
 /// curl ARGS on the host.
 pub fn curl(args: &[&str]) -> Curl {
-    run(Command::new("curl"), args)
+    curl_via(&[], args)
 }
 
 /// curl ARGS inside network namespace `ns`.
 pub fn curl_in(ns: &str, args: &[&str]) -> Curl {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, "curl"]);
-    run(c, args)
+    curl_via(&["ip", "netns", "exec", ns], args)
 }
 
-fn run(mut c: Command, args: &[&str]) -> Curl {
+/// curl ARGS run through `prefix` (e.g. `setpriv` as another user).
+pub fn curl_via(prefix: &[&str], args: &[&str]) -> Curl {
+    let mut c = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("curl");
+            c
+        }
+        None => Command::new("curl"),
+    };
     let o = c
         .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
         .args(args)
