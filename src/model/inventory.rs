@@ -238,7 +238,7 @@ fn load_machines(
     let file: MachinesFile = match crate::model::problems::parse_yaml(&text) {
         Ok(f) => f,
         Err(e) => {
-            problems.push(path, "", e);
+            problems.push(path, "", e.to_string());
             return Vec::new();
         }
     };

@@ -62,9 +62,11 @@ impl fmt::Display for Problems {
 impl std::error::Error for Problems {}
 
 /// Parse YAML written by an operator; the error is one line with line and column.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, crate::model::yaml::YamlError> {
     serde_saphyr::from_str_with_options(text, serde_saphyr::options! { with_snippet: false })
-        .map_err(|e| one_line(&e))
+        .map_err(|e| crate::model::yaml::YamlError(one_line(&e)))
 }
 
 /// An error message on one line.

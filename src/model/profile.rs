@@ -209,7 +209,7 @@ pub fn load_profiles(cfg: &Config, problems: &mut Problems) -> BTreeMap<String, 
                     );
                 }
             }
-            Err(e) => problems.push(&f, "", e),
+            Err(e) => problems.push(&f, "", e.to_string()),
         }
     }
     if out.is_empty() && problems.is_empty() {

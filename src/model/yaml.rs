@@ -2,6 +2,12 @@
 
 use serde_json::Value;
 
+/// YAML that does not parse (or does not fit the type): one line, with the
+/// line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct YamlError(pub String);
+
 /// YAML as talosctl writes it (go-yaml): 4-space indentation, list items indented
 /// under their key, long base64 values on one line.
 pub fn yaml_options() -> serde_saphyr::SerializerOptions {
@@ -22,11 +28,11 @@ pub fn to_yaml(docs: &[Value]) -> String {
 }
 
 /// Parse (possibly multi-document) YAML into JSON values.
-pub fn from_yaml(text: &str) -> Result<Vec<Value>, String> {
+pub fn from_yaml(text: &str) -> Result<Vec<Value>, YamlError> {
     let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
         text,
         serde_saphyr::options! { with_snippet: false },
     )
-    .map_err(|e| crate::model::problems::one_line(&e))?;
+    .map_err(|e| YamlError(crate::model::problems::one_line(&e)))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }

@@ -141,7 +141,7 @@ pub(crate) fn export(
         )
     })?;
     let (yaml, merged) = if kind == "kubeconfig" {
-        let mut kc = KubeConfig::parse(&text)?;
+        let mut kc = KubeConfig::parse(&text).map_err(|e| e.to_string())?;
         if let Some(c) = cluster {
             let user = format!("admin@{c}");
             if !kc.clusters.iter().any(|x| x.name == c) {
@@ -164,7 +164,7 @@ pub(crate) fn export(
             None => (kc.to_yaml(), None),
         }
     } else {
-        let mut tc = TalosConfig::parse(&text)?;
+        let mut tc = TalosConfig::parse(&text).map_err(|e| e.to_string())?;
         if let Some(c) = cluster {
             if !tc.contexts.contains_key(c) {
                 return Err(format!("no cluster {c:?} in {}", src.display()));

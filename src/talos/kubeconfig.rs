@@ -60,7 +60,7 @@ fn upsert<T>(v: &mut Vec<Named<T>>, n: Named<T>) {
 }
 
 impl KubeConfig {
-    pub fn parse(text: &str) -> Result<KubeConfig, String> {
+    pub fn parse(text: &str) -> Result<KubeConfig, crate::model::yaml::YamlError> {
         crate::model::problems::parse_yaml(text)
     }
 
@@ -142,7 +142,8 @@ pub fn delete_node(
     let path = cfg.state_dir.join("kubeconfig");
     let kc = KubeConfig::parse(
         &std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let cl = kc
         .clusters
         .iter()

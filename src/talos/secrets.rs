@@ -311,7 +311,7 @@ impl Bundle {
     pub fn parse(text: &str, file: &Path) -> Result<Bundle, SecretsError> {
         let b: Bundle = crate::model::problems::parse_yaml(text).map_err(|e| {
             let mut p = Problems::default();
-            p.push(file, "", e);
+            p.push(file, "", e.to_string());
             SecretsError::Invalid(p)
         })?;
         b.validate(file).map_err(SecretsError::Invalid)?;

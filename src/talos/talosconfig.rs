@@ -35,7 +35,7 @@ impl TalosConfig {
             .unwrap_or_default()
     }
 
-    pub fn parse(text: &str) -> Result<TalosConfig, String> {
+    pub fn parse(text: &str) -> Result<TalosConfig, crate::model::yaml::YamlError> {
         crate::model::problems::parse_yaml(text)
     }
 
