@@ -9,6 +9,9 @@ pub(crate) enum BrainError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// `inventory-overrides.yaml` (identity moves) failed.
+    #[error(transparent)]
+    Overrides(#[from] crate::model::inventory::OverridesError),
     /// A Talos or Kubernetes API call failed.
     #[error("{0}")]
     Remote(String),

@@ -11,7 +11,7 @@ use crate::model::contract::Contract;
 use crate::model::inventory::{Machine, Profile};
 use crate::talos::generate::{generate, Options};
 use crate::talos::patch::{self, Patch};
-use crate::talos::secrets::Bundle;
+use crate::talos::secrets::{Bundle, SecretsError};
 use crate::talos::settings::hostname_patch;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,11 +25,11 @@ pub enum RenderError {
 }
 
 /// Load each cluster's secrets, generating (0600) those that do not exist yet.
-pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, String> {
+pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, SecretsError> {
     let mut out = BTreeMap::new();
     for (name, c) in &cfg.clusters {
         let b = if c.secrets.exists() {
-            Bundle::load(&c.secrets).map_err(|e| e.to_string())?
+            Bundle::load(&c.secrets)?
         } else {
             let minor = c
                 .talos_version
@@ -37,8 +37,8 @@ pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, 
                 .and_then(|v| Contract::for_release(v).ok())
                 .map(|c| c.minor)
                 .unwrap_or(crate::model::contract::NEWEST);
-            let b = Bundle::generate(minor).map_err(|e| e.to_string())?;
-            b.save(&c.secrets, false).map_err(|e| e.to_string())?;
+            let b = Bundle::generate(minor)?;
+            b.save(&c.secrets, false)?;
             tracing::info!(cluster = %name, path = %c.secrets.display(), "generated cluster secrets (0600)");
             b
         };

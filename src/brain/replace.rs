@@ -467,7 +467,7 @@ fn move_identity(p: &Provisioner, r: &ReplaceRecord) -> Result<(), BrainError> {
         });
         crate::model::inventory::save_overrides(&p.cfg, &o)?;
     }
-    let inv = Inventory::load(&p.cfg).map_err(BrainError::remote)?;
+    let inv = Inventory::load(&p.cfg).map_err(|e| BrainError::Refused(e.to_string()))?;
     p.replace_inventory(inv);
     Ok(())
 }

@@ -79,23 +79,41 @@ pub fn overrides_path(cfg: &Config) -> std::path::PathBuf {
     cfg.state_dir.join("inventory-overrides.yaml")
 }
 
-pub fn load_overrides(cfg: &Config) -> Result<Overrides, String> {
-    let p = overrides_path(cfg);
-    match std::fs::read_to_string(&p) {
-        Ok(t) => {
-            crate::model::problems::parse_yaml(&t).map_err(|e| format!("{}: {e}", p.display()))
-        }
+/// `inventory-overrides.yaml` could not be read, parsed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum OverridesError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        source: crate::model::yaml::YamlError,
+    },
+    #[error("writing the overrides: {0}")]
+    Encode(String),
+    #[error(transparent)]
+    Write(#[from] crate::model::files::FileError),
+}
+
+pub fn load_overrides(cfg: &Config) -> Result<Overrides, OverridesError> {
+    let path = overrides_path(cfg);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => crate::model::problems::parse_yaml(&t)
+            .map_err(|source| OverridesError::Parse { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        Err(source) => Err(OverridesError::Read { path, source }),
     }
 }
 
-pub fn save_overrides(cfg: &Config, o: &Overrides) -> Result<(), String> {
+pub fn save_overrides(cfg: &Config, o: &Overrides) -> Result<(), OverridesError> {
     let text = serde_saphyr::to_string_with_options(o, crate::model::yaml::yaml_options())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| OverridesError::Encode(e.to_string()))?;
     let text = format!("# Written by `kiln replace`: these machines took over another's identity.\n# Remove an entry to undo it.\n{text}");
-    crate::model::files::write_private(&overrides_path(cfg), text.as_bytes(), true)
-        .map_err(|e| e.to_string())
+    crate::model::files::write_private(&overrides_path(cfg), text.as_bytes(), true)?;
+    Ok(())
 }
 
 impl Inventory {
@@ -180,7 +198,7 @@ impl Inventory {
                     replaced.push(r);
                 }
             }
-            Err(e) => problems.push(&overrides_path(cfg), "", e),
+            Err(e) => problems.push(&overrides_path(cfg), "", e.to_string()),
         }
         let by_mac = machines
             .iter()
