@@ -133,5 +133,5 @@ pub(super) fn client_export(kind: &str, a: ClientArgs) -> anyhow::Result<String>
         a.output.as_deref(),
         merge.as_deref(),
     )
-    .map_err(|e| anyhow!(e))
+    .map_err(anyhow::Error::from)
 }

@@ -45,7 +45,9 @@ pub fn main() -> ExitCode {
     finish(r)
 }
 
-/// Print what a command produced, or its error; the exit code follows.
+/// Print what a command produced, or its error; the exit code follows. The
+/// library's errors name their causes in their own text, so only the
+/// outermost is printed.
 fn finish(r: anyhow::Result<String>) -> ExitCode {
     match r {
         Ok(s) => {
@@ -53,7 +55,7 @@ fn finish(r: anyhow::Result<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("kiln: {e:#}");
+            eprintln!("kiln: {e}");
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,30 @@ use crate::model::inventory::{Inventory, Role};
 use crate::talos::secrets::Bundle;
 use crate::talos::talosconfig::{self, TalosConfig};
 
+/// A client config could not be made, read or written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientConfigError {
+    #[error(transparent)]
+    Secrets(#[from] crate::talos::secrets::SecretsError),
+    #[error(transparent)]
+    File(#[from] crate::model::files::FileError),
+    #[error("{}: {source} (kiln writes it when `kiln serve` starts)", path.display())]
+    Missing {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        source: crate::model::yaml::YamlError,
+    },
+    #[error("no cluster {cluster:?} in {}", path.display())]
+    NoCluster {
+        cluster: String,
+        path: std::path::PathBuf,
+    },
+}
+
 /// Control-plane addresses of `cluster` from the inventory (never the VIP: it
 /// only comes up once etcd runs).
 pub(crate) fn control_plane_endpoints(inv: &Inventory, cluster: &str) -> Vec<String> {
@@ -30,7 +54,7 @@ pub(crate) fn write_talosconfig(
     cfg: &Config,
     inv: &Inventory,
     secrets: &std::collections::BTreeMap<String, Bundle>,
-) -> Result<(), String> {
+) -> Result<(), ClientConfigError> {
     let path = cfg.state_dir.join("talosconfig");
     let mut tc = read(&path).unwrap_or_default();
     let mut changed = false;
@@ -44,8 +68,7 @@ pub(crate) fn write_talosconfig(
                 }
             }
             _ => {
-                let ctx =
-                    talosconfig::admin_context(bundle, endpoints).map_err(|e| e.to_string())?;
+                let ctx = talosconfig::admin_context(bundle, endpoints)?;
                 tc.contexts.insert(name.clone(), ctx);
                 changed = true;
             }
@@ -58,7 +81,7 @@ pub(crate) fn write_talosconfig(
         }
     }
     if changed {
-        write_private(&path, tc.to_yaml().as_bytes(), true).map_err(|e| e.to_string())?;
+        write_private(&path, tc.to_yaml().as_bytes(), true)?;
     }
     Ok(())
 }
@@ -73,7 +96,7 @@ fn read(path: &Path) -> Option<TalosConfig> {
 pub(crate) fn write_kubeconfig(
     cfg: &Config,
     secrets: &std::collections::BTreeMap<String, Bundle>,
-) -> Result<(), String> {
+) -> Result<(), ClientConfigError> {
     use crate::talos::kubeconfig::{self, KubeConfig};
     let path = cfg.state_dir.join("kubeconfig");
     let mut kc = std::fs::read_to_string(&path)
@@ -101,7 +124,7 @@ pub(crate) fn write_kubeconfig(
                 && c["certificate-authority-data"] == serde_json::json!(ca)
         }) && kc.users.iter().any(|u| u.name == format!("admin@{name}"));
         if !up_to_date {
-            let new = kubeconfig::admin(name, &spec.endpoint, bundle).map_err(|e| e.to_string())?;
+            let new = kubeconfig::admin(name, &spec.endpoint, bundle)?;
             let keep = kc.current_context.clone();
             kc.merge(new);
             if !keep.is_empty() {
@@ -118,7 +141,7 @@ pub(crate) fn write_kubeconfig(
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
         }
-        write_private(&path, kc.to_yaml().as_bytes(), true).map_err(|e| e.to_string())?;
+        write_private(&path, kc.to_yaml().as_bytes(), true)?;
     }
     Ok(())
 }
@@ -131,21 +154,25 @@ pub(crate) fn export(
     cluster: Option<&str>,
     output: Option<&Path>,
     merge: Option<&Path>,
-) -> Result<String, String> {
+) -> Result<String, ClientConfigError> {
     use crate::talos::kubeconfig::KubeConfig;
     let src = cfg.state_dir.join(kind);
-    let text = std::fs::read_to_string(&src).map_err(|e| {
-        format!(
-            "{}: {e} (kiln writes it when `kiln serve` starts)",
-            src.display()
-        )
+    let text = std::fs::read_to_string(&src).map_err(|source| ClientConfigError::Missing {
+        path: src.clone(),
+        source,
     })?;
     let (yaml, merged) = if kind == "kubeconfig" {
-        let mut kc = KubeConfig::parse(&text).map_err(|e| e.to_string())?;
+        let mut kc = KubeConfig::parse(&text).map_err(|source| ClientConfigError::Parse {
+            path: src.clone(),
+            source,
+        })?;
         if let Some(c) = cluster {
             let user = format!("admin@{c}");
             if !kc.clusters.iter().any(|x| x.name == c) {
-                return Err(format!("no cluster {c:?} in {}", src.display()));
+                return Err(ClientConfigError::NoCluster {
+                    cluster: c.to_string(),
+                    path: src,
+                });
             }
             kc.clusters.retain(|x| x.name == c);
             kc.users.retain(|x| x.name == user);
@@ -164,10 +191,16 @@ pub(crate) fn export(
             None => (kc.to_yaml(), None),
         }
     } else {
-        let mut tc = TalosConfig::parse(&text).map_err(|e| e.to_string())?;
+        let mut tc = TalosConfig::parse(&text).map_err(|source| ClientConfigError::Parse {
+            path: src.clone(),
+            source,
+        })?;
         if let Some(c) = cluster {
             if !tc.contexts.contains_key(c) {
-                return Err(format!("no cluster {c:?} in {}", src.display()));
+                return Err(ClientConfigError::NoCluster {
+                    cluster: c.to_string(),
+                    path: src,
+                });
             }
             tc.contexts.retain(|k, _| k == c);
             tc.context = c.to_string();
@@ -183,7 +216,7 @@ pub(crate) fn export(
     };
     match (merged, output) {
         (Some(m), _) | (None, Some(m)) => {
-            write_private(m, yaml.as_bytes(), true).map_err(|e| e.to_string())?;
+            write_private(m, yaml.as_bytes(), true)?;
             Ok(format!("wrote {}\n", m.display()))
         }
         (None, None) => Ok(yaml),

@@ -424,20 +424,24 @@ impl Bundle {
 }
 
 /// Load a CA private key (any label Talos writes) for signing with rcgen.
-pub fn signing_key(key_b64: &str) -> Result<KeyPair, String> {
-    let pem = pem_of(key_b64).ok_or("key is not base64 of PEM")?;
-    let (label, der) = parse_pem(&pem).ok_or("key is not PEM")?;
+pub fn signing_key(key_b64: &str) -> Result<KeyPair, SecretsError> {
+    let bad = |message: String| SecretsError::Crypto {
+        what: "a CA signing key",
+        message,
+    };
+    let pem = pem_of(key_b64).ok_or_else(|| bad("key is not base64 of PEM".into()))?;
+    let (label, der) = parse_pem(&pem).ok_or_else(|| bad("key is not PEM".into()))?;
     match label.as_str() {
         "ED25519 PRIVATE KEY" | "PRIVATE KEY" => {
-            KeyPair::try_from(der.as_slice()).map_err(|e| e.to_string())
+            KeyPair::try_from(der.as_slice()).map_err(|e| bad(e.to_string()))
         }
         "EC PRIVATE KEY" => {
             use p256::pkcs8::EncodePrivateKey;
-            let sk = p256::SecretKey::from_sec1_der(&der).map_err(|e| e.to_string())?;
-            let pkcs8 = sk.to_pkcs8_der().map_err(|e| e.to_string())?;
-            KeyPair::try_from(pkcs8.as_bytes()).map_err(|e| e.to_string())
+            let sk = p256::SecretKey::from_sec1_der(&der).map_err(|e| bad(e.to_string()))?;
+            let pkcs8 = sk.to_pkcs8_der().map_err(|e| bad(e.to_string()))?;
+            KeyPair::try_from(pkcs8.as_bytes()).map_err(|e| bad(e.to_string()))
         }
-        other => Err(format!("unsupported CA key type {other}")),
+        other => Err(bad(format!("unsupported CA key type {other}"))),
     }
 }
 
@@ -477,7 +481,7 @@ pub fn issue_client_cert_from(
         message,
     };
     let ca_pem = pem_of(&ca.crt).ok_or_else(|| bad("CA is not PEM".into()))?;
-    let ca_key = signing_key(&ca.key).map_err(bad)?;
+    let ca_key = signing_key(&ca.key)?;
     let ed =
         pem_of(&ca.key).is_some_and(|k| k.contains("ED25519") || k.contains("BEGIN PRIVATE KEY"));
     let (kp, key_pem) = if ed { ed25519_key()? } else { p256_key()? };
