@@ -414,12 +414,17 @@ fn forged_events_and_impostor_nodes_never_get_bootstrap() {
     store
         .clusters()
         .update("lab", |r| {
-            r.bootstrap_node = Some(kiln::store::clusters::Node {
-                mac: "52:54:00:aa:00:01".parse().unwrap(),
-                hostname: "cp-1".into(),
-                ip: ip(1),
-            });
-            r.decided_at = Some(1);
+            // Exactly what an older kiln wrote: a decision, never a proof.
+            *r = kiln::store::clusters::ClusterRecord {
+                name: "lab".into(),
+                bootstrap_node: Some(kiln::store::clusters::Node {
+                    mac: "52:54:00:aa:00:01".parse().unwrap(),
+                    hostname: "cp-1".into(),
+                    ip: ip(1),
+                }),
+                decided_at: Some(1),
+                ..Default::default()
+            };
         })
         .unwrap();
     drop(store);

@@ -159,7 +159,8 @@ impl Bootstrapper {
             .secrets
             .get(cluster)
             .ok_or_else(|| format!("no secrets for cluster {cluster}"))?;
-        let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
+        let creds =
+            Credentials::admin(bundle).map_err(|e| BrainError::Credentials(e.to_string()))?;
         let port = self.p.cfg.ports.talos_api;
         let cur = cluster_record(&self.p, cluster);
         if cur.bootstrapped_at.is_some() {
@@ -295,7 +296,7 @@ pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String,
         ).into());
     }
     let bundle = p.secrets.get(cluster).ok_or("no secrets for the cluster")?;
-    let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
+    let creds = Credentials::admin(bundle).map_err(|e| BrainError::Credentials(e.to_string()))?;
     let port = p.cfg.ports.talos_api;
     let inv = p.inventory();
     for cp in super::replace::cps_of(p, &inv, cluster, "") {

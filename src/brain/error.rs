@@ -12,6 +12,9 @@ pub(crate) enum BrainError {
     /// `inventory-overrides.yaml` (identity moves) failed.
     #[error(transparent)]
     Overrides(#[from] crate::model::inventory::OverridesError),
+    /// kiln could not make the cluster's admin client certificate.
+    #[error("the cluster's admin credentials: {0}")]
+    Credentials(String),
     /// A Talos or Kubernetes API call failed.
     #[error("{0}")]
     Remote(String),

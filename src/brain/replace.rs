@@ -112,7 +112,7 @@ pub(crate) async fn members(
     let r = c
         .etcd_member_list(EtcdMemberListRequest { query_local: false })
         .await
-        .map_err(|s| format!("EtcdMemberList: {}", s.message()))?;
+        .map_err(|s| BrainError::Remote(format!("EtcdMemberList: {}", s.message())))?;
     Ok(r.into_inner()
         .messages
         .into_iter()
@@ -259,7 +259,7 @@ async fn plan_etcd_removal(
     let hostname = hostname.to_string();
     let p = p.clone();
     let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
-    let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
+    let creds = Credentials::admin(bundle).map_err(|e| BrainError::Credentials(e.to_string()))?;
     let port = p.cfg.ports.talos_api;
     let old_ip = p.record(&machine.mac).and_then(|r| r.ip).or(machine.ip);
     // Alive means: proves it is this cluster's {hostname} (talos::proof),
@@ -346,7 +346,7 @@ async fn remove_member(
     hostname: &str,
 ) -> Result<String, BrainError> {
     let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
-    let creds = Credentials::admin(bundle).map_err(BrainError::remote)?;
+    let creds = Credentials::admin(bundle).map_err(|e| BrainError::Credentials(e.to_string()))?;
     let port = p.cfg.ports.talos_api;
     let inv = p.inventory();
     let mut via = None;
@@ -374,11 +374,9 @@ async fn remove_member(
             Ok(_) => {
                 let after = members(via.ip, port, &creds).await?;
                 if after.iter().any(|(i, _)| *i == id) {
-                    return Err(format!(
-                        "etcd member {} ({id:016x}) is still listed after removal",
-                        hostname
-                    )
-                    .into());
+                    return Err(BrainError::Remote(format!(
+                        "etcd member {hostname} ({id:016x}) is still listed after removal"
+                    )));
                 }
                 return Ok(format!(
                     "removed etcd member {hostname} ({id:016x}) through {}; {} members left",
@@ -399,12 +397,11 @@ async fn remove_member(
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Err(s) => {
-                return Err(format!(
+                return Err(BrainError::Remote(format!(
                     "EtcdRemoveMemberByID {id:016x} on {}: {}",
                     via.hostname,
                     s.message()
-                )
-                .into())
+                )))
             }
         }
     }

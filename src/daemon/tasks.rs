@@ -35,30 +35,33 @@ pub(super) async fn spawn(
     stop: &watch::Receiver<bool>,
 ) -> Result<Running, DaemonError> {
     let cfg = &p.cfg;
+    // Everything that can fail is set up before anything is served.
+    let tftp = build_tftp(cfg, l.tftp).await?;
+    let udp = |s: std::net::UdpSocket| {
+        tokio::net::UdpSocket::from_std(s).map_err(DaemonError::io("registering a DHCP socket"))
+    };
+    let (dhcp, proxy) = (udp(l.dhcp)?, udp(l.proxy)?);
     let ra_stop = Arc::new(AtomicBool::new(false));
     if cfg.ipv6_router_advertisements {
         crate::edge::ra::spawn(&cfg.interface, ra_stop.clone());
     }
     let mut tasks = JoinSet::new();
     let persister = Persister::start(store);
-    let udp = |s: std::net::UdpSocket| {
-        tokio::net::UdpSocket::from_std(s).map_err(DaemonError::io("registering a DHCP socket"))
-    };
     tasks.spawn(dhcp_server::serve(
-        udp(l.dhcp)?,
+        dhcp,
         Port::Dhcp,
         p.clone(),
         persister.clone(),
         stop.clone(),
     ));
     tasks.spawn(dhcp_server::serve(
-        udp(l.proxy)?,
+        proxy,
         Port::Proxy,
         p.clone(),
         persister,
         stop.clone(),
     ));
-    spawn_tftp(cfg, l.tftp, stop).await?;
+    start_tftp(tftp, stop)?;
     let (p2, s) = (p.clone(), stopped(stop.clone()));
     tasks.spawn(async move {
         if let Err(e) = http::serve(l.http, p2, s).await {
@@ -98,15 +101,25 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// (async-io's block_on drives the reactor there), the kernel spreading
 /// requests over their SO_REUSEPORT sockets (bench/tftp.sh: one server on a
 /// tokio task was 0.85x tftpd-hpa on 2 cores).
-async fn spawn_tftp(
+async fn build_tftp(
     cfg: &crate::model::config::Config,
     socks: Vec<std::net::UdpSocket>,
-    stop: &watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
-    for (i, sock) in socks.into_iter().enumerate() {
+) -> Result<Vec<async_tftp::server::TftpServer<tftp::AssetHandler>>, DaemonError> {
+    let mut servers = Vec::new();
+    for sock in socks {
         let server = tftp::build(Arc::new(cfg.clone()), sock)
             .await
             .map_err(|e| DaemonError::Setup(format!("starting TFTP: {e}")))?;
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
+fn start_tftp(
+    servers: Vec<async_tftp::server::TftpServer<tftp::AssetHandler>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    for (i, server) in servers.into_iter().enumerate() {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name(format!("tftp-{i}"))

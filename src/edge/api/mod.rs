@@ -229,7 +229,9 @@ fn failed(refused: StatusCode, e: crate::brain::error::BrainError) -> Response {
     use crate::brain::error::BrainError;
     let status = match &e {
         BrainError::Refused(_) => refused,
-        BrainError::Store(_) | BrainError::Overrides(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        BrainError::Store(_) | BrainError::Overrides(_) | BrainError::Credentials(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         BrainError::Remote(_) => StatusCode::BAD_GATEWAY,
     };
     (status, format!("{e}\n")).into_response()
