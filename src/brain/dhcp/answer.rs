@@ -11,7 +11,7 @@ use crate::brain::{adopt, now, Provisioner, State};
 
 impl Provisioner {
     /// Decide the answer to one request that came from `src` on `port`.
-    pub fn dhcp(self: &Arc<Self>, req: &Request, port: Port, src: SocketAddr) -> Decision {
+    pub(crate) fn dhcp(self: &Arc<Self>, req: &Request, port: Port, src: SocketAddr) -> Decision {
         if let Some(ip) = used_address(req, port, src) {
             self.saw(req.mac, ip);
         }
@@ -32,21 +32,38 @@ impl Provisioner {
     }
 
     /// After the reply's lease change is durable: an inventory machine seen
-    /// for the first time enters the lifecycle (a durable write).
-    pub fn dhcp_answered(&self, req: &Request, reply: &Reply) {
+    /// for the first time enters the lifecycle. Returns the durable write to
+    /// make (None for all but a machine's first sight, so the caller blocks
+    /// only then).
+    pub(crate) fn first_sight(&self, req: &Request, reply: &Reply) -> Option<FirstSight> {
         let inv = self.inventory();
-        let Some(m) = inv.machine(&req.mac) else {
-            return;
-        };
+        let m = inv.machine(&req.mac)?;
         if self.record(&req.mac).is_some() {
-            return;
+            return None;
         }
-        let ip = reply.assign.as_ref().map(|a| a.yiaddr);
-        let ev = Some(format!("DHCP {:?}", req.msg_type));
-        if let Err(e) = self.note(req.mac, &m.hostname, State::Discovered, ev, ip) {
-            tracing::warn!(mac = %req.mac, "first sight not recorded: {e}");
+        Some(FirstSight {
+            mac: req.mac,
+            hostname: m.hostname.clone(),
+            ip: reply.assign.as_ref().map(|a| a.yiaddr),
+            event: format!("DHCP {:?}", req.msg_type),
+        })
+    }
+
+    /// Record a first sight (a durable write).
+    pub(crate) fn record_first_sight(&self, f: FirstSight) {
+        if let Err(e) = self.note(f.mac, &f.hostname, State::Discovered, Some(f.event), f.ip) {
+            tracing::warn!(mac = %f.mac, "first sight not recorded: {e}");
         }
     }
+}
+
+/// An inventory machine DHCP saw for the first time.
+#[derive(Debug)]
+pub(crate) struct FirstSight {
+    mac: crate::model::mac::Mac,
+    hostname: String,
+    ip: Option<Ipv4Addr>,
+    event: String,
 }
 
 /// Proxy mode has no lease: the address the machine itself used (ciaddr, its

@@ -14,7 +14,7 @@ use crate::store::leases::{Lease, LeaseChange};
 
 /// Which of kiln's sockets the request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Port {
+pub(crate) enum Port {
     /// Port 67: DHCP (full mode) or proxyDHCP offers (proxy mode).
     Dhcp,
     /// Port 4011: proxyDHCP requests (PXE boot server).
@@ -22,7 +22,7 @@ pub enum Port {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Say nothing; the reason is logged.
     Ignore(Reason),
     /// Answer; if `change` is set it is made durable first.

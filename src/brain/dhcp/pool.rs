@@ -27,7 +27,7 @@ struct Entry {
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum PoolError {
+pub(crate) enum PoolError {
     #[error("no free address in {0}")]
     Exhausted(String),
     #[error("{ip} belongs to {holder}")]

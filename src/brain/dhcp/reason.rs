@@ -10,7 +10,7 @@ use super::policy::Port;
 use super::pool::PoolError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// The MAC's machine was replaced (`kiln replace`).
     Retired {
         host: String,
@@ -44,7 +44,7 @@ pub enum Reason {
 
 impl Reason {
     /// Worth a warning: kiln should have answered and could not.
-    pub fn is_trouble(&self) -> bool {
+    pub(crate) fn is_trouble(&self) -> bool {
         matches!(self, Reason::NoOffer(_))
     }
 }

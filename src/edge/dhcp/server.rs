@@ -154,7 +154,9 @@ async fn handle(
                     }
                 }
                 tracing::info!(msg = ?req.msg_type, "{why}");
-                tokio::task::block_in_place(|| p.dhcp_answered(&req, &reply));
+                if let Some(f) = p.first_sight(&req, &reply) {
+                    tokio::task::block_in_place(|| p.record_first_sight(f));
+                }
                 if !policy::sends(&reply) {
                     return None;
                 }
