@@ -20,7 +20,6 @@ use super::{now, Provisioner, Record, State};
 use crate::model::inventory::Role;
 use crate::model::mac::Mac;
 use crate::store::clusters::{ClusterRecord, Node};
-use crate::store::StoreError;
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::BootstrapRequest;
 
@@ -57,9 +56,7 @@ async fn update_async(
     f: impl FnOnce(&mut ClusterRecord) + Send + 'static,
 ) -> Result<ClusterRecord, BrainError> {
     let (p, name) = (p.clone(), name.to_string());
-    tokio::task::spawn_blocking(move || update(&p, &name, f))
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    crate::store::blocking(move || update(&p, &name, f)).await
 }
 
 /// Drives bootstrap for every cluster; one driver task per cluster at a time.

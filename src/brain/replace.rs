@@ -19,7 +19,6 @@ use super::{now, Provisioner};
 use crate::model::inventory::{Inventory, Machine, Replaced, Role};
 use crate::model::mac::Mac;
 use crate::store::replacements::{ReplaceRecord, Step};
-use crate::store::StoreError;
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::{EtcdMemberListRequest, EtcdRemoveMemberByIdRequest};
 
@@ -238,9 +237,7 @@ pub(crate) async fn replace(
     };
     let p2 = p.clone();
     let r2 = rec.clone();
-    tokio::task::spawn_blocking(move || save(&p2, &r2))
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))??;
+    crate::store::blocking(move || save(&p2, &r2)).await?;
     let mut report = carry_out(p, rec).await?;
     report.plan = plan.into_iter().chain(report.plan).collect();
     Ok(report)
@@ -332,9 +329,7 @@ async fn step_to(
     r.updated = now();
     r.log.push(note);
     let (p2, r2) = (p.clone(), r.clone());
-    tokio::task::spawn_blocking(move || save(&p2, &r2))
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    crate::store::blocking(move || save(&p2, &r2)).await
 }
 
 /// Remove `hostname`'s etcd member through a healthy control plane. etcd may
@@ -433,9 +428,7 @@ pub(crate) async fn carry_out(
     }
     if r.step == Step::NodeDeleted {
         let (p2, r2) = (p.clone(), r.clone());
-        tokio::task::spawn_blocking(move || move_identity(&p2, &r2))
-            .await
-            .map_err(|e| StoreError::Interrupted(e.to_string()))??;
+        crate::store::blocking(move || move_identity(&p2, &r2)).await?;
         let note = format!(
             "{} now belongs to {}; {} is refused",
             r.hostname, r.new_mac, r.old_mac

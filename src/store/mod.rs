@@ -220,6 +220,20 @@ impl Store {
     }
 }
 
+/// Run a durable write off the async workers (it fsyncs); a task that dies
+/// before answering is [`StoreError::Interrupted`].
+pub(crate) async fn blocking<R, E>(
+    f: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Interrupted(e.to_string()).into()))
+}
+
 /// A record that does not decode is skipped, and said so.
 fn decode<T: DeserializeOwned>(table: Records, key: &str, bytes: &[u8]) -> Option<T> {
     match serde_json::from_slice(bytes) {

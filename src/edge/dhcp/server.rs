@@ -79,9 +79,7 @@ impl Persister {
                     batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
                 let store = store.clone();
                 let res: Result<(), StoreError> =
-                    tokio::task::spawn_blocking(move || store.leases().apply(&changes))
-                        .await
-                        .unwrap_or_else(|e| Err(StoreError::Interrupted(e.to_string())));
+                    crate::store::blocking(move || store.leases().apply(&changes)).await;
                 let res = res.map_err(Arc::new);
                 for (_, done) in batch {
                     let _ = done.send(res.clone());
