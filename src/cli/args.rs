@@ -19,33 +19,18 @@ pub(super) struct Cli {
 pub(super) enum Cmd {
     /// Run the daemon: DHCP, TFTP and HTTP for netbooting the inventory.
     Serve {
-        #[arg(
-            short,
-            long,
-            env = "KILN_CONFIG",
-            default_value = "/etc/kiln/kiln.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        at: ConfigArg,
     },
     /// Validate the config, profiles, inventory and boot assets; exit non-zero on any problem.
     Check {
-        #[arg(
-            short,
-            long,
-            env = "KILN_CONFIG",
-            default_value = "/etc/kiln/kiln.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        at: ConfigArg,
     },
     /// Print the machine config a MAC would be served (it holds secrets: mind where it goes).
     Render {
-        #[arg(
-            short,
-            long,
-            env = "KILN_CONFIG",
-            default_value = "/etc/kiln/kiln.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        at: ConfigArg,
         #[arg(long)]
         mac: String,
     },
@@ -126,11 +111,20 @@ pub(super) struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// Where the daemon listens: the socket in state_dir, unless told otherwise.
-    pub(super) fn endpoint(&self) -> Result<crate::cli::client::Endpoint, String> {
+    /// Where the daemon listens: the socket in state_dir, unless told
+    /// otherwise; with the config, when it had to be read for that.
+    pub(super) fn endpoint(
+        &self,
+    ) -> Result<
+        (
+            crate::cli::client::Endpoint,
+            Option<crate::model::config::Config>,
+        ),
+        String,
+    > {
         use crate::cli::client::Endpoint;
         if let Some(s) = &self.socket {
-            return Ok(Endpoint::Socket(s.clone()));
+            return Ok((Endpoint::Socket(s.clone()), None));
         }
         let cfg = crate::model::config::Config::load(&self.config).map_err(|e| {
             format!("{e}\n(kiln finds the daemon's API socket through its config: pass --config or --socket)")
@@ -141,20 +135,20 @@ impl ApiArgs {
                 let token = std::fs::read_to_string(&path).map_err(|e| {
                     format!("{}: {e} (the TCP API needs its token)", path.display())
                 })?;
-                Ok(Endpoint::Tcp {
+                let at = Endpoint::Tcp {
                     port,
                     token: token.trim().to_string(),
-                })
+                };
+                Ok((at, Some(cfg)))
             }
-            None => Ok(Endpoint::Socket(cfg.api_socket())),
+            None => Ok((Endpoint::Socket(cfg.api_socket()), Some(cfg))),
         }
     }
 }
 
+/// `--config`: kiln.yaml, for the subcommands that read it here.
 #[derive(clap::Args)]
-pub(super) struct ClientArgs {
-    /// Only this cluster's context.
-    pub(super) cluster: Option<String>,
+pub(super) struct ConfigArg {
     #[arg(
         short,
         long,
@@ -162,6 +156,14 @@ pub(super) struct ClientArgs {
         default_value = "/etc/kiln/kiln.yaml"
     )]
     pub(super) config: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub(super) struct ClientArgs {
+    /// Only this cluster's context.
+    pub(super) cluster: Option<String>,
+    #[command(flatten)]
+    pub(super) at: ConfigArg,
     /// Write to this file (0600).
     #[arg(short, long)]
     pub(super) output: Option<PathBuf>,

@@ -113,7 +113,7 @@ pub(super) fn gen(what: GenCmd) -> anyhow::Result<String> {
 
 /// `kiln kubeconfig` / `kiln talosconfig`.
 pub(super) fn client_export(kind: &str, a: ClientArgs) -> anyhow::Result<String> {
-    let cfg = crate::model::config::Config::load(&a.config).map_err(|p| anyhow!("{p}"))?;
+    let cfg = crate::model::config::Config::load(&a.at.config).map_err(|p| anyhow!("{p}"))?;
     let merge = a.merge.map(|m| {
         if m.as_os_str().is_empty() {
             let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());

@@ -16,9 +16,9 @@ use args::{Cli, Cmd};
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve { config } => return local::serve(&config),
-        Cmd::Check { config } => return local::check(&config),
-        Cmd::Render { config, mac } => local::render(&config, &mac),
+        Cmd::Serve { at } => return local::serve(&at.config),
+        Cmd::Check { at } => return local::check(&at.config),
+        Cmd::Render { at, mac } => local::render(&at.config, &mac),
         Cmd::Machines {
             action,
             output,

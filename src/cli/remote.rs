@@ -7,7 +7,7 @@ use super::args::{ApiArgs, MachinesCmd};
 use super::client::{self, Endpoint};
 
 fn endpoint(api: &ApiArgs) -> anyhow::Result<Endpoint> {
-    api.endpoint().map_err(|e| anyhow!(e))
+    Ok(api.endpoint().map_err(|e| anyhow!(e))?.0)
 }
 
 /// `kiln machines [reinstall|mark-failed MACHINE]`.
@@ -47,10 +47,11 @@ pub(super) fn bootstrap(
     reset: bool,
     api: &ApiArgs,
 ) -> anyhow::Result<String> {
-    let at = endpoint(api)?;
+    let (at, cfg) = api.endpoint().map_err(|e| anyhow!(e))?;
+    // The only cluster, from the config already read for the endpoint (read
+    // here only when --socket named the endpoint).
     let cluster = cluster.or_else(|| {
-        crate::model::config::Config::load(&api.config)
-            .ok()
+        cfg.or_else(|| crate::model::config::Config::load(&api.config).ok())
             .and_then(|c| (c.clusters.len() == 1).then(|| c.clusters.keys().next().cloned()))
             .flatten()
     });
