@@ -117,18 +117,16 @@ async fn clusters(State(ApiState { p, .. }): State<ApiState>) -> Json<serde_json
 
 async fn reinstall(State(ApiState { p, .. }): State<ApiState>, Path(id): Path<String>) -> Response {
     let inv = p.inventory();
-    let mac = id.parse::<crate::model::mac::Mac>().ok().or_else(|| {
-        inv.machines()
-            .iter()
-            .find(|m| m.hostname == id.to_ascii_lowercase())
-            .map(|m| m.mac)
-    });
+    let mac = id
+        .parse::<crate::model::mac::Mac>()
+        .ok()
+        .or_else(|| inv.machine_by_name(&id).map(|m| m.mac));
     let Some(mac) = mac else {
         return (StatusCode::NOT_FOUND, format!("no machine {id:?}\n")).into_response();
     };
     let p2 = p.clone();
-    match tokio::task::spawn_blocking(move || p2.reinstall(mac)).await {
-        Ok(Ok(true)) => {
+    match crate::store::blocking(move || p2.reinstall(mac)).await {
+        Ok(true) => {
             tracing::info!(%mac, "reinstall requested: next PXE boot installs Talos again");
             (
                 StatusCode::OK,
@@ -136,12 +134,11 @@ async fn reinstall(State(ApiState { p, .. }): State<ApiState>, Path(id): Path<St
             )
                 .into_response()
         }
-        Ok(Ok(false)) => (
+        Ok(false) => (
             StatusCode::OK,
             format!("{mac}: never booted; it installs on its first boot\n"),
         )
             .into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
@@ -195,10 +192,9 @@ async fn mark_failed(
     Path(id): Path<String>,
 ) -> Response {
     let p2 = p.clone();
-    match tokio::task::spawn_blocking(move || crate::brain::adopt::mark_failed(&p2, &id)).await {
-        Ok(Ok(())) => (StatusCode::OK, "marked failed\n").into_response(),
-        Ok(Err(e)) => failed(StatusCode::NOT_FOUND, e),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    match crate::store::blocking(move || crate::brain::adopt::mark_failed(&p2, &id)).await {
+        Ok(()) => (StatusCode::OK, "marked failed\n").into_response(),
+        Err(e) => failed(StatusCode::NOT_FOUND, e),
     }
 }
 
@@ -212,14 +208,13 @@ async fn adopt(
     axum::extract::Query(q): axum::extract::Query<AdoptQuery>,
 ) -> Response {
     let p2 = p.clone();
-    match tokio::task::spawn_blocking(move || {
+    match crate::store::blocking(move || {
         crate::brain::adopt::arm_adoption(&p2, q.machine.as_deref())
     })
     .await
     {
-        Ok(Ok(msg)) => (StatusCode::OK, msg).into_response(),
-        Ok(Err(e)) => failed(StatusCode::CONFLICT, e),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Ok(msg) => (StatusCode::OK, msg).into_response(),
+        Err(e) => failed(StatusCode::CONFLICT, e),
     }
 }
 
