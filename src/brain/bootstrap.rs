@@ -23,21 +23,26 @@ use crate::store::clusters::{ClusterRecord, Node};
 use crate::talos::client::{self, Credentials};
 use crate::talos::proto::machine::BootstrapRequest;
 
-pub(crate) fn cluster_record(p: &Provisioner, name: &str) -> ClusterRecord {
-    p.store.clusters().get(name).unwrap_or_else(|e| {
-        tracing::warn!(cluster = name, error = %e, "cluster record unreadable");
-        ClusterRecord {
-            name: name.into(),
-            ..Default::default()
-        }
-    })
+/// The cluster's record. An unreadable one is an error, never "not
+/// bootstrapped yet" (that would mean a second Bootstrap).
+pub(crate) fn cluster_record(
+    p: &Provisioner,
+    name: &str,
+) -> Result<ClusterRecord, crate::store::StoreError> {
+    p.store.clusters().get(name)
 }
 
 pub(crate) fn cluster_views(p: &Provisioner) -> Vec<ClusterRecord> {
     p.cfg
         .clusters
         .keys()
-        .map(|n| cluster_record(p, n))
+        .filter_map(|n| match cluster_record(p, n) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(cluster = %n, "{e}");
+                None
+            }
+        })
         .collect()
 }
 
@@ -112,7 +117,13 @@ impl Bootstrapper {
     /// Resume clusters whose bootstrap was decided but not confirmed (after a restart).
     pub(crate) fn resume(self: &Arc<Self>) {
         for name in self.p.cfg.clusters.keys() {
-            let r = cluster_record(&self.p, name);
+            let r = match cluster_record(&self.p, name) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(cluster = %name, "bootstrap: not resumed: {e}");
+                    continue;
+                }
+            };
             if r.bootstrap_node.is_some() && r.bootstrapped_at.is_none() {
                 tracing::info!(cluster = %name, "bootstrap: resuming with the recorded node");
                 self.start(name.clone(), None);
@@ -159,7 +170,7 @@ impl Bootstrapper {
         let creds =
             Credentials::admin(bundle).map_err(|e| BrainError::Credentials(e.to_string()))?;
         let port = self.p.cfg.ports.talos_api;
-        let cur = cluster_record(&self.p, cluster);
+        let cur = cluster_record(&self.p, cluster)?;
         if cur.bootstrapped_at.is_some() {
             return Ok(());
         }
@@ -198,7 +209,10 @@ impl Bootstrapper {
         // reset (`kiln bootstrap --reset`) ends the wait.
         let hint = format!(" (`kiln bootstrap --reset {cluster}` clears it)");
         let still_recorded =
-            || cluster_record(&self.p, cluster).bootstrap_node.as_ref() == Some(&node);
+            // Unreadable: keep waiting for the node (never a new decision).
+            || cluster_record(&self.p, cluster)
+                .map(|r| r.bootstrap_node.as_ref() == Some(&node))
+                .unwrap_or(true);
         if let Err(e) = prove_until(&node, port, &creds, u32::MAX, &hint, still_recorded).await {
             return Err(format!("{}: no longer the recorded node ({e})", node.hostname).into());
         }
@@ -277,7 +291,7 @@ impl Bootstrapper {
 /// bootstrapped, once the node proved itself, or when any control plane that
 /// proves itself reports etcd members.
 pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String, BrainError> {
-    let rec = cluster_record(p, cluster);
+    let rec = cluster_record(p, cluster)?;
     if let Some(t) = rec.bootstrapped_at {
         return Err(format!("{cluster} was bootstrapped at {t}; nothing to reset").into());
     }

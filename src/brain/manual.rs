@@ -25,12 +25,15 @@ pub(crate) enum Requested {
         node: Node,
     },
     NoCandidate(String),
+    /// The cluster's record cannot be read: nothing is decided over it.
+    Unreadable(String),
 }
 
 impl fmt::Display for Requested {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Requested::NoCluster(c) => write!(f, "no cluster {c:?}"),
+            Requested::Unreadable(e) => write!(f, "{e}"),
             Requested::AlreadyDone(c) => write!(f, "{c}: already bootstrapped"),
             Requested::OtherNode { cluster, node } => write!(
                 f,
@@ -63,7 +66,10 @@ pub(crate) fn request(
     if !p.cfg.clusters.contains_key(cluster) {
         return Requested::NoCluster(name);
     }
-    let rec = cluster_record(p, cluster);
+    let rec = match cluster_record(p, cluster) {
+        Ok(r) => r,
+        Err(e) => return Requested::Unreadable(e.to_string()),
+    };
     if rec.bootstrapped_at.is_some() {
         return Requested::AlreadyDone(name);
     }

@@ -44,6 +44,8 @@ pub struct Provisioner {
     pub store: Store,
     /// Full-mode address pool, rebuilt from the store on start.
     pool: Mutex<Pool>,
+    /// The pool's durable changes, submitted under its lock (decision order).
+    leases: crate::store::leases::LeaseWriter,
     /// Each cluster's secrets.
     pub secrets: BTreeMap<String, Bundle>,
     /// Who DHCP proved holds which address (see `owner`).
@@ -69,7 +71,14 @@ pub struct Script {
 
 impl Provisioner {
     pub fn new(cfg: Config, inventory: Inventory, store: Store) -> Result<Provisioner, StoreError> {
-        let mut pool = Pool::new(store.leases().all()?);
+        let (mut pool, stale) = Pool::new(store.leases().all()?);
+        if !stale.is_empty() {
+            tracing::info!(
+                rows = stale.len(),
+                "freeing lease rows a MAC left behind when it moved"
+            );
+            store.leases().apply(&stale)?;
+        }
         pool.set_reservations(inventory.reserved_ips());
         pool.set_retired(inventory.retired_macs());
         let owners = owner::Owners::default();
@@ -85,8 +94,10 @@ impl Provisioner {
         Ok(Provisioner {
             cfg,
             inventory: RwLock::new(Arc::new(inventory)),
-            store,
             pool: Mutex::new(pool),
+            leases: crate::store::leases::LeaseWriter::start(store.clone())
+                .map_err(|e| StoreError::Interrupted(format!("starting the lease writer: {e}")))?,
+            store,
             secrets: BTreeMap::new(),
             owners,
         })
@@ -165,12 +176,18 @@ impl Provisioner {
         })
     }
 
-    pub fn record(&self, mac: &Mac) -> Option<Record> {
-        self.store.machines().get(mac).ok().flatten()
+    /// The machine's record; unreadable is an error, never "never seen".
+    pub fn record(&self, mac: &Mac) -> Result<Option<Record>, StoreError> {
+        self.store.machines().get(mac)
     }
 
+    /// Every machine record, for views and candidate lists (an error is
+    /// logged and lists none, so nothing is acted on).
     pub fn records(&self) -> Vec<Record> {
-        self.store.machines().all().unwrap_or_default()
+        self.store.machines().all().unwrap_or_else(|e| {
+            tracing::error!("machine records: {e}");
+            Vec::new()
+        })
     }
 
     /// `kiln machines reinstall`: the next PXE boot installs again.
@@ -233,7 +250,11 @@ impl Provisioner {
         let Some(profile) = inv.profile(&machine.profile) else {
             return refuse(format!("profile {:?} is gone", machine.profile));
         };
-        if let Some(r) = self.record(&mac).filter(|r| r.state.installed()) {
+        let rec = match self.record(&mac) {
+            Ok(r) => r,
+            Err(e) => return refuse(format!("machine record unreadable: {e}")),
+        };
+        if let Some(r) = rec.filter(|r| r.state.installed()) {
             return Script {
                 body: ipxe::local_boot_script(&machine.hostname),
                 why: format!(

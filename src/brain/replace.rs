@@ -124,8 +124,11 @@ fn save(p: &Provisioner, r: &ReplaceRecord) -> Result<(), BrainError> {
     Ok(p.store.replacements().put(r)?)
 }
 
-pub(crate) fn record(p: &Provisioner, hostname: &str) -> Option<ReplaceRecord> {
-    p.store.replacements().get(hostname).ok().flatten()
+pub(crate) fn record(
+    p: &Provisioner,
+    hostname: &str,
+) -> Result<Option<ReplaceRecord>, crate::store::StoreError> {
+    p.store.replacements().get(hostname)
 }
 
 /// The machine `target` (hostname or MAC) names, and its hostname; a machine
@@ -186,7 +189,7 @@ pub(crate) async fn replace(
     let inv = p.inventory();
     let (machine, hostname) = resolve(&inv, target)?;
     // A replacement already under way resumes; a finished one is reported.
-    if let Some(r) = record(&p, &hostname) {
+    if let Some(r) = record(&p, &hostname)? {
         return resume_one(p, r, &hostname, new_mac, dry_run).await;
     }
     let machine = machine.ok_or_else(|| format!("{target} is not in the inventory"))?;
@@ -201,7 +204,7 @@ pub(crate) async fn replace(
     let profile = inv.profile(&machine.profile).ok_or("profile missing")?;
     let mut plan = Vec::new();
     if let Some(cluster) = &profile.cluster {
-        let crec = super::bootstrap::cluster_record(&p, cluster);
+        let crec = super::bootstrap::cluster_record(&p, cluster)?;
         if crec.bootstrapped_at.is_none() {
             return Err(format!("cluster {cluster} is not bootstrapped yet: nothing to replace into; boot the machine again instead (`kiln machines reinstall`)").into());
         }
@@ -258,7 +261,7 @@ async fn plan_etcd_removal(
     let bundle = p.secrets.get(cluster).ok_or("no secrets")?;
     let creds = Credentials::admin(bundle).map_err(|e| BrainError::Credentials(e.to_string()))?;
     let port = p.cfg.ports.talos_api;
-    let old_ip = p.record(&machine.mac).and_then(|r| r.ip).or(machine.ip);
+    let old_ip = p.record(&machine.mac)?.and_then(|r| r.ip).or(machine.ip);
     // Alive means: proves it is this cluster's {hostname} (talos::proof),
     // not merely that something answers at its last address.
     if let Some(ip) = old_ip {

@@ -6,6 +6,7 @@
 mod reload;
 mod start;
 mod tasks;
+mod watchdog;
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,6 +32,12 @@ pub(crate) enum DaemonError {
     Api(#[from] crate::edge::api::ApiSetupError),
     #[error("{0}")]
     Setup(String),
+    #[error(
+        "the store failed ({0}); stopping so the service manager restarts kiln on a fresh open"
+    )]
+    StoreFailed(String),
+    #[error("{0} stopped; stopping kiln so the service manager restarts it")]
+    Died(String),
 }
 
 impl DaemonError {
@@ -41,17 +48,30 @@ impl DaemonError {
 }
 
 pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
-    let (p, store, api_socket) = start::prepare(config_path)?;
+    let start::Prepared {
+        p,
+        store,
+        api_socket,
+        lock,
+    } = start::prepare(config_path)?;
     let listeners = start::Listeners::bind(&p.cfg, api_socket).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let boot = Bootstrapper::new(p.clone());
-    let mut running = tasks::spawn(&p, &boot, store, listeners, &stop_rx).await?;
+    let mut running = tasks::spawn(&p, &boot, listeners, &stop_rx).await?;
     boot.resume();
     crate::brain::replace::resume(p.clone());
     announce(&p.cfg, p.inventory().machines().len());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = watchdog::spawn(store.clone());
 
-    reload::until_stopped(&p).await?;
+    // A dead store or a dead server stops kiln (non-zero: systemd restarts
+    // it); serving on without them would look healthy and answer nothing.
+    let ended = tokio::select! {
+        r = reload::until_stopped(&p) => r,
+        first = store.failed() => Err(DaemonError::StoreFailed(first)),
+        Some(what) = running.died() => Err(DaemonError::Died(what)),
+    };
+    watchdog.abort();
 
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -61,7 +81,8 @@ pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
         while running.tasks.join_next().await.is_some() {}
     })
     .await;
-    Ok(())
+    drop(lock);
+    ended
 }
 
 fn announce(cfg: &crate::model::config::Config, machines: usize) {

@@ -16,18 +16,17 @@ use crate::model::config::Config;
 use crate::store::Store;
 
 /// Load, check and claim: the brain, ready to be served.
-pub(super) fn prepare(
-    config_path: &Path,
-) -> Result<(Arc<Provisioner>, Store, UnixListener), DaemonError> {
+pub(super) fn prepare(config_path: &Path) -> Result<Prepared, DaemonError> {
     let (cfg, inv) = load(config_path)?;
     for w in warnings(&cfg, &inv) {
         tracing::warn!("{w}");
     }
-    // The API socket first: a second kiln on this state_dir stops here, naming it.
+    // The lock first: a second kiln on this state_dir stops here, naming it.
     std::fs::create_dir_all(&cfg.state_dir).map_err(DaemonError::io(format!(
         "creating state_dir {}",
         cfg.state_dir.display()
     )))?;
+    let lock = lock_state_dir(&cfg.state_dir)?;
     let api_socket = crate::edge::api::bind_socket(&cfg.api_socket())?;
     let store = Store::open(&cfg.state_dir)?;
     for p in inv.profiles.values().filter(|p| p.stable_interface_names) {
@@ -46,7 +45,60 @@ pub(super) fn prepare(
     crate::talos::clientconfig::write_kubeconfig(&cfg, &secrets)
         .map_err(|e| DaemonError::Setup(format!("writing kubeconfig: {e}")))?;
     let p = Provisioner::new(cfg, inv, store.clone())?.with_secrets(secrets);
-    Ok((Arc::new(p), store, api_socket))
+    Ok(Prepared {
+        p: Arc::new(p),
+        store,
+        api_socket,
+        lock,
+    })
+}
+
+/// What `prepare` claimed; the state_dir lock is held while this lives.
+pub(super) struct Prepared {
+    pub(super) p: Arc<Provisioner>,
+    pub(super) store: Store,
+    pub(super) api_socket: UnixListener,
+    pub(super) lock: std::fs::File,
+}
+
+/// Hold an exclusive lock on `state_dir/kiln.lock` for the daemon's life (the
+/// kernel drops it when the process ends, however it ends).
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("kiln.lock");
+    let what = format!("locking {}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(DaemonError::io(what.clone()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            return Err(DaemonError::Setup(format!(
+                "{}: another kiln{who} is serving this state_dir; stop it first (two daemons on one state would hand out the same addresses)",
+                dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(DaemonError::io(what)(e)),
+    }
+    f.set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| writeln!(f, "{}", std::process::id()))
+        .map_err(DaemonError::io(what))?;
+    Ok(f)
 }
 
 /// Every socket kiln serves, bound before anything is served (a port in use
@@ -68,10 +120,26 @@ impl Listeners {
         let at = |what: &str, port: u16| format!("binding {what} on {l}:{port}");
         let iface = Some(cfg.interface.as_str());
         let ports = &cfg.ports;
-        let dhcp = dhcp_server::bind_udp(SocketAddrV4::new(l, ports.dhcp), iface, true)
-            .map_err(DaemonError::io(at("DHCP", ports.dhcp)))?;
-        let proxy = dhcp_server::bind_udp(SocketAddrV4::new(l, ports.proxy_dhcp), iface, true)
-            .map_err(DaemonError::io(at("proxyDHCP", ports.proxy_dhcp)))?;
+        // Full mode owns port 67 on the interface: another DHCP server there
+        // is refused. Proxy mode shares it with the LAN's DHCP server, which
+        // may run on this host.
+        let shared = matches!(cfg.dhcp, crate::model::config::DhcpMode::Proxy);
+        let in_use = |what: &str, port: u16| {
+            let at = at(what, port);
+            move |e: std::io::Error| {
+                let what = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    format!("{at} (another DHCP server already listens there; stop it, or run kiln in proxy mode beside it)")
+                } else {
+                    at
+                };
+                DaemonError::Io { what, source: e }
+            }
+        };
+        let dhcp = dhcp_server::bind_udp(SocketAddrV4::new(l, ports.dhcp), iface, true, shared)
+            .map_err(in_use("DHCP", ports.dhcp))?;
+        let proxy =
+            dhcp_server::bind_udp(SocketAddrV4::new(l, ports.proxy_dhcp), iface, true, false)
+                .map_err(in_use("proxyDHCP", ports.proxy_dhcp))?;
         let tftp = tftp::bind(SocketAddrV4::new(l, ports.tftp))
             .map_err(DaemonError::io(at("TFTP", ports.tftp)))?;
         let http = TcpListener::bind(SocketAddrV4::new(l, ports.http))

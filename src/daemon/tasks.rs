@@ -11,13 +11,14 @@ use super::DaemonError;
 use crate::brain::bootstrap::Bootstrapper;
 use crate::brain::dhcp::policy::Port;
 use crate::brain::Provisioner;
-use crate::edge::dhcp::server::{self as dhcp_server, Persister};
+use crate::edge::dhcp::server as dhcp_server;
 use crate::edge::{api, events, http, tftp};
-use crate::store::Store;
 
-/// The servers kiln runs: async tasks, plus the RA sender's stop flag (a thread).
+/// The servers kiln runs: async tasks (each ends with its name), threads that
+/// say when they end, plus the RA sender's stop flag (a thread).
 pub(super) struct Running {
-    pub(super) tasks: JoinSet<()>,
+    pub(super) tasks: JoinSet<&'static str>,
+    threads: tokio::sync::mpsc::UnboundedReceiver<String>,
     ra_stop: Arc<AtomicBool>,
 }
 
@@ -25,12 +26,23 @@ impl Running {
     pub(super) fn stop_ra(&self) {
         self.ra_stop.store(true, Ordering::Relaxed);
     }
+
+    /// Resolves when a server ends before the stop signal (a bug or a fault:
+    /// kiln stops rather than serve without it).
+    pub(super) async fn died(&mut self) -> Option<String> {
+        tokio::select! {
+            Some(t) = self.tasks.join_next() => Some(match t {
+                Ok(name) => name.to_string(),
+                Err(e) => format!("a server task ({e})"),
+            }),
+            Some(name) = self.threads.recv() => Some(name),
+        }
+    }
 }
 
 pub(super) async fn spawn(
     p: &Arc<Provisioner>,
     boot: &Arc<Bootstrapper>,
-    store: Store,
     l: Listeners,
     stop: &watch::Receiver<bool>,
 ) -> Result<Running, DaemonError> {
@@ -46,27 +58,24 @@ pub(super) async fn spawn(
         crate::edge::ra::spawn(&cfg.interface, ra_stop.clone());
     }
     let mut tasks = JoinSet::new();
-    let persister = Persister::start(store);
-    tasks.spawn(dhcp_server::serve(
-        dhcp,
-        Port::Dhcp,
-        p.clone(),
-        persister.clone(),
-        stop.clone(),
-    ));
-    tasks.spawn(dhcp_server::serve(
-        proxy,
-        Port::Proxy,
-        p.clone(),
-        persister,
-        stop.clone(),
-    ));
-    start_tftp(tftp, stop)?;
+    let (p2, s) = (p.clone(), stop.clone());
+    tasks.spawn(async move {
+        dhcp_server::serve(dhcp, Port::Dhcp, p2, s).await;
+        "the DHCP server"
+    });
+    let (p2, s) = (p.clone(), stop.clone());
+    tasks.spawn(async move {
+        dhcp_server::serve(proxy, Port::Proxy, p2, s).await;
+        "the proxyDHCP server"
+    });
+    let (died, threads) = tokio::sync::mpsc::unbounded_channel();
+    start_tftp(tftp, stop, died)?;
     let (p2, s) = (p.clone(), stopped(stop.clone()));
     tasks.spawn(async move {
         if let Err(e) = http::serve(l.http, p2, s).await {
             tracing::error!("http: {e}");
         }
+        "the HTTP server"
     });
     let b = boot.clone();
     let sink = events::Sink {
@@ -78,6 +87,7 @@ pub(super) async fn spawn(
         if let Err(e) = events::serve(l.events, sink, s).await {
             tracing::error!("events sink: {e}");
         }
+        "the events sink"
     });
     let router = api::router(api::ApiState {
         p: p.clone(),
@@ -88,7 +98,11 @@ pub(super) async fn spawn(
         let r = api::with_bearer(router, token);
         spawn_api(&mut tasks, listener, r, stop, "TCP");
     }
-    Ok(Running { tasks, ra_stop })
+    Ok(Running {
+        tasks,
+        threads,
+        ra_stop,
+    })
 }
 
 /// Resolves when the stop signal flips.
@@ -118,9 +132,10 @@ async fn build_tftp(
 fn start_tftp(
     servers: Vec<async_tftp::server::TftpServer<tftp::AssetHandler>>,
     stop: &watch::Receiver<bool>,
+    died: tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<(), DaemonError> {
     for (i, server) in servers.into_iter().enumerate() {
-        let stop = stop.clone();
+        let (stop, died) = (stop.clone(), died.clone());
         std::thread::Builder::new()
             .name(format!("tftp-{i}"))
             .spawn(move || {
@@ -129,6 +144,7 @@ fn start_tftp(
                         if let Err(e) = server.serve().await {
                             tracing::error!("tftp: {e}")
                         }
+                        let _ = died.send(format!("TFTP worker {i}"));
                     },
                     stopped(stop),
                 ))
@@ -140,7 +156,7 @@ fn start_tftp(
 
 /// Serve the local API on `listener` until the stop signal.
 fn spawn_api<L>(
-    tasks: &mut JoinSet<()>,
+    tasks: &mut JoinSet<&'static str>,
     listener: L,
     router: axum::Router,
     stop: &watch::Receiver<bool>,
@@ -157,5 +173,6 @@ fn spawn_api<L>(
         {
             tracing::error!("local API ({what}): {e}");
         }
+        "the local API"
     });
 }

@@ -58,6 +58,9 @@ pub struct FullDhcp {
     pub subnets: Vec<Subnet>,
     pub domain: Option<String>,
     pub lease_time: Duration,
+    /// How long an address a client DECLINEd (someone else answers on it)
+    /// stays out of the pool.
+    pub decline_probation: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +372,15 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
         problems,
     )
     .unwrap_or(Duration::from_secs(900));
+    // Kea's default: a declined address is held by a device kiln does not
+    // know, which rarely goes away within minutes; holding it costs one address.
+    let decline_probation = parse_duration(
+        file,
+        "dhcp.decline_probation",
+        w.decline_probation.as_deref().unwrap_or("24h"),
+        problems,
+    )
+    .unwrap_or(Duration::from_secs(86_400));
     let mut subnets = Vec::new();
     match (&w.subnet, &w.range) {
         (Some(net), Some(range)) => {
@@ -411,6 +423,7 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
         subnets,
         domain: w.domain.clone(),
         lease_time,
+        decline_probation,
     })
 }
 

@@ -163,6 +163,7 @@ pub(super) struct DhcpWire {
     pub(super) dns: Vec<Ipv4Addr>,
     pub(super) domain: Option<String>,
     pub(super) lease_time: Option<String>,
+    pub(super) decline_probation: Option<String>,
     /// Further subnets served through DHCP relays (giaddr inside them).
     #[serde(default)]
     pub(super) relay_subnets: Vec<SubnetWire>,

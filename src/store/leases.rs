@@ -19,6 +19,10 @@ pub struct Lease {
     pub expires: u64,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// A DECLINE put the address on probation until `expires` (someone else
+    /// answers on it): it is held out of the pool, for nobody.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declined: bool,
 }
 
 /// A durable change to write before replying.
@@ -56,18 +60,84 @@ impl Leases<'_> {
 
     pub fn all(&self) -> Result<Vec<Lease>, StoreError> {
         let s = self.0;
+        s.alive()?;
         let tx = s.db.begin_read().map_err(|e| s.db_err(e))?;
         let t = tx.open_table(TABLE).map_err(|e| s.db_err(e))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| s.db_err(e))? {
             let (k, v) = row.map_err(|e| s.db_err(e))?;
-            match serde_json::from_slice::<Lease>(v.value()) {
-                Ok(l) if u32::from(l.ip) == k.value() => out.push(l),
-                _ => {
-                    tracing::warn!(ip = %Ipv4Addr::from(k.value()), "skipping unreadable lease record")
-                }
+            let key = Ipv4Addr::from(k.value()).to_string();
+            let l: Lease =
+                serde_json::from_slice(v.value()).map_err(|e| s.corrupt("leases", &key, e))?;
+            if u32::from(l.ip) != k.value() {
+                return Err(s.corrupt("leases", &key, format!("the record is for {}", l.ip)));
             }
+            out.push(l);
         }
         Ok(out)
+    }
+}
+
+/// Lease writes as the DHCP policy decided them: callers submit changes (in
+/// decision order, under the pool's lock) and wait; one writer thread drains
+/// whatever has queued and commits it in one fsynced transaction (group
+/// commit), in submission order, so the store's order is the decision order.
+#[derive(Clone, Debug)]
+pub struct LeaseWriter {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<(), std::sync::Arc<StoreError>>>;
+type Job = (Vec<LeaseChange>, Done);
+
+/// A submitted change, durable once [`Pending::wait`] says so.
+#[derive(Debug)]
+pub struct Pending(tokio::sync::oneshot::Receiver<Result<(), std::sync::Arc<StoreError>>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<(), std::sync::Arc<StoreError>> {
+        self.0.await.unwrap_or_else(|_| {
+            Err(std::sync::Arc::new(StoreError::Interrupted(
+                "lease writer stopped".into(),
+            )))
+        })
+    }
+}
+
+/// Most jobs committed in one transaction.
+const BATCH: usize = 512;
+
+impl LeaseWriter {
+    /// Start the writer thread; it ends when the last writer handle is dropped.
+    pub fn start(store: Store) -> std::io::Result<LeaseWriter> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("lease-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    let changes: Vec<LeaseChange> =
+                        batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+                    let res = store.leases().apply(&changes).map_err(std::sync::Arc::new);
+                    for (_, done) in batch {
+                        let _ = done.send(res.clone());
+                    }
+                }
+            })?;
+        Ok(LeaseWriter { tx })
+    }
+
+    /// Queue `changes` behind everything submitted before; never blocks.
+    pub fn submit(&self, changes: Vec<LeaseChange>) -> Pending {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        // A stopped writer drops `done`, which `wait` reports.
+        let _ = self.tx.send((changes, done));
+        Pending(wait)
     }
 }

@@ -41,6 +41,18 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    /// A record that does not decode: kiln never treats it as absent.
+    #[error("store {}: {table} record {key:?} is unreadable: {message}\nrestore {} from a backup (or stop kiln and remove that record); kiln does not guess what it held", path.display(), path.display())]
+    Corrupt {
+        path: PathBuf,
+        table: String,
+        key: String,
+        message: String,
+    },
+    /// A storage failure happened earlier: the store is out of service until
+    /// kiln restarts (and reopens it).
+    #[error("store {}: out of service after an earlier failure: {first}", path.display())]
+    Failed { path: PathBuf, first: String },
     /// The blocking task that ran a write died before it answered.
     #[error("store write did not finish: {0}")]
     Interrupted(String),
@@ -50,6 +62,8 @@ pub enum StoreError {
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
+    /// The first storage failure, once there was one.
+    failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -103,6 +117,7 @@ impl Store {
         let s = Store {
             db: Arc::new(db),
             path,
+            failure: Arc::new(tokio::sync::watch::Sender::new(None)),
         };
         // Make sure the tables exist so readers never fail on a fresh file.
         s.write(|tx| {
@@ -118,7 +133,48 @@ impl Store {
             }
             Ok(())
         })?;
+        s.verify()?;
         Ok(s)
+    }
+
+    /// Read and decode every record once: an unreadable one stops startup,
+    /// naming its table and key.
+    fn verify(&self) -> Result<(), StoreError> {
+        self.leases().all()?;
+        self.tokens().all()?;
+        self.machines().all()?;
+        self.all::<clusters::ClusterRecord>(clusters::TABLE)?;
+        self.replacements().all()?;
+        self.all::<adoption::AdoptState>(adoption::TABLE)?;
+        Ok(())
+    }
+
+    /// Resolves with the first storage failure (at once if there was one).
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.subscribe();
+        let first = match rx.wait_for(|f| f.is_some()).await {
+            Ok(f) => f.clone().unwrap_or_default(),
+            // The sender lives as long as this Store: never reached.
+            Err(_) => std::future::pending().await,
+        };
+        first
+    }
+
+    /// A cheap end-to-end check for the watchdog: a read transaction and a
+    /// durable write both complete.
+    pub fn health_check(&self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut t = tx.open_table(HEALTH).map_err(|e| self.db_err(e))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            t.insert("checked", now).map_err(|e| self.db_err(e))?;
+            Ok(())
+        })?;
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        tx.open_table(leases::TABLE).map_err(|e| self.db_err(e))?;
+        Ok(())
     }
 
     pub fn leases(&self) -> leases::Leases<'_> {
@@ -140,11 +196,53 @@ impl Store {
         adoption::Adoption(self)
     }
 
+    /// Wrap redb's error; a storage failure also latches the store.
     fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
+        let source: redb::Error = e.into();
+        if is_storage_failure(&source) {
+            let first = source.to_string();
+            self.failure.send_if_modified(|f| {
+                if f.is_some() {
+                    return false;
+                }
+                tracing::error!(store = %self.path.display(), "store failed: {first}; kiln stops serving");
+                *f = Some(first.clone());
+                true
+            });
+        }
         StoreError::Db {
             path: self.path.clone(),
-            source: e.into(),
+            source,
         }
+    }
+
+    /// Fail fast once the store has failed.
+    fn alive(&self) -> Result<(), StoreError> {
+        match &*self.failure.borrow() {
+            None => Ok(()),
+            Some(first) => Err(StoreError::Failed {
+                path: self.path.clone(),
+                first: first.clone(),
+            }),
+        }
+    }
+
+    fn corrupt(&self, table: &str, key: &str, message: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            table: table.to_string(),
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        table: Records,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| self.corrupt(table.name(), key, e))
     }
 
     fn encode<T: Serialize>(&self, table: &str, key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
@@ -161,7 +259,10 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        self.alive()?;
+        let mut tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(|e| self.db_err(redb::Error::from(e)))?;
         let r = f(&tx)?;
         tx.commit().map_err(|e| self.db_err(e))?;
         Ok(r)
@@ -180,10 +281,10 @@ impl Store {
     {
         self.write(|tx| {
             let mut t = tx.open_table(table).map_err(|e| self.db_err(e))?;
-            let cur: Option<T> = t
-                .get(key)
-                .map_err(|e| self.db_err(e))?
-                .and_then(|v| decode(table, key, v.value()));
+            let cur: Option<T> = match t.get(key).map_err(|e| self.db_err(e))? {
+                Some(v) => Some(self.decode(table, key, v.value())?),
+                None => None,
+            };
             let (new, r) = f(cur);
             match new {
                 Some(v) => {
@@ -200,21 +301,21 @@ impl Store {
     }
 
     fn get<T: DeserializeOwned>(&self, table: Records, key: &str) -> Result<Option<T>, StoreError> {
+        self.alive()?;
         let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let t = tx.open_table(table).map_err(|e| self.db_err(e))?;
         let v = t.get(key).map_err(|e| self.db_err(e))?;
-        Ok(v.and_then(|v| decode(table, key, v.value())))
+        v.map(|v| self.decode(table, key, v.value())).transpose()
     }
 
     fn all<T: DeserializeOwned>(&self, table: Records) -> Result<Vec<T>, StoreError> {
+        self.alive()?;
         let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let t = tx.open_table(table).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            if let Some(x) = decode(table, k.value(), v.value()) {
-                out.push(x);
-            }
+            out.push(self.decode(table, k.value(), v.value())?);
         }
         Ok(out)
     }
@@ -234,15 +335,22 @@ where
         .unwrap_or_else(|e| Err(StoreError::Interrupted(e.to_string()).into()))
 }
 
-/// A record that does not decode is skipped, and said so.
-fn decode<T: DeserializeOwned>(table: Records, key: &str, bytes: &[u8]) -> Option<T> {
-    match serde_json::from_slice(bytes) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!(table = table.name(), key, error = %e, "skipping unreadable record");
-            None
-        }
-    }
+/// The watchdog's table: one row, the time of the last health check.
+const HEALTH: TableDefinition<'static, &'static str, u64> = TableDefinition::new("health");
+
+/// Errors after which redb's file can no longer be trusted in this process
+/// (redb itself latches `PreviousIo` after an I/O error).
+fn is_storage_failure(e: &redb::Error) -> bool {
+    matches!(
+        e,
+        redb::Error::Io(_)
+            | redb::Error::PreviousIo
+            | redb::Error::Corrupted(_)
+            | redb::Error::Backend(_)
+            | redb::Error::DatabaseClosed
+            | redb::Error::LockPoisoned(_)
+            | redb::Error::TransactionPoisoned
+    )
 }
 
 #[cfg(test)]
@@ -260,6 +368,7 @@ mod tests {
             mac: "52:54:00:00:00:01".parse().unwrap(),
             expires: 99,
             hostname: Some("cp-1".into()),
+            declined: false,
         };
         {
             let s = Store::open(&dir).unwrap();
@@ -276,5 +385,38 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn an_unreadable_record_stops_open_naming_table_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.machines()
+            .modify(&"52:54:00:00:00:09".parse().unwrap(), |r| {
+                *r = Some(machines::Record::new(
+                    "52:54:00:00:00:09".parse().unwrap(),
+                    "cp-9",
+                    1,
+                ))
+            })
+            .unwrap();
+        s.write(|tx| {
+            let mut t = tx.open_table(clusters::TABLE).map_err(|e| s.db_err(e))?;
+            t.insert("prod", b"{not json".as_slice())
+                .map_err(|e| s.db_err(e))?;
+            Ok(())
+        })
+        .unwrap();
+        // At runtime: an error, never "absent" (which would mean a second Bootstrap).
+        let e = s.clusters().get("prod").unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(
+            s.clusters().update("prod", |_| {}).is_err(),
+            "never overwritten"
+        );
+        drop(s);
+        let e = Store::open(d.path()).unwrap_err().to_string();
+        assert!(e.contains("clusters record \"prod\" is unreadable"), "{e}");
+        assert!(e.contains("restore"), "{e}");
     }
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
 
-use super::{decode, Records, Store, StoreError};
+use super::{Records, Store, StoreError};
 use crate::model::mac::Mac;
 
 pub(super) const TABLE: Records = TableDefinition::new("boot_tokens");
@@ -18,6 +18,10 @@ pub struct BootToken {
     /// Unix seconds.
     pub expires: u64,
 }
+
+/// At most this many boot tokens are live at once (one per booting machine;
+/// a 10,000-machine storm fits with room).
+pub const MAX_TOKENS: usize = 65_536;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Tokens<'a>(pub(super) &'a Store);
@@ -38,6 +42,10 @@ impl Tokens<'_> {
         self.0.get(TABLE, token)
     }
 
+    pub fn all(&self) -> Result<Vec<BootToken>, StoreError> {
+        self.0.all(TABLE)
+    }
+
     /// Drop expired tokens and `mac`'s, then insert `new`, in one transaction.
     fn drop_tokens(
         &self,
@@ -49,14 +57,22 @@ impl Tokens<'_> {
         s.write(|tx| {
             let mut tab = tx.open_table(TABLE).map_err(|e| s.db_err(e))?;
             let mut stale = Vec::new();
+            let mut live = Vec::new();
             for row in tab.iter().map_err(|e| s.db_err(e))? {
                 let (k, v) = row.map_err(|e| s.db_err(e))?;
-                let dead = decode::<BootToken>(TABLE, "(token)", v.value())
-                    .map(|b| b.expires <= now || b.mac == *mac)
-                    .unwrap_or(true);
-                if dead {
+                // The key is a secret: an unreadable row is named by position.
+                let b: BootToken = s.decode(TABLE, "(a boot token)", v.value())?;
+                if b.expires <= now || b.mac == *mac {
                     stale.push(k.value().to_string());
+                } else {
+                    live.push((b.expires, k.value().to_string()));
                 }
+            }
+            // Bounded: past MAX_TOKENS live tokens the ones closest to expiry go.
+            if live.len() >= MAX_TOKENS {
+                live.sort_unstable();
+                let excess = live.len() + 1 - MAX_TOKENS;
+                stale.extend(live.into_iter().take(excess).map(|(_, k)| k));
             }
             for k in stale {
                 tab.remove(k.as_str()).map_err(|e| s.db_err(e))?;

@@ -8,10 +8,19 @@ use std::sync::Arc;
 use super::msg::{Reply, Request};
 use super::policy::{self, Ctx, Decision, Port, Reason};
 use crate::brain::{adopt, now, Provisioner, State};
+use crate::store::leases::Pending;
 
 impl Provisioner {
-    /// Decide the answer to one request that came from `src` on `port`.
-    pub(crate) fn dhcp(self: &Arc<Self>, req: &Request, port: Port, src: SocketAddr) -> Decision {
+    /// Decide the answer to one request that came from `src` on `port`. A
+    /// reply's lease changes are submitted to the store before the pool's
+    /// lock is released (so the store sees them in decision order); the
+    /// reply may go out only once the returned [`Pending`] is durable.
+    pub(crate) fn dhcp(
+        self: &Arc<Self>,
+        req: &Request,
+        port: Port,
+        src: SocketAddr,
+    ) -> (Decision, Option<Pending>) {
         if let Some(ip) = used_address(req, port, src) {
             self.saw(req.mac, ip);
         }
@@ -23,9 +32,17 @@ impl Provisioner {
                 now: now(),
             };
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            policy::decide(&ctx, req, port, &mut pool)
+            let d = policy::decide(&ctx, req, port, &mut pool);
+            let pending = match &d {
+                Decision::Reply { changes, .. } if !changes.is_empty() => {
+                    Some(self.leases.submit(changes.clone()))
+                }
+                _ => None,
+            };
+            (d, pending)
         };
-        if decision == Decision::Ignore(Reason::UnknownMac) && req.is_pxe() && port == Port::Dhcp {
+        if decision.0 == Decision::Ignore(Reason::UnknownMac) && req.is_pxe() && port == Port::Dhcp
+        {
             adopt::on_unknown_pxe(self.clone(), req.mac);
         }
         decision
@@ -38,7 +55,8 @@ impl Provisioner {
     pub(crate) fn first_sight(&self, req: &Request, reply: &Reply) -> Option<FirstSight> {
         let inv = self.inventory();
         let m = inv.machine(&req.mac)?;
-        if self.record(&req.mac).is_some() {
+        // Seen before (or unreadable: nothing is recorded over it).
+        if !matches!(self.record(&req.mac), Ok(None)) {
             return None;
         }
         Some(FirstSight {

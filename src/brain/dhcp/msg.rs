@@ -3,7 +3,6 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::relay::RelayAgentInformation;
 use dhcproto::v4::MessageType;
 
 use crate::model::mac::Mac;
@@ -39,7 +38,8 @@ pub struct Request {
     pub machine_id: Option<Vec<u8>>,
     pub hostname: Option<String>,
     pub param_list: Vec<u8>,
-    pub relay_info: Option<RelayAgentInformation>,
+    /// Option 82 as the relay sent it, echoed unchanged.
+    pub relay_info: Option<Vec<u8>>,
     pub max_size: Option<u16>,
 }
 

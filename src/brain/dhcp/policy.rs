@@ -25,10 +25,10 @@ pub(crate) enum Port {
 pub(crate) enum Decision {
     /// Say nothing; the reason is logged.
     Ignore(Reason),
-    /// Answer; if `change` is set it is made durable first.
+    /// Answer; `changes` are made durable first, in decision order.
     Reply {
         reply: Box<Reply>,
-        change: Option<LeaseChange>,
+        changes: Vec<LeaseChange>,
         why: String,
     },
 }
@@ -126,7 +126,7 @@ fn proxy(ctx: &Ctx<'_>, req: &Request, port: Port) -> Decision {
                 boot: Some(boot),
                 message: None,
             }),
-            change: None,
+            changes: Vec::new(),
         },
         Err(e) => Decision::Ignore(e),
     }
@@ -201,6 +201,7 @@ fn full(
         MessageType::Request => request(&f, req, pool),
         MessageType::Release => release(&f, req, pool),
         MessageType::Decline => decline(&f, req, pool),
+        MessageType::Inform => inform(&f, req),
         t => Decision::Ignore(Reason::Unhandled(t)),
     }
 }
@@ -220,7 +221,7 @@ fn discover(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
                 Some(assign(f.full, f.subnet, ip, f.hostname.clone())),
                 f.boot.clone(),
             ),
-            change: None,
+            changes: Vec::new(),
         },
         Err(e) => Decision::Ignore(Reason::NoOffer(e)),
     }
@@ -238,17 +239,21 @@ fn request(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
         _ => return Decision::Ignore(Reason::RequestWithoutAddress),
     };
     match pool.bind(req.mac, f.subnet, ip, f.full.lease_time.as_secs(), f.now) {
-        Ok(lease) => Decision::Reply {
+        Ok((lease, moved_from)) => Decision::Reply {
             why: format!("ack {ip} until {}", lease.expires),
             reply: f.reply(
                 MessageType::Ack,
                 Some(assign(f.full, f.subnet, ip, f.hostname.clone())),
                 f.boot.clone(),
             ),
-            change: Some(LeaseChange::Bind(Lease {
-                hostname: f.hostname.clone(),
-                ..lease
-            })),
+            changes: moved_from
+                .map(LeaseChange::Free)
+                .into_iter()
+                .chain([LeaseChange::Bind(Lease {
+                    hostname: f.hostname.clone(),
+                    ..lease
+                })])
+                .collect(),
         },
         Err(e) => {
             // Authoritative for this subnet: a wrong address is refused so
@@ -259,7 +264,7 @@ fn request(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
             Decision::Reply {
                 why: format!("nak {ip}: {msg}"),
                 reply,
-                change: None,
+                changes: Vec::new(),
             }
         }
     }
@@ -270,7 +275,7 @@ fn release(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
         Some(change) => Decision::Reply {
             why: format!("released {}", req.ciaddr),
             reply: f.reply(MessageType::Release, None, None),
-            change: Some(change),
+            changes: vec![change],
         },
         None => Decision::Ignore(Reason::ReleaseNotHeld(req.ciaddr)),
     }
@@ -278,14 +283,33 @@ fn release(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
 
 fn decline(f: &Full<'_>, req: &Request, pool: &mut Pool) -> Decision {
     let ip = req.requested_ip.unwrap_or(req.ciaddr);
-    if pool.decline(&req.mac, ip, f.full.lease_time.as_secs(), f.now) {
-        Decision::Reply {
-            why: format!("declined {ip}: held out of the pool"),
+    let hold = f.full.decline_probation.as_secs();
+    match pool.decline(&req.mac, ip, hold, f.now) {
+        Some(change) => Decision::Reply {
+            why: format!(
+                "declined {ip}: someone else answers on it; out of the pool for {}",
+                humantime::format_duration(f.full.decline_probation)
+            ),
             reply: f.reply(MessageType::Decline, None, None),
-            change: Some(LeaseChange::Free(ip)),
-        }
-    } else {
-        Decision::Ignore(Reason::DeclineNotGiven(ip))
+            changes: vec![change],
+        },
+        None => Decision::Ignore(Reason::DeclineNotGiven(ip)),
+    }
+}
+
+/// INFORM (RFC 2131 3.4, 4.3.5): a client with an address configured some
+/// other way asks for the subnet's parameters. ACK with no address and no
+/// lease time; it goes to ciaddr.
+fn inform(f: &Full<'_>, req: &Request) -> Decision {
+    if req.ciaddr.is_unspecified() || !f.subnet.net.contains(&req.ciaddr) {
+        return Decision::Ignore(Reason::InformOutside(req.ciaddr));
+    }
+    let mut a = assign(f.full, f.subnet, Ipv4Addr::UNSPECIFIED, f.hostname.clone());
+    a.lease_secs = 0;
+    Decision::Reply {
+        why: format!("inform {}: parameters only", req.ciaddr),
+        reply: f.reply(MessageType::Ack, Some(a), f.boot.clone()),
+        changes: Vec::new(),
     }
 }
 

@@ -26,6 +26,17 @@ struct Entry {
     state: State,
 }
 
+impl Entry {
+    /// On probation after a DECLINE: held for nobody.
+    fn declined(until: u64) -> Entry {
+        Entry {
+            mac: Mac([0; 6]),
+            expires: until,
+            state: State::Declined,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum PoolError {
     #[error("no free address in {0}")]
@@ -52,13 +63,27 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Start from the durable leases in the store.
-    pub(crate) fn new(leases: impl IntoIterator<Item = Lease>) -> Pool {
+    /// Start from the durable leases in the store. A MAC with rows for two
+    /// addresses keeps its newest lease; the older rows come back as changes
+    /// to free them (they were left by a crash between two writes of an
+    /// older kiln).
+    pub(crate) fn new(leases: impl IntoIterator<Item = Lease>) -> (Pool, Vec<LeaseChange>) {
         let mut p = Pool::default();
+        let mut leases: Vec<Lease> = leases.into_iter().collect();
+        // Oldest first, so the newest lease of a MAC is the one that stays.
+        leases.sort_by_key(|l| (l.expires, u32::from(l.ip)));
+        let mut stale = Vec::new();
         for l in leases {
+            if l.declined {
+                p.entries.insert(l.ip, Entry::declined(l.expires));
+                continue;
+            }
+            if let Some(old) = p.by_mac.get(&l.mac) {
+                stale.push(LeaseChange::Free(*old));
+            }
             p.insert(l.ip, l.mac, l.expires, State::Bound);
         }
-        p
+        (p, stale)
     }
 
     /// Replace the set of inventory reservations (on start and on reload).
@@ -213,8 +238,9 @@ impl Pool {
             .ok_or_else(|| PoolError::Exhausted(subnet.net.to_string()))
     }
 
-    /// Bind `ip` to `mac` (REQUEST). The returned change must be made durable
-    /// before the ACK goes out.
+    /// Bind `ip` to `mac` (REQUEST). The returned changes (the bind, and the
+    /// freeing of the MAC's previous address if it moved) must be made
+    /// durable before the ACK goes out.
     pub(crate) fn bind(
         &mut self,
         mac: Mac,
@@ -222,7 +248,7 @@ impl Pool {
         ip: Ipv4Addr,
         lease_secs: u64,
         now: u64,
-    ) -> Result<Lease, PoolError> {
+    ) -> Result<(Lease, Option<Ipv4Addr>), PoolError> {
         if !self.allowed(ip, &mac, subnet) {
             return Err(PoolError::WrongAddress {
                 ip,
@@ -237,9 +263,17 @@ impl Pool {
             mac,
             expires: now + lease_secs,
             hostname: None,
+            declined: false,
         };
+        // The MAC moves: its old row (lease or offer) is freed with the bind.
+        let moved_from = self
+            .by_mac
+            .get(&mac)
+            .copied()
+            .filter(|old| *old != ip)
+            .filter(|old| self.entries.get(old).is_some_and(|e| e.mac == mac));
         self.insert(ip, mac, lease.expires, State::Bound);
-        Ok(lease)
+        Ok((lease, moved_from))
     }
 
     /// RELEASE: the client gives the address back.
@@ -255,22 +289,28 @@ impl Pool {
     }
 
     /// DECLINE: the address is in use by someone we do not know; keep it out of
-    /// the pool for `hold_secs`.
-    pub(crate) fn decline(&mut self, mac: &Mac, ip: Ipv4Addr, hold_secs: u64, now: u64) -> bool {
+    /// the pool for `hold_secs`. The returned change (the probation) must be
+    /// made durable, so a restart keeps it.
+    pub(crate) fn decline(
+        &mut self,
+        mac: &Mac,
+        ip: Ipv4Addr,
+        hold_secs: u64,
+        now: u64,
+    ) -> Option<LeaseChange> {
         match self.entries.get(&ip) {
             Some(e) if e.mac == *mac => {
                 self.by_mac.remove(mac);
-                self.entries.insert(
+                self.entries.insert(ip, Entry::declined(now + hold_secs));
+                Some(LeaseChange::Bind(Lease {
                     ip,
-                    Entry {
-                        mac: Mac([0; 6]),
-                        expires: now + hold_secs,
-                        state: State::Declined,
-                    },
-                );
-                true
+                    mac: *mac,
+                    expires: now + hold_secs,
+                    hostname: None,
+                    declined: true,
+                }))
             }
-            _ => false,
+            _ => None,
         }
     }
 }
@@ -399,12 +439,14 @@ mod tests {
     #[test]
     fn restart_keeps_leases() {
         let s = subnet();
-        let mut p = Pool::new([Lease {
+        let (mut p, stale) = Pool::new([Lease {
             ip: ip("10.0.0.10"),
             mac: m(1),
             expires: 1000,
             hostname: None,
+            declined: false,
         }]);
+        assert!(stale.is_empty());
         assert_eq!(
             p.offer(m(2), &s, Some(ip("10.0.0.10")), 10).unwrap(),
             ip("10.0.0.11")
@@ -435,7 +477,42 @@ mod tests {
         assert_eq!(p.release(&m(2), a), None, "only the holder releases");
         assert_eq!(p.release(&m(1), a), Some(LeaseChange::Free(a)));
         let a = p.offer(m(1), &s, None, 0).unwrap();
-        assert!(p.decline(&m(1), a, 600, 0));
+        let Some(LeaseChange::Bind(probation)) = p.decline(&m(1), a, 600, 0) else {
+            panic!("a decline is made durable");
+        };
+        assert!(probation.declined && probation.expires == 600);
         assert_ne!(p.offer(m(1), &s, None, 1).unwrap(), a);
+        // After a restart the address is still on probation, for everyone...
+        let (mut p, _) = Pool::new([probation]);
+        for i in 1..=2 {
+            assert_ne!(p.offer(m(i), &s, Some(a), 599).unwrap(), a);
+        }
+        assert!(matches!(
+            p.bind(m(7), &s, a, 60, 599),
+            Err(PoolError::Taken { .. })
+        ));
+        // ...until it ends.
+        assert_eq!(p.offer(m(8), &s, Some(a), 600).unwrap(), a);
+    }
+
+    #[test]
+    fn a_mac_that_moves_frees_its_old_row_and_restart_keeps_the_newest_lease() {
+        let s = subnet();
+        let mut p = Pool::default();
+        let (first, _) = p.bind(m(1), &s, ip("10.0.0.12"), 100, 0).unwrap();
+        let (second, moved) = p.bind(m(1), &s, ip("10.0.0.10"), 100, 50).unwrap();
+        assert_eq!(
+            moved,
+            Some(ip("10.0.0.12")),
+            "the old row is freed with the bind"
+        );
+        assert_eq!(p.lease_of(&m(1), 60), Some(ip("10.0.0.10")));
+        // A store that still holds both rows (left by an older kiln): the
+        // newest lease wins, whatever the address order, and the other is freed.
+        let (p, stale) = Pool::new([second.clone(), first.clone()]);
+        assert_eq!(p.lease_of(&m(1), 60), Some(ip("10.0.0.10")));
+        assert_eq!(stale, vec![LeaseChange::Free(ip("10.0.0.12"))]);
+        let (p, _) = Pool::new([first, second]);
+        assert_eq!(p.lease_of(&m(1), 60), Some(ip("10.0.0.10")));
     }
 }

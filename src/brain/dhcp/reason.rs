@@ -39,6 +39,8 @@ pub(crate) enum Reason {
     RequestWithoutAddress,
     ReleaseNotHeld(Ipv4Addr),
     DeclineNotGiven(Ipv4Addr),
+    /// INFORM whose ciaddr is not in the subnet it came from.
+    InformOutside(Ipv4Addr),
     Unhandled(MessageType),
 }
 
@@ -74,6 +76,12 @@ impl fmt::Display for Reason {
             Reason::RequestWithoutAddress => f.write_str("REQUEST without an address"),
             Reason::ReleaseNotHeld(ip) => write!(f, "release of {ip} it does not hold"),
             Reason::DeclineNotGiven(ip) => write!(f, "decline of {ip} it was not given"),
+            Reason::InformOutside(ip) => {
+                write!(
+                    f,
+                    "INFORM from {ip}, which is not in the subnet it came from"
+                )
+            }
             Reason::Unhandled(t) => write!(f, "{t:?} is not handled"),
         }
     }

@@ -158,6 +158,7 @@ async fn bootstrap(
     let r = request(&p, &b, &cluster, q.node.as_deref());
     let status = match r {
         Requested::NoCluster(_) => StatusCode::NOT_FOUND,
+        Requested::Unreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Requested::AlreadyDone(_) => StatusCode::OK,
         Requested::Started { .. } => StatusCode::ACCEPTED,
         Requested::OtherNode { .. } | Requested::NoCandidate(_) => StatusCode::CONFLICT,

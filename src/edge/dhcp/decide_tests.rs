@@ -10,7 +10,8 @@ use dhcproto::v4::{Architecture, DhcpOption, MessageType};
 use crate::brain::dhcp::msg::*;
 use crate::brain::dhcp::policy::*;
 use crate::brain::dhcp::pool::Pool;
-use crate::edge::dhcp::packet::{build_request, decode};
+use crate::edge::dhcp::packet::{build_request, decode, encode, parse_reply, BROADCAST};
+use crate::edge::dhcp::server::{destination, Dest};
 use crate::model::config::{Config, DhcpMode, FullDhcp, Ports, Subnet, UnknownMachines};
 use crate::model::inventory::Inventory;
 use crate::model::inventory::{Machine, Profile, Role};
@@ -50,6 +51,7 @@ fn cfg(full: bool) -> Config {
                 ],
                 domain: Some("lab".into()),
                 lease_time: Duration::from_secs(3600),
+                decline_probation: Duration::from_secs(86_400),
             })
         } else {
             DhcpMode::Proxy
@@ -123,7 +125,7 @@ fn run(c: &Config, r: &Request, port: Port, pool: &mut Pool) -> Decision {
 
 fn reply(d: Decision) -> (Reply, Option<LeaseChange>) {
     match d {
-        Decision::Reply { reply, change, .. } => (*reply, change),
+        Decision::Reply { reply, changes, .. } => (*reply, changes.last().cloned()),
         Decision::Ignore(why) => panic!("ignored: {why}"),
     }
 }
@@ -354,12 +356,12 @@ fn relayed_requests_use_the_relay_subnet() {
     let mut r = req(KNOWN, MessageType::Discover, pxe(7));
     r.giaddr = ip("10.98.0.1");
     let (offer, _) = reply(run(&c, &r, Port::Dhcp, &mut pool));
-    let a = offer.assign.unwrap();
+    let a = offer.assign.clone().unwrap();
     assert_eq!(a.yiaddr, ip("10.98.0.100"));
     assert_eq!(a.router, Some(ip("10.98.0.1")));
     assert_eq!(
-        crate::edge::dhcp::server::destination(&r, Port::Dhcp, "10.98.0.1:67".parse().unwrap(), 67),
-        "10.98.0.1:67".parse().unwrap()
+        destination(&r, &offer, Port::Dhcp, "10.98.0.1:67".parse().unwrap(), 67),
+        Dest::To("10.98.0.1:67".parse().unwrap())
     );
     r.giaddr = ip("10.97.0.1");
     assert!(
@@ -399,4 +401,137 @@ fn encoded_replies_carry_pxe_options() {
         m.opts().get(dhcproto::v4::OptionCode::VendorExtensions),
         Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
     );
+}
+
+const SRC: &str = "0.0.0.0:68";
+const BCAST: &str = "255.255.255.255:68";
+
+/// RFC 2131 4.1: who gets an OFFER/ACK/NAK, by broadcast bit, ciaddr, giaddr.
+#[test]
+fn replies_go_where_rfc_2131_says() {
+    let c = cfg(true);
+    let mut pool = Pool::default();
+    // Broadcast bit clear, no ciaddr: unicast to yiaddr (after teaching the
+    // kernel the client's MAC).
+    let r = req(KNOWN, MessageType::Discover, pxe(0));
+    let (offer, _) = reply(run(&c, &r, Port::Dhcp, &mut pool));
+    let yiaddr = offer.assign.as_ref().unwrap().yiaddr;
+    assert_eq!(
+        destination(&r, &offer, Port::Dhcp, SRC.parse().unwrap(), 67),
+        Dest::Unicast(yiaddr)
+    );
+    // Broadcast bit set: broadcast, and the flags are copied into the reply.
+    let mut rb = r.clone();
+    rb.flags = BROADCAST;
+    assert_eq!(
+        destination(&rb, &offer, Port::Dhcp, SRC.parse().unwrap(), 67),
+        Dest::To(BCAST.parse().unwrap())
+    );
+    let m = parse_reply(&encode(&rb, &offer)).unwrap();
+    assert!(m.flags().broadcast());
+    // A NAK with giaddr zero is broadcast, even to a client with a ciaddr.
+    let mut renew = req(
+        FIXED,
+        MessageType::Request,
+        vec![DhcpOption::RequestedIpAddress(ip("10.99.0.150"))],
+    );
+    renew.ciaddr = ip("10.99.0.150");
+    let (nak, _) = reply(run(&c, &renew, Port::Dhcp, &mut pool));
+    assert_eq!(nak.msg_type, MessageType::Nak);
+    assert_eq!(
+        destination(
+            &renew,
+            &nak,
+            Port::Dhcp,
+            "10.99.0.150:68".parse().unwrap(),
+            67
+        ),
+        Dest::To(BCAST.parse().unwrap())
+    );
+    let m = parse_reply(&encode(&renew, &nak)).unwrap();
+    assert_eq!(m.ciaddr(), Ipv4Addr::UNSPECIFIED, "a NAK carries no ciaddr");
+    assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    // A relayed NAK goes to the relay with the broadcast bit set (4.3.2).
+    let mut relayed = renew.clone();
+    relayed.ciaddr = Ipv4Addr::UNSPECIFIED;
+    relayed.giaddr = ip("10.98.0.1");
+    relayed.requested_ip = Some(ip("10.99.0.150"));
+    let (nak, _) = reply(run(&c, &relayed, Port::Dhcp, &mut pool));
+    assert_eq!(nak.msg_type, MessageType::Nak);
+    let m = parse_reply(&encode(&relayed, &nak)).unwrap();
+    assert!(m.flags().broadcast(), "relayed NAK has the broadcast bit");
+    assert_eq!(
+        destination(
+            &relayed,
+            &nak,
+            Port::Dhcp,
+            "10.98.0.1:67".parse().unwrap(),
+            67
+        ),
+        Dest::To("10.98.0.1:67".parse().unwrap())
+    );
+}
+
+#[test]
+fn inform_is_answered_with_parameters_and_no_lease() {
+    let c = cfg(true);
+    let mut r = req(KNOWN, MessageType::Inform, vec![]);
+    r.ciaddr = ip("10.99.0.42");
+    let (ack, changes) = reply(run(&c, &r, Port::Dhcp, &mut Pool::default()));
+    assert_eq!(ack.msg_type, MessageType::Ack);
+    assert!(changes.is_none(), "INFORM changes no lease");
+    let m = parse_reply(&encode(&r, &ack)).unwrap();
+    assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(m.ciaddr(), ip("10.99.0.42"));
+    let o = m.opts();
+    assert!(
+        o.get(dhcproto::v4::OptionCode::AddressLeaseTime).is_none(),
+        "no lease time (4.3.5)"
+    );
+    assert_eq!(
+        o.get(dhcproto::v4::OptionCode::SubnetMask),
+        Some(&DhcpOption::SubnetMask(ip("255.255.255.0")))
+    );
+    assert_eq!(
+        destination(&r, &ack, Port::Dhcp, "10.99.0.42:68".parse().unwrap(), 67),
+        Dest::To("10.99.0.42:68".parse().unwrap())
+    );
+    // From outside the subnet: not ours to answer.
+    r.ciaddr = ip("192.168.7.7");
+    assert!(matches!(
+        run(&c, &r, Port::Dhcp, &mut Pool::default()),
+        Decision::Ignore(_)
+    ));
+}
+
+#[test]
+fn relay_agent_information_is_echoed_unchanged_and_last() {
+    let c = cfg(true);
+    // Circuit id "eth0/1" and remote id 00:11:22:33:44:55, in that order.
+    let rai = [
+        1u8, 6, b'e', b't', b'h', b'0', b'/', b'1', 2, 6, 0, 0x11, 0x22, 0x33, 0x44, 0x55,
+    ];
+    let m: Mac = KNOWN.parse().unwrap();
+    let mut bytes = build_request(m, MessageType::Discover, 7, pxe(0));
+    // Relayed: giaddr set, option 82 appended before END as a relay does.
+    bytes[24..28].copy_from_slice(&[10, 98, 0, 1]);
+    let end = bytes.iter().rposition(|b| *b == 255).unwrap();
+    let mut opt = vec![82, rai.len() as u8];
+    opt.extend_from_slice(&rai);
+    bytes.splice(end..end, opt);
+    let r = decode(&bytes).unwrap();
+    let (offer, _) = reply(run(&c, &r, Port::Dhcp, &mut Pool::default()));
+    let out = encode(&r, &offer);
+    // Walk the reply's options: 82 is the last before END, byte for byte.
+    let (mut at, mut last) = (240, None);
+    while out[at] != 255 {
+        if out[at] == 0 {
+            at += 1;
+            continue;
+        }
+        let len = out[at + 1] as usize;
+        last = Some((out[at], out[at + 2..at + 2 + len].to_vec()));
+        at += 2 + len;
+    }
+    assert_eq!(last, Some((82, rai.to_vec())));
 }

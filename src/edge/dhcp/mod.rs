@@ -1,6 +1,7 @@
 //! DHCP on the wire: bytes to typed requests (`packet`) and the socket loop
 //! (`server`). May import: brain, store (lease writes), model.
 
+mod arp;
 pub mod packet;
 pub(crate) mod server;
 

@@ -11,6 +11,8 @@ use crate::model::mac::Mac;
 /// Smallest BOOTP message: 236-byte header plus the 4-byte magic cookie.
 const MIN_LEN: usize = 240;
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
+/// The BROADCAST bit of `flags` (RFC 2131 2).
+pub const BROADCAST: u16 = 0x8000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -117,7 +119,55 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
     let msg = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(buf)))
         .map_err(|_| DecodeError::Malformed("decoder panicked".into()))?
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    from_message(&msg)
+    let mut req = from_message(&msg)?;
+    req.relay_info = raw_option(&buf[MIN_LEN..], 82);
+    Ok(req)
+}
+
+/// The bytes of option `code` (fragments joined, RFC 3396), as sent.
+fn raw_option(mut b: &[u8], code: u8) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    while let Some((&c, rest)) = b.split_first() {
+        match c {
+            0 => b = rest,
+            255 => break,
+            _ => {
+                let (&len, rest) = rest.split_first()?;
+                let body = rest.get(..len as usize)?;
+                if c == code {
+                    out.get_or_insert_with(Vec::new).extend_from_slice(body);
+                }
+                b = &rest[len as usize..];
+            }
+        }
+    }
+    out
+}
+
+/// Put option `code` with `body` last, just before END (RFC 3046 2.2: the
+/// relay agent information option goes last), in 255-byte fragments.
+fn append_last(buf: &mut Vec<u8>, code: u8, body: &[u8]) {
+    let mut at = MIN_LEN;
+    while at < buf.len() {
+        match buf[at] {
+            0 => at += 1,
+            255 => break,
+            _ => match buf.get(at + 1) {
+                Some(&len) => at += 2 + len as usize,
+                None => return,
+            },
+        }
+    }
+    if at > buf.len() {
+        return;
+    }
+    let mut opt = Vec::with_capacity(body.len() + 4);
+    for chunk in body.chunks(255) {
+        opt.push(code);
+        opt.push(chunk.len() as u8);
+        opt.extend_from_slice(chunk);
+    }
+    buf.splice(at..at, opt);
 }
 
 fn from_message(msg: &Message) -> Result<Request, DecodeError> {
@@ -182,10 +232,8 @@ fn from_message(msg: &Message) -> Result<Request, DecodeError> {
             Some(DhcpOption::ParameterRequestList(v)) => v.iter().map(|c| u8::from(*c)).collect(),
             _ => Vec::new(),
         },
-        relay_info: match o.get(OptionCode::RelayAgentInformation) {
-            Some(DhcpOption::RelayAgentInformation(r)) => Some(r.clone()),
-            _ => None,
-        },
+        // Filled from the raw bytes by `decode`, so it is echoed as sent.
+        relay_info: None,
         max_size: match o.get(OptionCode::MaxMessageSize) {
             Some(DhcpOption::MaxMessageSize(s)) => Some(*s),
             _ => None,
@@ -213,9 +261,12 @@ pub fn encode(req: &Request, reply: &Reply) -> Vec<u8> {
     if let Some(a) = &reply.assign {
         m.set_yiaddr(a.yiaddr);
         let o = m.opts_mut();
-        o.insert(DhcpOption::AddressLeaseTime(a.lease_secs));
-        o.insert(DhcpOption::Renewal(a.lease_secs / 2));
-        o.insert(DhcpOption::Rebinding(a.lease_secs / 8 * 7));
+        // No lease time in an INFORM's ACK (RFC 2131 4.3.5).
+        if a.lease_secs > 0 {
+            o.insert(DhcpOption::AddressLeaseTime(a.lease_secs));
+            o.insert(DhcpOption::Renewal(a.lease_secs / 2));
+            o.insert(DhcpOption::Rebinding(a.lease_secs / 8 * 7));
+        }
         o.insert(DhcpOption::SubnetMask(a.netmask));
         if let Some(r) = a.router {
             o.insert(DhcpOption::Router(vec![r]));
@@ -260,10 +311,9 @@ pub fn encode(req: &Request, reply: &Reply) -> Vec<u8> {
     if let Some(msg) = &reply.message {
         m.opts_mut().insert(DhcpOption::Message(msg.clone()));
     }
-    if let Some(r) = &req.relay_info {
-        // RFC 3046: relay agent information is echoed unchanged.
-        m.opts_mut()
-            .insert(DhcpOption::RelayAgentInformation(r.clone()));
+    if reply.msg_type == MessageType::Nak && req.relayed() {
+        // RFC 2131 4.3.2: so the relay broadcasts it to the client.
+        m.set_flags(Flags::new(req.flags | BROADCAST));
     }
     let mut buf = Vec::with_capacity(576);
     let mut e = Encoder::new(&mut buf);
@@ -272,11 +322,20 @@ pub fn encode(req: &Request, reply: &Reply) -> Vec<u8> {
     if m.encode(&mut e).is_err() {
         return Vec::new();
     }
+    if let Some(r) = &req.relay_info {
+        // RFC 3046: relay agent information is echoed unchanged, last.
+        append_last(&mut buf, 82, r);
+    }
     // Pad to the BOOTP minimum of 300 bytes: some PXE ROMs drop shorter replies.
     if buf.len() < 300 {
         buf.resize(300, 0);
     }
     buf
+}
+
+/// The client hardware address of an encoded message.
+pub(crate) fn chaddr(buf: &[u8]) -> Option<Mac> {
+    Mac::from_slice(buf.get(28..34)?)
 }
 
 /// Build a request (tests and tools use this to play clients).

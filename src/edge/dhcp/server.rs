@@ -1,20 +1,18 @@
-//! The DHCP socket edge: receive, decode, ask the policy, make lease changes
-//! durable, send. Lease writes from concurrent requests are committed together
-//! (group commit), and no ACK leaves before its lease is on disk.
+//! The DHCP socket edge: receive, decode, ask the brain, wait until the lease
+//! changes it decided are durable, send. No ACK leaves before its lease is on
+//! disk (the brain's lease writer commits concurrent requests together).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::packet;
 use crate::brain::dhcp::policy::{self, Decision, Port};
 use crate::brain::Provisioner;
-use crate::store::leases::LeaseChange;
-use crate::store::{Store, StoreError};
 
 pub(crate) const CLIENT_PORT: u16 = 68;
 
@@ -25,9 +23,14 @@ pub(crate) fn bind_udp(
     addr: SocketAddrV4,
     interface: Option<&str>,
     broadcast: bool,
+    shared: bool,
 ) -> std::io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
+    // Exclusive unless asked: without SO_REUSEADDR a second DHCP server
+    // already bound to this port on this interface (or on all of them) makes
+    // the bind fail, and one started after kiln fails instead of sharing
+    // the broadcasts silently.
+    s.set_reuse_address(shared)?;
     if broadcast {
         s.set_broadcast(true)?;
     }
@@ -51,79 +54,53 @@ pub(crate) fn bind_udp(
     Ok(s.into())
 }
 
-/// Group commit: callers send their changes and wait; the writer drains whatever
-/// has queued up and commits it in one fsynced transaction.
-type Job = (
-    Vec<LeaseChange>,
-    oneshot::Sender<Result<(), Arc<StoreError>>>,
-);
-
-#[derive(Clone)]
-pub(crate) struct Persister {
-    tx: mpsc::Sender<Job>,
-}
-
-impl Persister {
-    pub(crate) fn start(store: Store) -> Persister {
-        let (tx, mut rx) = mpsc::channel::<Job>(4096);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                    if batch.len() >= 512 {
-                        break;
-                    }
-                }
-                let changes: Vec<LeaseChange> =
-                    batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
-                let store = store.clone();
-                let res: Result<(), StoreError> =
-                    crate::store::blocking(move || store.leases().apply(&changes)).await;
-                let res = res.map_err(Arc::new);
-                for (_, done) in batch {
-                    let _ = done.send(res.clone());
-                }
-            }
-        });
-        Persister { tx }
-    }
-
-    pub(crate) async fn commit(&self, changes: Vec<LeaseChange>) -> Result<(), Arc<StoreError>> {
-        let (done, wait) = oneshot::channel();
-        let stopped = || Arc::new(StoreError::Interrupted("store writer stopped".into()));
-        self.tx.send((changes, done)).await.map_err(|_| stopped())?;
-        wait.await.map_err(|_| stopped())?
-    }
-}
-
 /// Where a reply goes (RFC 2131 4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dest {
+    To(SocketAddr),
+    /// Unicast to an address the client does not answer ARP for yet: the
+    /// neighbour entry is added first (falls back to broadcast).
+    Unicast(Ipv4Addr),
+}
+
 pub(crate) fn destination(
     req: &crate::brain::dhcp::msg::Request,
+    reply: &crate::brain::dhcp::msg::Reply,
     port: Port,
     src: SocketAddr,
     server_port: u16,
-) -> SocketAddr {
+) -> Dest {
+    let broadcast = Dest::To(SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::BROADCAST,
+        CLIENT_PORT,
+    )));
     if req.relayed() {
-        return SocketAddr::V4(SocketAddrV4::new(req.giaddr, server_port));
+        return Dest::To(SocketAddr::V4(SocketAddrV4::new(req.giaddr, server_port)));
     }
     if port == Port::Proxy {
-        return src;
+        return Dest::To(src);
+    }
+    // "In all cases, when giaddr is zero, the server broadcasts any DHCPNAK."
+    if reply.msg_type == dhcproto::v4::MessageType::Nak {
+        return broadcast;
     }
     if !req.ciaddr.is_unspecified() {
-        return SocketAddr::V4(SocketAddrV4::new(req.ciaddr, CLIENT_PORT));
+        return Dest::To(SocketAddr::V4(SocketAddrV4::new(req.ciaddr, CLIENT_PORT)));
     }
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT))
+    let yiaddr = reply.assign.as_ref().map(|a| a.yiaddr);
+    match yiaddr {
+        Some(ip) if req.flags & packet::BROADCAST == 0 && !ip.is_unspecified() => Dest::Unicast(ip),
+        _ => broadcast,
+    }
 }
 
 /// Handle one datagram; returns the bytes and the destination to send, if any.
 async fn handle(
     p: &Arc<Provisioner>,
-    persister: &Persister,
     buf: &[u8],
     src: SocketAddr,
     port: Port,
-) -> Option<(Vec<u8>, SocketAddr)> {
+) -> Option<(Vec<u8>, Dest)> {
     let req = match packet::decode(buf) {
         Ok(r) => r,
         Err(e) => {
@@ -133,7 +110,8 @@ async fn handle(
     };
     let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
     async move {
-        match p.dhcp(&req, port, src) {
+        let (decision, pending) = p.dhcp(&req, port, src);
+        match decision {
             Decision::Ignore(why) => {
                 if why.is_trouble() {
                     tracing::warn!(msg = ?req.msg_type, "ignored: {why}");
@@ -144,9 +122,9 @@ async fn handle(
                 }
                 None
             }
-            Decision::Reply { reply, change, why } => {
-                if let Some(c) = change {
-                    if let Err(e) = persister.commit(vec![c]).await {
+            Decision::Reply { reply, why, .. } => {
+                if let Some(pending) = pending {
+                    if let Err(e) = pending.wait().await {
                         tracing::error!("not answering: lease not stored: {e}");
                         return None;
                     }
@@ -159,7 +137,8 @@ async fn handle(
                     return None;
                 }
                 let bytes = packet::encode(&req, &reply);
-                (!bytes.is_empty()).then(|| (bytes, destination(&req, port, src, p.cfg.ports.dhcp)))
+                let dest = destination(&req, &reply, port, src, p.cfg.ports.dhcp);
+                (!bytes.is_empty()).then_some((bytes, dest))
             }
         }
     }
@@ -173,7 +152,6 @@ pub(crate) async fn serve(
     sock: UdpSocket,
     port: Port,
     p: Arc<Provisioner>,
-    persister: Persister,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let sock = Arc::new(sock);
@@ -194,14 +172,35 @@ pub(crate) async fn serve(
             break;
         };
         let data = buf[..n].to_vec();
-        let (p, persister, sock) = (p.clone(), persister.clone(), sock.clone());
+        let (p, sock) = (p.clone(), sock.clone());
         tokio::spawn(async move {
-            if let Some((bytes, dst)) = handle(&p, &persister, &data, src, port).await {
-                if let Err(e) = sock.send_to(&bytes, dst).await {
-                    tracing::warn!(%dst, "dhcp send: {e}");
-                }
+            if let Some((bytes, dest)) = handle(&p, &data, src, port).await {
+                send(&sock, &p.cfg.interface, &bytes, dest).await;
             }
             drop(permit);
         });
+    }
+}
+
+/// Send a reply; a unicast to a client without an address first teaches the
+/// kernel its MAC (broadcast when that is not allowed: no CAP_NET_ADMIN).
+async fn send(sock: &UdpSocket, interface: &str, bytes: &[u8], dest: Dest) {
+    let broadcast = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT));
+    let dst = match dest {
+        Dest::To(a) => a,
+        Dest::Unicast(ip) => {
+            let mac = packet::chaddr(bytes);
+            match mac.map(|m| super::arp::set(sock, interface, ip, m)) {
+                Some(Ok(())) => SocketAddr::V4(SocketAddrV4::new(ip, CLIENT_PORT)),
+                Some(Err(e)) => {
+                    tracing::debug!(%ip, "unicast needs a neighbour entry ({e}): broadcasting");
+                    broadcast
+                }
+                None => broadcast,
+            }
+        }
+    };
+    if let Err(e) = sock.send_to(bytes, dst).await {
+        tracing::warn!(%dst, "dhcp send: {e}");
     }
 }
