@@ -137,10 +137,13 @@ fn the_socket_is_the_owners_and_no_web_page_can_drive_it() {
     assert!(ok, "{out}");
     assert_eq!(last_event(&lab), "reinstall requested");
 
-    // A second kiln on the same state_dir stops, naming the live socket.
+    // A second kiln on the same state_dir stops at the lock, naming the holder.
     let (ok, out) = run_kiln(None, &["serve", "--config", cfg.to_str().unwrap()]);
     assert!(
-        !ok && out.contains("another kiln serves this state_dir"),
+        !ok && out.contains(&format!(
+            "another kiln (pid {}) is serving this state_dir",
+            k.child.id()
+        )),
         "{out}"
     );
     k.stop();

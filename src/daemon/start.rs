@@ -106,7 +106,7 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
 pub(super) struct Listeners {
     pub(super) dhcp: std::net::UdpSocket,
     pub(super) proxy: std::net::UdpSocket,
-    pub(super) tftp: Vec<std::net::UdpSocket>,
+    pub(super) tftp: std::net::UdpSocket,
     pub(super) http: TcpListener,
     pub(super) events: TcpListener,
     pub(super) api_socket: UnixListener,

@@ -14,11 +14,10 @@ use crate::brain::Provisioner;
 use crate::edge::dhcp::server as dhcp_server;
 use crate::edge::{api, events, http, tftp};
 
-/// The servers kiln runs: async tasks (each ends with its name), threads that
-/// say when they end, plus the RA sender's stop flag (a thread).
+/// The servers kiln runs: async tasks (each ends with its name), plus the RA
+/// sender's stop flag (a thread).
 pub(super) struct Running {
     pub(super) tasks: JoinSet<&'static str>,
-    threads: tokio::sync::mpsc::UnboundedReceiver<String>,
     ra_stop: Arc<AtomicBool>,
 }
 
@@ -30,13 +29,10 @@ impl Running {
     /// Resolves when a server ends before the stop signal (a bug or a fault:
     /// kiln stops rather than serve without it).
     pub(super) async fn died(&mut self) -> Option<String> {
-        tokio::select! {
-            Some(t) = self.tasks.join_next() => Some(match t {
-                Ok(name) => name.to_string(),
-                Err(e) => format!("a server task ({e})"),
-            }),
-            Some(name) = self.threads.recv() => Some(name),
-        }
+        Some(match self.tasks.join_next().await? {
+            Ok(name) => name.to_string(),
+            Err(e) => format!("a server task ({e})"),
+        })
     }
 }
 
@@ -48,7 +44,8 @@ pub(super) async fn spawn(
 ) -> Result<Running, DaemonError> {
     let cfg = &p.cfg;
     // Everything that can fail is set up before anything is served.
-    let tftp = build_tftp(cfg, l.tftp).await?;
+    let tftp = tokio::net::UdpSocket::from_std(l.tftp)
+        .map_err(DaemonError::io("registering the TFTP socket"))?;
     let udp = |s: std::net::UdpSocket| {
         tokio::net::UdpSocket::from_std(s).map_err(DaemonError::io("registering a DHCP socket"))
     };
@@ -68,8 +65,11 @@ pub(super) async fn spawn(
         dhcp_server::serve(proxy, Port::Proxy, p2, s).await;
         "the proxyDHCP server"
     });
-    let (died, threads) = tokio::sync::mpsc::unbounded_channel();
-    start_tftp(tftp, stop, died)?;
+    let (server, s) = (tftp::Server::new(Arc::new(cfg.clone())), stop.clone());
+    tasks.spawn(async move {
+        tftp::serve(tftp, server, s).await;
+        "the TFTP server"
+    });
     let (p2, s) = (p.clone(), stopped(stop.clone()));
     tasks.spawn(async move {
         if let Err(e) = http::serve(l.http, p2, s).await {
@@ -98,60 +98,12 @@ pub(super) async fn spawn(
         let r = api::with_bearer(router, token);
         spawn_api(&mut tasks, listener, r, stop, "TCP");
     }
-    Ok(Running {
-        tasks,
-        threads,
-        ra_stop,
-    })
+    Ok(Running { tasks, ra_stop })
 }
 
 /// Resolves when the stop signal flips.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.changed().await;
-}
-
-/// async-tftp runs every transfer of a server on one executor, polled by
-/// whoever polls `serve`: one server per core, each on its own thread
-/// (async-io's block_on drives the reactor there), the kernel spreading
-/// requests over their SO_REUSEPORT sockets (bench/tftp.sh: one server on a
-/// tokio task was 0.85x tftpd-hpa on 2 cores).
-async fn build_tftp(
-    cfg: &crate::model::config::Config,
-    socks: Vec<std::net::UdpSocket>,
-) -> Result<Vec<async_tftp::server::TftpServer<tftp::AssetHandler>>, DaemonError> {
-    let mut servers = Vec::new();
-    for sock in socks {
-        let server = tftp::build(Arc::new(cfg.clone()), sock)
-            .await
-            .map_err(|e| DaemonError::Setup(format!("starting TFTP: {e}")))?;
-        servers.push(server);
-    }
-    Ok(servers)
-}
-
-fn start_tftp(
-    servers: Vec<async_tftp::server::TftpServer<tftp::AssetHandler>>,
-    stop: &watch::Receiver<bool>,
-    died: tokio::sync::mpsc::UnboundedSender<String>,
-) -> Result<(), DaemonError> {
-    for (i, server) in servers.into_iter().enumerate() {
-        let (stop, died) = (stop.clone(), died.clone());
-        std::thread::Builder::new()
-            .name(format!("tftp-{i}"))
-            .spawn(move || {
-                async_io::block_on(futures_lite::future::or(
-                    async {
-                        if let Err(e) = server.serve().await {
-                            tracing::error!("tftp: {e}")
-                        }
-                        let _ = died.send(format!("TFTP worker {i}"));
-                    },
-                    stopped(stop),
-                ))
-            })
-            .map_err(DaemonError::io("starting the TFTP thread"))?;
-    }
-    Ok(())
 }
 
 /// Serve the local API on `listener` until the stop signal.

@@ -157,16 +157,61 @@ pub(crate) fn router(p: Arc<Provisioner>) -> Router {
         .with_state(p)
 }
 
-/// Serve until `shutdown` resolves.
+/// Serve until `shutdown` resolves. Bounded (config `limits`): at most
+/// `http_connections` open at once (the accept loop waits for one to close),
+/// and a request's headers must arrive within `http_header_timeout` (a client
+/// that trickles them, or idles on keep-alive, is dropped).
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     p: Arc<Provisioner>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(p).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let limits = p.cfg.limits;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.http_connections.max(1)));
+    let app = router(p);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!("http accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let mut app = app.clone();
+                    async move {
+                        use tower::Service;
+                        app.call(req.map(axum::body::Body::new)).await
+                    }
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.http_header_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "http connection: {e}");
+            }
+            drop(permit);
+        });
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use super::wire::{ClusterWire, DhcpWire, Wire};
-pub use super::wire::{DhcpModeName, Ports, UnknownMachines};
+pub use super::wire::{DhcpModeName, Limits, Ports, UnknownMachines};
 use crate::model::problems::Problems;
 
 /// Where Debian's `ipxe` package installs its binaries; used when boot_assets lacks them.
@@ -95,6 +95,7 @@ pub struct Config {
     /// Also serve the local API on 127.0.0.1:`ports.api`, behind the bearer
     /// token in `state_dir/api-token` (off: the Unix socket only).
     pub api_tcp: bool,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -171,6 +172,7 @@ impl Config {
             boot_token_ttl,
             clusters,
             api_tcp: wire.api_tcp,
+            limits: wire.limits,
             ipv6_router_advertisements: wire
                 .ipv6_router_advertisements
                 .unwrap_or(matches!(dhcp, DhcpMode::Full(_))),

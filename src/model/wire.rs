@@ -77,6 +77,8 @@ pub(super) struct Wire {
     pub(super) ipv6_router_advertisements: Option<bool>,
     #[serde(default)]
     pub(super) api_tcp: bool,
+    #[serde(default)]
+    pub(super) limits: Limits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +143,51 @@ impl Default for Ports {
             talos_api: 50000,
         }
     }
+}
+
+/// Resource bounds: what one client (or a spoofed packet) can cost kiln.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// TFTP transfers at once; more get a TFTP error ("busy") at once.
+    pub tftp_transfers: usize,
+    /// Resends of one unacknowledged TFTP block before the transfer ends.
+    pub tftp_retries: u32,
+    /// Wait for a TFTP ACK before resending; a client's `timeout` option is
+    /// accepted up to `tftp_max_client_timeout`, else left out of the OACK.
+    #[serde(deserialize_with = "de_duration")]
+    pub tftp_timeout: std::time::Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub tftp_max_client_timeout: std::time::Duration,
+    /// Open HTTP connections at once (the accept loop waits beyond it).
+    pub http_connections: usize,
+    /// A request's headers must arrive within this, counted from the end of
+    /// the previous response on a kept-alive connection (slow-header and
+    /// idle clients are dropped).
+    #[serde(deserialize_with = "de_duration")]
+    pub http_header_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use std::time::Duration;
+        Limits {
+            // dnsmasq allows 50; a rack booting at once wants more, each
+            // transfer costs a socket and one window of blocks.
+            tftp_transfers: 256,
+            tftp_retries: 5,
+            tftp_timeout: Duration::from_secs(1),
+            tftp_max_client_timeout: Duration::from_secs(5),
+            http_connections: 4096,
+            http_header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration (like 10s): {e}")))
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -67,6 +67,7 @@ fn cfg(full: bool) -> Config {
         clusters: Default::default(),
         ipv6_router_advertisements: full,
         api_tcp: false,
+        limits: Default::default(),
     }
 }
 

@@ -1,0 +1,107 @@
+//! TFTP edge: read-only, serving boot_assets with the iPXE fallback
+//! directories. blksize, tsize, timeout (RFC 2347-2349) and windowsize (RFC
+//! 7440) are negotiated; netascii is translated; writes are refused; paths
+//! cannot leave the asset directories. Bounded: at most `limits.tftp_transfers`
+//! at once (more get "busy" at once), a few resends per block, a client's
+//! timeout accepted only up to a cap, so a spoofed request costs seconds, not
+//! minutes. Each transfer is a tokio task on its own socket (its TID).
+//!
+//! Our own server rather than async-tftp's: that crate hides the transfer
+//! mode from its handler (so netascii clients got raw octets), has no cap on
+//! transfers, accepts any client timeout, and its `serve` ends at the first
+//! socket error.
+
+pub(crate) mod packet;
+mod transfer;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, Semaphore};
+
+use crate::model::config::Config;
+use packet::{BadRequest, ErrorCode};
+
+/// Bind the TFTP port: a plain bind, so a port in use is an error.
+pub(crate) fn bind(addr: SocketAddrV4) -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// What every transfer shares.
+pub(crate) struct Server {
+    cfg: Arc<Config>,
+    slots: Arc<Semaphore>,
+    /// Peers with a transfer under way: a resent request is not a second one.
+    active: Mutex<HashSet<SocketAddr>>,
+}
+
+impl Server {
+    pub(crate) fn new(cfg: Arc<Config>) -> Arc<Server> {
+        Arc::new(Server {
+            slots: Arc::new(Semaphore::new(cfg.limits.tftp_transfers.max(1))),
+            cfg,
+            active: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashSet<SocketAddr>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serve requests on `sock` until `stop` flips. A receive error is logged
+/// and the loop goes on; it never ends by itself.
+pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch::Receiver<bool>) {
+    let local = sock
+        .local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("tftp receive: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let req = match packet::parse_request(&buf[..n]) {
+            Ok(r) => r,
+            Err(BadRequest::NotRequest) => continue,
+            Err(BadRequest::Refused(code, why)) => {
+                tracing::info!(client = %peer, "tftp: refused: {why}");
+                let _ = sock.send_to(&packet::error(code, &why), peer).await;
+                continue;
+            }
+        };
+        if !server.active().insert(peer) {
+            continue; // a resent request for a transfer under way
+        }
+        let Ok(permit) = server.slots.clone().try_acquire_owned() else {
+            server.active().remove(&peer);
+            tracing::warn!(
+                client = %peer,
+                limit = server.cfg.limits.tftp_transfers,
+                "tftp: refused: too many transfers at once (limits.tftp_transfers)"
+            );
+            let busy = packet::error(ErrorCode::NotDefined, "server busy, try again");
+            let _ = sock.send_to(&busy, peer).await;
+            continue;
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            transfer::run(&server.cfg, local, peer, req).await;
+            server.active().remove(&peer);
+            drop(permit);
+        });
+    }
+}

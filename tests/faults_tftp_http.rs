@@ -1,0 +1,206 @@
+//! Protocol corners and resource bounds of the TFTP and HTTP edges, with real
+//! clients (tftp-hpa) and raw sockets playing broken or hostile ones, on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{have, skip_unless, Kiln, Lab, LoPorts, Ports};
+
+/// A lab with tight limits; returns it and its ports.
+fn lab() -> (Lab, Ports) {
+    let ports = Ports::free();
+    let yaml = format!(
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nlimits:\n  tftp_transfers: 2\n  tftp_retries: 2\n  tftp_timeout: 1s\n  tftp_max_client_timeout: 3s\n  http_connections: 2\n  http_header_timeout: 2s\n",
+        ports.lo_yaml()
+    );
+    let lab = Lab::new(&yaml, "machines: []\n");
+    // Text with every line ending netascii has to translate, and binary.
+    let mut text = b"line one\nline two\r\nbare CR\rend".repeat(300);
+    text.extend((0..=255u8).cycle().take(5000));
+    std::fs::write(lab.path().join("boot-assets/notes.txt"), &text).unwrap();
+    (lab, ports)
+}
+
+fn rrq(file: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = vec![0, 1];
+    for s in [file, mode]
+        .iter()
+        .chain(opts.iter().flat_map(|(k, v)| [k, v]))
+    {
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+    }
+    b
+}
+
+/// Every packet a silent client receives until `quiet` passes without one.
+fn collect(sock: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        out.push(buf[..n].to_vec());
+    }
+    out
+}
+
+#[test]
+fn tftp_netascii_is_translated_for_tftp_hpa() {
+    if skip_unless(have("tftp"), "tftp-hpa's tftp client") {
+        return;
+    }
+    let (lab, ports) = lab();
+    let _k = Kiln::start(&lab.config(), None);
+    let mut files = vec![lab.path().join("boot-assets/notes.txt")];
+    let system = std::path::Path::new("/usr/lib/ipxe/undionly.kpxe");
+    if system.exists() {
+        files.push(system.to_path_buf());
+    }
+    for src in files {
+        let name = src.file_name().unwrap().to_str().unwrap();
+        let out = lab.path().join(format!("got-{name}"));
+        let st = Command::new("tftp")
+            .args([
+                "127.0.0.1",
+                &ports.tftp.to_string(),
+                "-m",
+                "netascii",
+                "-c",
+                "get",
+                name,
+            ])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "tftp -m netascii get {name}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&src).unwrap(),
+            "{name}: netascii round trip changed the file"
+        );
+    }
+}
+
+#[test]
+fn tftp_silent_clients_cost_capped_resends_and_slots() {
+    let (lab, ports) = lab();
+    let mut k = Kiln::start(&lab.config(), None);
+    let server = ("127.0.0.1", ports.tftp);
+
+    // A client that never ACKs: block 1 is sent 1 + tftp_retries times, then
+    // the transfer ends with an error, within seconds.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t0 = Instant::now();
+    silent
+        .send_to(&rrq("notes.txt", "octet", &[]), server)
+        .unwrap();
+    let got = collect(&silent, Duration::from_secs(3));
+    let data: Vec<_> = got.iter().filter(|p| p[..4] == [0, 3, 0, 1]).collect();
+    assert_eq!(data.len(), 3, "block 1 sent once plus 2 resends: {got:?}");
+    assert!(
+        got.last().is_some_and(|p| p[..2] == [0, 5]),
+        "ends with an ERROR"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+
+    // A client timeout over the cap is left out of the OACK; one under it is kept.
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(
+        &rrq("notes.txt", "octet", &[("timeout", "255"), ("tsize", "0")]),
+        server,
+    )
+    .unwrap();
+    let oack = &collect(&c, Duration::from_millis(500))[0];
+    let text = String::from_utf8_lossy(oack);
+    assert!(
+        oack[..2] == [0, 6] && text.contains("tsize") && !text.contains("timeout"),
+        "{text:?}"
+    );
+    let c2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c2.send_to(&rrq("notes.txt", "octet", &[("timeout", "2")]), server)
+        .unwrap();
+    let oack = &collect(&c2, Duration::from_millis(500))[0];
+    assert!(
+        String::from_utf8_lossy(oack).contains("timeout\u{0}2"),
+        "{oack:?}"
+    );
+
+    // Two transfers hang (the cap is 2): a third request is refused at once.
+    let third = UdpSocket::bind("127.0.0.1:0").unwrap();
+    third
+        .send_to(&rrq("notes.txt", "octet", &[]), server)
+        .unwrap();
+    let got = collect(&third, Duration::from_millis(500));
+    assert!(
+        got.first()
+            .is_some_and(|p| p[..2] == [0, 5] && String::from_utf8_lossy(p).contains("busy")),
+        "{got:?}"
+    );
+    k.wait_for("too many transfers at once", Duration::from_secs(5));
+
+    // Modes other than octet/netascii are refused by name.
+    let m = UdpSocket::bind("127.0.0.1:0").unwrap();
+    m.send_to(&rrq("notes.txt", "mail", &[]), server).unwrap();
+    let got = collect(&m, Duration::from_millis(500));
+    assert!(
+        got.first()
+            .is_some_and(|p| String::from_utf8_lossy(p).contains("\"mail\"")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn http_slow_headers_are_dropped_and_connections_capped() {
+    let (lab, ports) = lab();
+    let _k = Kiln::start(&lab.config(), None);
+    let addr = ("127.0.0.1", ports.http);
+
+    // Headers trickled and never finished: dropped after the 2 s timeout.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let r = slow.read_to_end(&mut buf);
+    assert!(r.is_ok() || t0.elapsed() < Duration::from_secs(9), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(9),
+        "still open after {:?}",
+        t0.elapsed()
+    );
+
+    // Two idle connections hold both slots: a third is not served until one goes.
+    let hold1 = TcpStream::connect(addr).unwrap();
+    let hold2 = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(addr).unwrap();
+    third
+        .write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    assert!(
+        third.read(&mut b).is_err(),
+        "served past the connection cap"
+    );
+    drop(hold1);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut resp = Vec::new();
+    let _ = third.read_to_end(&mut resp);
+    assert!(
+        resp.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    drop(hold2);
+}
