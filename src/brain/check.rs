@@ -28,7 +28,6 @@ pub(crate) fn load(path: &Path) -> Result<(Config, Inventory), Problems> {
 /// Render every machine's config, as `kiln check` does. Clusters whose secrets
 /// do not exist yet (they are made on first start) render with throwaway ones.
 pub(crate) fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::problems::Problems {
-    use crate::brain::render;
     let mut problems = crate::model::problems::Problems::default();
     let mut secrets = std::collections::BTreeMap::new();
     for (name, c) in &cfg.clusters {
@@ -45,6 +44,19 @@ pub(crate) fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::prob
             Err(e) => problems.push(&c.secrets, "", e),
         }
     }
+    problems.0.extend(render_all(cfg, inv, &secrets).0);
+    problems
+}
+
+/// Render every inventory machine's config with `secrets`: a patch that
+/// parses but cannot apply is found now, not when the machine boots (serve
+/// refuses to start, a reload keeps the last good inventory).
+pub(crate) fn render_all(
+    cfg: &Config,
+    inv: &Inventory,
+    secrets: &std::collections::BTreeMap<String, crate::talos::secrets::Bundle>,
+) -> Problems {
+    let mut problems = Problems::default();
     for m in inv.machines() {
         let Some(p) = inv.profile(&m.profile) else {
             continue;
@@ -52,7 +64,7 @@ pub(crate) fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::prob
         if p.cluster.is_none() {
             continue;
         }
-        if let Err(e) = render::render(cfg, &secrets, m, p) {
+        if let Err(e) = crate::brain::render::render(cfg, secrets, m, p) {
             problems.push(
                 &cfg.machines,
                 &format!("{} ({})", m.hostname, m.mac),

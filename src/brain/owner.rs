@@ -35,6 +35,29 @@ pub(crate) static CONFIG_REFUSALS: RateLog = RateLog::new(10);
 pub(crate) static EVENT_REFUSALS: RateLog = RateLog::new(10);
 pub(crate) static CLAIM_REFUSALS: RateLog = RateLog::new(10);
 
+/// At most this many MACs are remembered (any PXE client on the LAN makes
+/// one): past it lapsed claims are purged, then the oldest go.
+pub(crate) const MAX_CLAIMS: usize = 65_536;
+
+/// Make room for one claim: drop lapsed ones (seeds from records, with
+/// `live_until` 0, stay), and if that is not enough, the one closest to lapsing.
+fn bound(c: &mut HashMap<Mac, Claim>, t: u64) {
+    c.retain(|_, v| v.live_until == 0 || v.live_until > t);
+    while c.len() >= MAX_CLAIMS {
+        let oldest = c
+            .iter()
+            .filter(|(_, v)| v.live_until != 0)
+            .min_by_key(|(_, v)| v.live_until)
+            .map(|(m, _)| *m);
+        match oldest {
+            Some(m) => {
+                c.remove(&m);
+            }
+            None => break,
+        }
+    }
+}
+
 impl Owners {
     /// Record that `mac` used `ip`; Err(the live claim) when another address holds it.
     pub(crate) fn claim(&self, mac: Mac, ip: Ipv4Addr, ttl: u64, t: u64) -> Result<(), Claim> {
@@ -45,6 +68,9 @@ impl Owners {
                 // The LAN's server gave `ip` to `mac`: a lapsed claim of another
                 // MAC on it is over.
                 c.retain(|m, v| *m == mac || v.ip != ip || v.live_until > t);
+                if c.len() >= MAX_CLAIMS && !c.contains_key(&mac) {
+                    bound(&mut c, t);
+                }
                 c.insert(
                     mac,
                     Claim {

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::model::config::{ClusterSpec, Config};
 use crate::model::contract::Contract;
 use crate::model::inventory::{Machine, Profile};
+use crate::store::{Store, StoreError};
 use crate::talos::generate::{generate, Options};
 use crate::talos::patch::{self, Patch};
 use crate::talos::secrets::{Bundle, SecretsError};
@@ -24,12 +25,62 @@ pub enum RenderError {
     Invalid(String),
 }
 
-/// Load each cluster's secrets, generating (0600) those that do not exist yet.
-pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, SecretsError> {
+/// Why the clusters' secrets cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsStartError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cluster {cluster}: its secrets file {} is missing, but kiln already provisioned this cluster (OS CA sha256 {os}); restore that file from your backup. A new PKI would lock kiln and every client out of the running nodes", path.display())]
+    Missing {
+        cluster: String,
+        path: std::path::PathBuf,
+        os: String,
+    },
+    #[error("cluster {cluster}: {} holds another {which} CA than the cluster kiln provisioned (sha256 {want} pinned, {found} in the file); restore the cluster's own secrets file", path.display())]
+    OtherCa {
+        cluster: String,
+        path: std::path::PathBuf,
+        which: String,
+        want: String,
+        found: String,
+    },
+}
+
+/// Load each cluster's secrets, generating (0600) those of a cluster the
+/// store has never seen, and check them against the CA fingerprints the store
+/// pinned (pinning them the first time).
+pub fn load_or_create_secrets(
+    cfg: &Config,
+    store: &Store,
+) -> Result<BTreeMap<String, Bundle>, SecretsStartError> {
     let mut out = BTreeMap::new();
     for (name, c) in &cfg.clusters {
+        let known = store.clusters().find(name)?;
+        let pinned = known.map(|r| r.ca_fingerprints).unwrap_or_default();
         let b = if c.secrets.exists() {
-            Bundle::load(&c.secrets)?
+            let b = Bundle::load(&c.secrets)?;
+            let have = b.ca_fingerprints();
+            for (which, want) in &pinned {
+                let found = have.get(which).cloned().unwrap_or_else(|| "none".into());
+                if &found != want {
+                    return Err(SecretsStartError::OtherCa {
+                        cluster: name.clone(),
+                        path: c.secrets.clone(),
+                        which: which.clone(),
+                        want: want.clone(),
+                        found,
+                    });
+                }
+            }
+            b
+        } else if let Some(os) = pinned.get("os") {
+            return Err(SecretsStartError::Missing {
+                cluster: name.clone(),
+                path: c.secrets.clone(),
+                os: os.clone(),
+            });
         } else {
             let minor = c
                 .talos_version
@@ -42,6 +93,10 @@ pub fn load_or_create_secrets(cfg: &Config) -> Result<BTreeMap<String, Bundle>, 
             tracing::info!(cluster = %name, path = %c.secrets.display(), "generated cluster secrets (0600)");
             b
         };
+        if pinned.is_empty() {
+            let fp = b.ca_fingerprints();
+            store.clusters().update(name, |r| r.ca_fingerprints = fp)?;
+        }
         out.insert(name.clone(), b);
     }
     Ok(out)

@@ -51,12 +51,41 @@ pub fn main() -> ExitCode {
 fn finish(r: anyhow::Result<String>) -> ExitCode {
     match r {
         Ok(s) => {
-            print!("{s}");
+            print!("{}", printable(&s));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("kiln: {e}");
+            eprintln!("kiln: {}", printable(&e.to_string()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Text safe for a terminal: what came from the network (event strings,
+/// hostnames a node reported, error texts) may carry escape sequences that
+/// rewrite the screen or the title. Control characters other than newline and
+/// tab, and the bidirectional overrides, are shown escaped (`\u{1b}`).
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n' && c != '\t') || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_escapes_are_shown_not_obeyed() {
+        let s = super::printable("cp-1\t\x1b]0;pwned\x07\x1b[2Jok\r\u{202e}\n");
+        assert_eq!(
+            s,
+            "cp-1\t\\u{1b}]0;pwned\\u{7}\\u{1b}[2Jok\\u{d}\\u{202e}\n"
+        );
     }
 }

@@ -99,7 +99,7 @@ pub(super) fn replace(
     };
     let show = |v: &serde_json::Value| {
         for l in v["plan"].as_array().into_iter().flatten() {
-            println!("{}", l.as_str().unwrap_or_default());
+            println!("{}", super::printable(l.as_str().unwrap_or_default()));
         }
     };
     show(&run(true)?);

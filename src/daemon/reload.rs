@@ -44,7 +44,11 @@ pub(super) async fn until_stopped(p: &Provisioner) -> Result<(), DaemonError> {
 }
 
 fn reload(p: &Provisioner) {
-    match Inventory::load(&p.cfg).and_then(|inv| assets::check(&p.cfg, &inv).into_result(inv)) {
+    use crate::brain::check::render_all;
+    let checked = Inventory::load(&p.cfg)
+        .and_then(|inv| assets::check(&p.cfg, &inv).into_result(inv))
+        .and_then(|inv| render_all(&p.cfg, &inv, &p.secrets).into_result(inv));
+    match checked {
         Ok(inv) => {
             tracing::info!(
                 profiles = inv.profiles.len(),

@@ -38,8 +38,9 @@ pub(super) fn prepare(config_path: &Path) -> Result<Prepared, DaemonError> {
         std::fs::write(&path, crate::talos::settings::ifnames_schematic())
             .map_err(DaemonError::io(what))?;
     }
-    let secrets = crate::brain::render::load_or_create_secrets(&cfg)
+    let secrets = crate::brain::render::load_or_create_secrets(&cfg, &store)
         .map_err(|e| DaemonError::Setup(format!("{e}\nrefusing to start")))?;
+    crate::brain::check::render_all(&cfg, &inv, &secrets).into_result(())?;
     crate::talos::clientconfig::write_talosconfig(&cfg, &inv, &secrets)
         .map_err(|e| DaemonError::Setup(format!("writing talosconfig: {e}")))?;
     crate::talos::clientconfig::write_kubeconfig(&cfg, &secrets)

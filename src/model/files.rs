@@ -15,6 +15,15 @@ pub enum FileError {
 }
 
 /// Write a file that holds secrets: created 0600, never world-readable for a moment.
+/// fsync the directory holding `path`, so a rename into it survives a crash.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 pub fn write_private(path: &Path, data: &[u8], force: bool) -> Result<(), FileError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -51,5 +60,6 @@ pub fn write_private(path: &Path, data: &[u8], force: bool) -> Result<(), FileEr
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
+    sync_dir(path).map_err(io)?;
     Ok(())
 }

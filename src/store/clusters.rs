@@ -30,6 +30,10 @@ pub struct ClusterRecord {
     pub proved_at: Option<u64>,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// SHA-256 of the cluster's CA certificates, by name, pinned when kiln
+    /// first made or loaded its secrets.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ca_fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +49,11 @@ impl Clusters<'_> {
     }
 
     /// Change the cluster's record in one durable transaction; returns it.
+    /// The record, if the store has ever known this cluster.
+    pub fn find(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        self.0.get(TABLE, name)
+    }
+
     pub fn update(
         &self,
         name: &str,

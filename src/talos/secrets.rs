@@ -414,6 +414,29 @@ impl Bundle {
         )?)
     }
 
+    /// SHA-256 of each CA certificate (DER), by name (`os`, `k8s`, `etcd`,
+    /// ...): what the store pins so a swapped secrets file is noticed.
+    pub fn ca_fingerprints(&self) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest;
+        let c = &self.certs;
+        [
+            ("os", &c.os),
+            ("k8s", &c.k8s),
+            ("etcd", &c.etcd),
+            ("k8saggregator", &c.k8saggregator),
+        ]
+        .into_iter()
+        .filter_map(|(name, ck)| {
+            let der = parse_pem(&pem_of(&ck.as_ref()?.crt)?)?.1;
+            let hex: String = sha2::Sha256::digest(&der)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Some((name.to_string(), hex))
+        })
+        .collect()
+    }
+
     pub fn os(&self) -> &CertAndKey {
         static EMPTY: CertAndKey = CertAndKey {
             crt: String::new(),
