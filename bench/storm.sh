@@ -6,6 +6,8 @@
 # p50/p99, errors, duplicate addresses, kiln's peak RSS (VmHWM) and CPU time.
 #
 #   sudo bench/storm.sh                 (N=1000 RAMP=10)
+#   sudo CHURN=10 bench/storm.sh        10 % of machines DECLINE a first lease
+#                                       and 10 % RELEASE one before booting
 #   sudo KILL=1 bench/storm.sh          kill -9 kiln at a random moment of the
 #                                       storm and restart it; the storm must
 #                                       still complete with no lease lost or
@@ -62,7 +64,7 @@ if [ "$KILL" = 1 ]; then
   killer=$!
 fi
 set +e
-ip netns exec $NS_C "$STORM" --iface ks1 --server 10.95.0.1 --machines "$N" --ramp "$RAMP" --out "$work/storm.json"
+ip netns exec $NS_C "$STORM" --iface ks1 --server 10.95.0.1 --machines "$N" --ramp "$RAMP" --churn "${CHURN:-0}" --out "$work/storm.json"
 rc=$?
 set -e
 [ -n "$killer" ] && wait "$killer"

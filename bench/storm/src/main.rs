@@ -8,6 +8,12 @@
 //! 5. the config, by the `talos.config=` URL in that script,
 //! 6. the lifecycle events over gRPC (booting .. ready).
 //!
+//! With `--churn P`, P % of the machines first take a lease and DECLINE it
+//! (a squatter answers on it: the storm then treats that address as taken by
+//! someone else and declines it again whenever it is handed out, as a
+//! client's ARP probe would), and another P % take one and RELEASE it, before
+//! their boot.
+//!
 //! Clients retry as real ones do (DHCP 1-4 s backoff, TFTP retransmits, HTTP
 //! and gRPC reconnects), so a storm survives a kiln restart. Per-step p50/p99,
 //! errors and each machine's final address are reported (JSON with --out).
@@ -47,6 +53,9 @@ struct Opts {
     /// Give up on a step after this many seconds of retries.
     #[arg(long, default_value_t = 90)]
     step_timeout: u64,
+    /// Percent of machines that DECLINE, and percent that RELEASE, a first lease.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
     /// Per-machine results as JSON.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -66,10 +75,15 @@ type Waiters = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<v4::Message>>>>;
 struct Dhcp {
     sock: Arc<UdpSocket>,
     waiters: Waiters,
+    server: Ipv4Addr,
+    /// Addresses a squatter answers on (declined once): declined again if handed out.
+    squatted: Mutex<std::collections::HashSet<Ipv4Addr>>,
+    /// Leases declined again because kiln handed out a squatted address.
+    redeclined: std::sync::atomic::AtomicUsize,
 }
 
 impl Dhcp {
-    fn new(iface: &str) -> std::io::Result<Dhcp> {
+    fn new(iface: &str, server: Ipv4Addr) -> std::io::Result<Dhcp> {
         let s = socket2::Socket::new(
             socket2::Domain::IPV4,
             socket2::Type::DGRAM,
@@ -94,14 +108,42 @@ impl Dhcp {
                 }
             }
         });
-        Ok(Dhcp { sock, waiters })
+        Ok(Dhcp {
+            sock,
+            waiters,
+            server,
+            squatted: Default::default(),
+            redeclined: Default::default(),
+        })
     }
 
+    /// Broadcast with the BROADCAST flag set, as PXE ROMs do (this client
+    /// has no address to receive a unicast on).
     async fn send(&self, pkt: &[u8]) {
+        let mut pkt = pkt.to_vec();
+        pkt[10] |= 0x80;
         let _ = self
             .sock
-            .send_to(pkt, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
+            .send_to(&pkt, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
             .await;
+    }
+
+    /// DECLINE (`decline`) or RELEASE an address this MAC was given.
+    async fn give_back(&self, mac: Mac, xid: u32, ip: Ipv4Addr, server: Ipv4Addr, decline: bool) {
+        let t = if decline {
+            MessageType::Decline
+        } else {
+            MessageType::Release
+        };
+        let mut o = vec![DhcpOption::ServerIdentifier(server)];
+        if decline {
+            o.push(DhcpOption::RequestedIpAddress(ip));
+        }
+        let mut pkt = build_request(mac, t, xid, o);
+        if !decline {
+            pkt[12..16].copy_from_slice(&ip.octets()); // ciaddr
+        }
+        self.send(&pkt).await;
     }
 
     /// DISCOVER/OFFER/REQUEST/ACK with retries: (address, boot file).
@@ -114,7 +156,18 @@ impl Dhcp {
     ) -> Result<(Ipv4Addr, String), String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.waiters.lock().unwrap().insert(xid, tx);
-        let r = self.dora_inner(mac, xid, ipxe, give_up, &mut rx).await;
+        let mut r = self.dora_inner(mac, xid, ipxe, give_up, &mut rx).await;
+        for _ in 0..5 {
+            match &r {
+                Ok((ip, _)) if self.squatted.lock().unwrap().contains(ip) => {
+                    self.redeclined
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.give_back(mac, xid, *ip, self.server, true).await;
+                    r = self.dora_inner(mac, xid, ipxe, give_up, &mut rx).await;
+                }
+                _ => break,
+            }
+        }
         self.waiters.lock().unwrap().remove(&xid);
         r
     }
@@ -384,6 +437,21 @@ async fn machine(
         out.error = Some(format!("{step}: {e}"));
         out
     };
+    // 0. Churn: a first lease declined (a squatter holds it) or released.
+    let pct = (i * 37) % 100;
+    let decline = pct < o.churn;
+    if decline || pct >= 100 - o.churn {
+        let xid = 0x4000_0000 | i as u32;
+        match dhcp.dora(mac, xid, false, give_up).await {
+            Ok((ip, _)) => {
+                if decline {
+                    dhcp.squatted.lock().unwrap().insert(ip);
+                }
+                dhcp.give_back(mac, xid, ip, o.server, decline).await;
+            }
+            Err(e) => return fail(out, "churn", e),
+        }
+    }
     // 1. DHCP as the PXE ROM.
     let t = Instant::now();
     let (ip, file) = match dhcp.dora(mac, 0x5000_0000 | i as u32, false, give_up).await {
@@ -491,7 +559,8 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 async fn main() {
     let o = Arc::new(Opts::parse());
     let dhcp = Arc::new(
-        Dhcp::new(&o.iface).expect("DHCP client socket on :68 (root, in the client namespace)"),
+        Dhcp::new(&o.iface, o.server)
+            .expect("DHCP client socket on :68 (root, in the client namespace)"),
     );
     let added = Arc::default();
     let t0 = Instant::now();
@@ -541,6 +610,17 @@ async fn main() {
         errors.len(),
         total.as_secs_f64()
     );
+    let squatted = dhcp.squatted.lock().unwrap().clone();
+    let on_squatted = outcomes
+        .iter()
+        .filter(|m| m.ip.is_some_and(|ip| squatted.contains(&ip)))
+        .count();
+    println!(
+        "churn {}%: {} addresses declined, {} handed out again and re-declined, {on_squatted} machines ended on a declined address",
+        o.churn,
+        squatted.len(),
+        dhcp.redeclined.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let mut by_kind: HashMap<String, usize> = HashMap::new();
     for e in &errors {
         let k = e
@@ -569,7 +649,7 @@ async fn main() {
             .collect();
         std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).expect("write --out");
     }
-    if !errors.is_empty() || dups > 0 {
+    if !errors.is_empty() || dups > 0 || on_squatted > 0 {
         std::process::exit(1);
     }
 }
