@@ -141,3 +141,43 @@ impl LeaseWriter {
         Pending(wait)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(ip: &str, mac: &str, expires: u64) -> Lease {
+        Lease {
+            ip: ip.parse().unwrap(),
+            mac: mac.parse().unwrap(),
+            expires,
+            hostname: None,
+            declined: false,
+        }
+    }
+
+    /// A RELEASE and a later bind of the same address by another MAC reach
+    /// the store in the order they were decided, however the commits group.
+    #[test]
+    fn the_writer_keeps_decision_order() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let w = LeaseWriter::start(store.clone()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for round in 0..200u64 {
+            let a = lease("10.0.0.9", "52:54:00:00:00:01", 1000 + round);
+            let b = lease("10.0.0.9", "52:54:00:00:00:02", 2000 + round);
+            let pending = [
+                w.submit(vec![LeaseChange::Bind(a)]),
+                w.submit(vec![LeaseChange::Free(b.ip)]),
+                w.submit(vec![LeaseChange::Bind(b.clone())]),
+            ];
+            for p in pending {
+                rt.block_on(p.wait()).unwrap();
+            }
+            assert_eq!(store.leases().all().unwrap(), vec![b], "round {round}");
+        }
+    }
+}

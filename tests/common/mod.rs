@@ -77,6 +77,13 @@ impl Kiln {
 
     /// [`Kiln::start`] with `KILN_LOG` set to `filter`.
     pub fn start_logging(config: &Path, netns: Option<&str>, filter: &str) -> Kiln {
+        Kiln::start_env(config, netns, &[("KILN_LOG", filter)])
+    }
+
+    /// [`Kiln::start`] with extra environment (e.g. systemd's NOTIFY_SOCKET).
+    pub fn start_env(config: &Path, netns: Option<&str>, env: &[(&str, &str)]) -> Kiln {
+        let filter =
+            std::env::var("KILNTEST_LOG").unwrap_or_else(|_| "info,tower_http=debug".into());
         let log = config.with_extension(format!("log.{}", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = match netns {
@@ -89,6 +96,7 @@ impl Kiln {
         };
         cmd.arg("serve").arg("--config").arg(config);
         cmd.env("KILN_LOG", filter)
+            .envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         let child = cmd.spawn().expect("spawn kiln");
