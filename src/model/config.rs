@@ -61,6 +61,9 @@ pub struct FullDhcp {
     /// How long an address a client DECLINEd (someone else answers on it)
     /// stays out of the pool.
     pub decline_probation: Duration,
+    /// Ping an address not known to be the client's before offering it, and
+    /// wait this long for an answer (None: no check).
+    pub ping_check: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +386,28 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
         problems,
     )
     .unwrap_or(Duration::from_secs(86_400));
+    let ping_check =
+        w.ping_check
+            .as_deref()
+            .and_then(|s| match humantime::parse_duration(s.trim()) {
+                Ok(d) if d <= Duration::from_secs(5) => Some(d).filter(|d| !d.is_zero()),
+                Ok(_) => {
+                    problems.push(
+                        file,
+                        "dhcp.ping_check",
+                        format!("{s:?}: at most 5s (a fresh OFFER waits this long)"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    problems.push(
+                        file,
+                        "dhcp.ping_check",
+                        format!("{s:?} is not a duration like 300ms: {e}"),
+                    );
+                    None
+                }
+            });
     let mut subnets = Vec::new();
     match (&w.subnet, &w.range) {
         (Some(net), Some(range)) => {
@@ -426,6 +451,7 @@ fn full_dhcp(file: &Path, w: &DhcpWire, server: Ipv4Addr, problems: &mut Problem
         domain: w.domain.clone(),
         lease_time,
         decline_probation,
+        ping_check,
     })
 }
 

@@ -211,6 +211,7 @@ pub(super) struct DhcpWire {
     pub(super) domain: Option<String>,
     pub(super) lease_time: Option<String>,
     pub(super) decline_probation: Option<String>,
+    pub(super) ping_check: Option<String>,
     /// Further subnets served through DHCP relays (giaddr inside them).
     #[serde(default)]
     pub(super) relay_subnets: Vec<SubnetWire>,

@@ -48,6 +48,40 @@ impl Provisioner {
         decision
     }
 
+    /// Full mode with `dhcp.ping_check`: the address an OFFER would hand out,
+    /// when it is not known to be this MAC's, so the edge pings it first.
+    pub(crate) fn ping_before_offer(
+        &self,
+        req: &Request,
+        d: &Decision,
+    ) -> Option<(Ipv4Addr, std::time::Duration)> {
+        let crate::model::config::DhcpMode::Full(full) = &self.cfg.dhcp else {
+            return None;
+        };
+        let wait = full.ping_check?;
+        let Decision::Reply { reply, .. } = d else {
+            return None;
+        };
+        let ip = reply.assign.as_ref()?.yiaddr;
+        if reply.msg_type != dhcproto::v4::MessageType::Offer {
+            return None;
+        }
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        (!pool.known_for(&req.mac, ip)).then_some((ip, wait))
+    }
+
+    /// A ping before an offer was answered: `ip` is in use by a device kiln
+    /// does not know. It goes on probation (durably, like a DECLINE).
+    pub(crate) fn address_in_use(&self, ip: Ipv4Addr) -> Pending {
+        let hold = match &self.cfg.dhcp {
+            crate::model::config::DhcpMode::Full(f) => f.decline_probation.as_secs(),
+            crate::model::config::DhcpMode::Proxy => 0,
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let change = pool.conflict(ip, hold, now());
+        self.leases.submit(vec![change])
+    }
+
     /// After the reply's lease change is durable: an inventory machine seen
     /// for the first time enters the lifecycle. Returns the durable write to
     /// make (None for all but a machine's first sight, so the caller blocks

@@ -288,6 +288,35 @@ impl Pool {
         }
     }
 
+    /// Whether `ip` is known to be `mac`'s: its lease (even lapsed, as long
+    /// as nobody took it since) or its fixed address. Anything else may be
+    /// in use by a device kiln does not know (the ping check's question).
+    pub(crate) fn known_for(&self, mac: &Mac, ip: Ipv4Addr) -> bool {
+        self.reserved_by_mac.get(mac) == Some(&ip)
+            || self
+                .entries
+                .get(&ip)
+                .is_some_and(|e| e.mac == *mac && e.state == State::Bound)
+    }
+
+    /// Something answered on `ip` (a ping before an offer): hold it out of
+    /// the pool for `hold_secs`, like a DECLINE. The change must be made durable.
+    pub(crate) fn conflict(&mut self, ip: Ipv4Addr, hold_secs: u64, now: u64) -> LeaseChange {
+        if let Some(e) = self.entries.get(&ip) {
+            if self.by_mac.get(&e.mac) == Some(&ip) {
+                self.by_mac.remove(&e.mac);
+            }
+        }
+        self.entries.insert(ip, Entry::declined(now + hold_secs));
+        LeaseChange::Bind(Lease {
+            ip,
+            mac: Mac([0; 6]),
+            expires: now + hold_secs,
+            hostname: None,
+            declined: true,
+        })
+    }
+
     /// DECLINE: the address is in use by someone we do not know; keep it out of
     /// the pool for `hold_secs`. The returned change (the probation) must be
     /// made durable, so a restart keeps it.

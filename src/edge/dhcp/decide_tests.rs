@@ -52,6 +52,7 @@ fn cfg(full: bool) -> Config {
                 domain: Some("lab".into()),
                 lease_time: Duration::from_secs(3600),
                 decline_probation: Duration::from_secs(86_400),
+                ping_check: None,
             })
         } else {
             DhcpMode::Proxy

@@ -3,6 +3,7 @@
 
 mod arp;
 pub mod packet;
+mod ping;
 pub(crate) mod server;
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ async fn handle(
     };
     let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
     async move {
-        let (decision, pending) = p.dhcp(&req, port, src);
+        let (decision, pending) = checked(p, &req, port, src).await?;
         match decision {
             Decision::Ignore(why) => {
                 if why.is_trouble() {
@@ -145,6 +145,42 @@ async fn handle(
     .instrument(span)
     .await
 }
+
+/// Ask the brain; with `dhcp.ping_check`, an OFFER of an address not known
+/// to be the client's waits for a ping first, and an address that answers
+/// goes on probation and the brain is asked again (a few times at most).
+/// None: the probation could not be stored.
+async fn checked(
+    p: &Arc<Provisioner>,
+    req: &crate::brain::dhcp::msg::Request,
+    port: Port,
+    src: SocketAddr,
+) -> Option<(Decision, Option<crate::store::leases::Pending>)> {
+    let mut answer = p.dhcp(req, port, src);
+    for _ in 0..3 {
+        let Some((ip, wait)) = p.ping_before_offer(req, &answer.0) else {
+            break;
+        };
+        match super::ping::answers(ip, wait).await {
+            Ok(false) => break,
+            Ok(true) => {
+                tracing::warn!(%ip, "ping check: a device kiln does not know answers on {ip}; held out of the pool, offering another");
+                if let Err(e) = p.address_in_use(ip).wait().await {
+                    tracing::error!("not answering: probation of {ip} not stored: {e}");
+                    return None;
+                }
+                answer = p.dhcp(req, port, src);
+            }
+            Err(e) => {
+                crate::refusal!(PING_UNAVAILABLE, %ip, "ping check unavailable ({e}): offering without it");
+                break;
+            }
+        }
+    }
+    Some(answer)
+}
+
+static PING_UNAVAILABLE: crate::brain::ratelog::RateLog = crate::brain::ratelog::RateLog::new(1);
 
 /// Serve one socket until shutdown. Requests are handled concurrently (bounded),
 /// so one slow disk write does not hold up the others.
