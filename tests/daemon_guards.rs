@@ -147,3 +147,41 @@ fn the_watchdog_is_pinged_after_store_checks() {
             .unwrap();
     assert!(unit.contains("WatchdogSec="), "{unit}");
 }
+
+#[test]
+fn a_patch_that_parses_but_cannot_apply_is_found_at_start_and_on_reload() {
+    let ports = Ports::free();
+    let yaml = format!(
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
+        ports.lo_yaml()
+    );
+    let lab = Lab::new(
+        &yaml,
+        "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane}\n",
+    );
+    // JSON6902 cannot apply to a multi-document (v1.13) config.
+    std::fs::write(
+        lab.path().join("json-patch.yaml"),
+        "- op: add\n  path: /machine/install/disk\n  value: /dev/nvme0n1\n",
+    )
+    .unwrap();
+    let profile = lab.path().join("profiles/controlplane.yaml");
+    let good = std::fs::read_to_string(&profile).unwrap();
+    let bad = format!("{good}patches: [../json-patch.yaml]\n");
+    std::fs::write(&profile, &bad).unwrap();
+    let cfg = lab.config();
+    let (ok, out) = common::run_kiln(None, &["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok, "served a config that cannot render: {out}");
+    assert!(out.contains("cp-1") && out.contains("JSON6902"), "{out}");
+    // Good at start; the same mistake on reload keeps the last good inventory.
+    std::fs::write(&profile, &good).unwrap();
+    let mut k = Kiln::start(&cfg, None);
+    std::fs::write(&profile, &bad).unwrap();
+    k.signal(libc::SIGHUP);
+    k.wait_for(
+        "reload refused, keeping the last good inventory",
+        Duration::from_secs(10),
+    );
+    assert!(k.logs().contains("cp-1"), "{}", k.logs());
+    k.stop();
+}
