@@ -187,9 +187,25 @@ fn a_provisioned_clusters_secrets_must_be_its_own() {
     let (ok, out) = run_kiln(None, &["serve", "--config", cfg.to_str().unwrap()]);
     assert!(!ok && out.contains("holds another"), "{out}");
     // Its own again: it starts.
-    std::fs::write(&secrets, original).unwrap();
+    std::fs::write(&secrets, &original).unwrap();
     let mut k = Kiln::start(&lab.config(), None);
     k.stop();
+    // A cluster an older kiln bootstrapped has no pins yet: its record still
+    // says it was provisioned, so a missing file is refused all the same.
+    {
+        let store = kiln::store::Store::open(&lab.path().join("state")).unwrap();
+        store
+            .clusters()
+            .update("lab", |r| {
+                r.ca_fingerprints.clear();
+                r.bootstrapped_at = Some(1_700_000_000);
+            })
+            .unwrap();
+    }
+    std::fs::remove_file(&secrets).unwrap();
+    let (ok, out) = run_kiln(None, &["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && out.contains("bootstrapped at 1700000000"), "{out}");
+    assert!(!secrets.exists(), "a new PKI was written");
 }
 
 fn exchange(

@@ -14,7 +14,7 @@ use common::{have, skip_unless, Kiln, Lab, LoPorts, Ports};
 fn lab() -> (Lab, Ports) {
     let ports = Ports::free();
     let yaml = format!(
-        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nlimits:\n  tftp_transfers: 2\n  tftp_retries: 2\n  tftp_timeout: 1s\n  tftp_max_client_timeout: 3s\n  http_connections: 2\n  http_header_timeout: 2s\n",
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nlimits:\n  tftp_transfers: 2\n  tftp_retries: 2\n  tftp_timeout: 1s\n  tftp_max_client_timeout: 3s\n  http_connections: 2\n  http_header_timeout: 2s\n  http_stall_timeout: 2s\n",
         ports.lo_yaml()
     );
     let lab = Lab::new(&yaml, "machines: []\n");
@@ -106,6 +106,34 @@ fn tftp_silent_clients_cost_capped_resends_and_slots() {
         "ends with an ERROR"
     );
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+
+    // A client that repeats an old ACK (0) instead of acknowledging block 1
+    // does not keep the transfer alive: the resend deadline stands.
+    let stuck = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stuck
+        .send_to(&rrq("notes.txt", "octet", &[]), server)
+        .unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let (mut copies, mut ended, mut tid) = (0, false, None);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 2048];
+    while t0.elapsed() < Duration::from_secs(8) && !ended {
+        if let Ok((n, from)) = stuck.recv_from(&mut buf) {
+            tid = Some(from);
+            copies += usize::from(buf[..4] == [0, 3, 0, 1]);
+            ended = buf[..2] == [0, 5] && n >= 4;
+        }
+        if let Some(t) = tid {
+            stuck.send_to(&[0, 4, 0, 0], t).unwrap();
+        }
+    }
+    assert!(
+        ended && copies <= 3,
+        "old ACKs held the transfer: {copies} copies, ended {ended}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
 
     // A client timeout over the cap is left out of the OACK; one under it is kept.
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -203,4 +231,29 @@ fn http_slow_headers_are_dropped_and_connections_capped() {
         String::from_utf8_lossy(&resp)
     );
     drop(hold2);
+
+    // A client that requests a large asset and stops reading is cut off
+    // after the stall timeout, freeing its slot.
+    let big = lab.path().join("boot-assets/big.img");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let mut reader = TcpStream::connect(addr).unwrap();
+    reader
+        .write_all(b"GET /assets/big.img HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 256 << 20, "the stalled response was not cut off");
 }

@@ -310,7 +310,7 @@ pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String,
     let creds = Credentials::admin(bundle).map_err(|e| BrainError::Credentials(e.to_string()))?;
     let port = p.cfg.ports.talos_api;
     let inv = p.inventory();
-    for cp in super::replace::cps_of(p, &inv, cluster, "") {
+    for cp in super::replace::cps_of(p, &inv, cluster, "")? {
         if crate::talos::proof::prove(cp.ip, port, &cp.hostname, &creds)
             .await
             .is_err()

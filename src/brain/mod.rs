@@ -181,6 +181,11 @@ impl Provisioner {
         self.store.machines().get(mac)
     }
 
+    /// Every machine record, for decisions: unreadable is an error.
+    pub fn try_records(&self) -> Result<Vec<Record>, StoreError> {
+        self.store.machines().all()
+    }
+
     /// Every machine record, for views and candidate lists (an error is
     /// logged and lists none, so nothing is acted on).
     pub fn records(&self) -> Vec<Record> {

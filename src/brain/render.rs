@@ -32,11 +32,13 @@ pub enum SecretsStartError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cluster {cluster}: its secrets file {} is missing, but kiln already provisioned this cluster (OS CA sha256 {os}); restore that file from your backup. A new PKI would lock kiln and every client out of the running nodes", path.display())]
+    #[error("cluster {cluster}: its secrets file {} is missing, but kiln already provisioned this cluster ({evidence}); restore that file from your backup. A new PKI would lock kiln and every client out of the running nodes", path.display())]
     Missing {
         cluster: String,
         path: std::path::PathBuf,
-        os: String,
+        /// What the store knows: the pinned OS CA, or the bootstrap record
+        /// of a kiln from before the pins.
+        evidence: String,
     },
     #[error("cluster {cluster}: {} holds another {which} CA than the cluster kiln provisioned (sha256 {want} pinned, {found} in the file); restore the cluster's own secrets file", path.display())]
     OtherCa {
@@ -58,6 +60,7 @@ pub fn load_or_create_secrets(
     let mut out = BTreeMap::new();
     for (name, c) in &cfg.clusters {
         let known = store.clusters().find(name)?;
+        let evidence = known.as_ref().and_then(provisioned);
         let pinned = known.map(|r| r.ca_fingerprints).unwrap_or_default();
         let b = if c.secrets.exists() {
             let b = Bundle::load(&c.secrets)?;
@@ -75,11 +78,11 @@ pub fn load_or_create_secrets(
                 }
             }
             b
-        } else if let Some(os) = pinned.get("os") {
+        } else if let Some(evidence) = evidence {
             return Err(SecretsStartError::Missing {
                 cluster: name.clone(),
                 path: c.secrets.clone(),
-                os: os.clone(),
+                evidence,
             });
         } else {
             let minor = c
@@ -100,6 +103,20 @@ pub fn load_or_create_secrets(
         out.insert(name.clone(), b);
     }
     Ok(out)
+}
+
+/// Why the store says this cluster was provisioned (so its PKI exists
+/// somewhere), if it does: CA pins, or a bootstrap decided by an older kiln.
+fn provisioned(r: &crate::store::clusters::ClusterRecord) -> Option<String> {
+    if let Some(os) = r.ca_fingerprints.get("os") {
+        return Some(format!("OS CA sha256 {os}"));
+    }
+    if let Some(t) = r.bootstrapped_at {
+        return Some(format!("bootstrapped at {t}"));
+    }
+    r.bootstrap_node
+        .as_ref()
+        .map(|n| format!("bootstrap decided for {}", n.hostname))
 }
 
 pub fn options(c: &ClusterSpec, profile: &Profile) -> Result<Options, RenderError> {

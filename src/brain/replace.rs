@@ -64,9 +64,18 @@ pub(crate) struct Cp {
     pub(crate) ip: Ipv4Addr,
 }
 
-pub(crate) fn cps_of(p: &Provisioner, inv: &Inventory, cluster: &str, except: &str) -> Vec<Cp> {
-    let records = p.records();
-    inv.machines()
+/// The cluster's control planes (but `except`) with an address. An
+/// unreadable record is an error: an empty list would pass quorum checks
+/// and the etcd-members check of `kiln bootstrap --reset`.
+pub(crate) fn cps_of(
+    p: &Provisioner,
+    inv: &Inventory,
+    cluster: &str,
+    except: &str,
+) -> Result<Vec<Cp>, crate::store::StoreError> {
+    let records = p.try_records()?;
+    Ok(inv
+        .machines()
         .iter()
         .filter(|m| m.hostname != except)
         .filter(|m| {
@@ -85,7 +94,7 @@ pub(crate) fn cps_of(p: &Provisioner, inv: &Inventory, cluster: &str, except: &s
                 ip,
             })
         })
-        .collect()
+        .collect())
 }
 
 async fn reachable(ip: Ipv4Addr, port: u16, creds: &Credentials) -> bool {
@@ -278,12 +287,12 @@ async fn plan_etcd_removal(
         }
     }
     let mut healthy = Vec::new();
-    for cp in cps_of(&p, inv, cluster, &hostname) {
+    for cp in cps_of(&p, inv, cluster, &hostname)? {
         if reachable(cp.ip, port, &creds).await {
             healthy.push(cp);
         }
     }
-    let total = cps_of(&p, inv, cluster, "").len();
+    let total = cps_of(&p, inv, cluster, "")?.len();
     let Some(via) = healthy.first() else {
         return Err(quorum_check(total, 0, &hostname)
             .err()
@@ -348,7 +357,7 @@ async fn remove_member(
     let port = p.cfg.ports.talos_api;
     let inv = p.inventory();
     let mut via = None;
-    for cp in cps_of(p, &inv, cluster, hostname) {
+    for cp in cps_of(p, &inv, cluster, hostname)? {
         if reachable(cp.ip, port, &creds).await {
             via = Some(cp);
             break;

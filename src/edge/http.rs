@@ -159,8 +159,10 @@ pub(crate) fn router(p: Arc<Provisioner>) -> Router {
 
 /// Serve until `shutdown` resolves. Bounded (config `limits`): at most
 /// `http_connections` open at once (the accept loop waits for one to close),
-/// and a request's headers must arrive within `http_header_timeout` (a client
-/// that trickles them, or idles on keep-alive, is dropped).
+/// a request's headers must arrive within `http_header_timeout` (a client
+/// that trickles them, or idles on keep-alive, is dropped), and a response
+/// that makes no progress for `http_stall_timeout` (a client that stops
+/// reading) ends the connection.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     p: Arc<Provisioner>,
@@ -192,6 +194,9 @@ pub(crate) async fn serve(
             _ = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.http_stall_timeout));
+        let stream = Box::pin(stream);
         let app = app.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(

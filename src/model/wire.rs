@@ -166,6 +166,10 @@ pub struct Limits {
     /// idle clients are dropped).
     #[serde(deserialize_with = "de_duration")]
     pub http_header_timeout: std::time::Duration,
+    /// A response write that makes no progress this long (the client stopped
+    /// reading) ends the connection.
+    #[serde(deserialize_with = "de_duration")]
+    pub http_stall_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -180,6 +184,7 @@ impl Default for Limits {
             tftp_max_client_timeout: Duration::from_secs(5),
             http_connections: 4096,
             http_header_timeout: Duration::from_secs(10),
+            http_stall_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -48,12 +48,12 @@ impl Clusters<'_> {
         }))
     }
 
-    /// Change the cluster's record in one durable transaction; returns it.
     /// The record, if the store has ever known this cluster.
     pub fn find(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
         self.0.get(TABLE, name)
     }
 
+    /// Change the cluster's record in one durable transaction; returns it.
     pub fn update(
         &self,
         name: &str,

@@ -70,16 +70,21 @@ impl Provisioner {
         (!pool.known_for(&req.mac, ip)).then_some((ip, wait))
     }
 
-    /// A ping before an offer was answered: `ip` is in use by a device kiln
-    /// does not know. It goes on probation (durably, like a DECLINE).
-    pub(crate) fn address_in_use(&self, ip: Ipv4Addr) -> Pending {
+    /// A ping before an offer to `mac` was answered: `ip` is in use by a
+    /// device kiln does not know. It goes on probation (durably, like a
+    /// DECLINE); None when the offer is gone meanwhile (nothing to do).
+    pub(crate) fn address_in_use(
+        &self,
+        mac: &crate::model::mac::Mac,
+        ip: Ipv4Addr,
+    ) -> Option<Pending> {
         let hold = match &self.cfg.dhcp {
             crate::model::config::DhcpMode::Full(f) => f.decline_probation.as_secs(),
             crate::model::config::DhcpMode::Proxy => 0,
         };
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let change = pool.conflict(ip, hold, now());
-        self.leases.submit(vec![change])
+        let change = pool.conflict(mac, ip, hold, now())?;
+        Some(self.leases.submit(vec![change]))
     }
 
     /// After the reply's lease change is durable: an inventory machine seen

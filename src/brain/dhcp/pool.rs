@@ -50,7 +50,12 @@ pub(crate) enum PoolError {
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     entries: HashMap<Ipv4Addr, Entry>,
+    /// Each MAC's latest entry (an offer or its lease).
     by_mac: HashMap<Mac, Ipv4Addr>,
+    /// Each MAC's row in the store (its bound lease): kept in memory, and
+    /// held against others, while the MAC is offered another address, and
+    /// freed when it binds one.
+    durable: HashMap<Mac, Ipv4Addr>,
     /// Fixed addresses from the inventory: address → owner.
     reserved: HashMap<Ipv4Addr, Mac>,
     reserved_by_mac: HashMap<Mac, Ipv4Addr>,
@@ -78,8 +83,9 @@ impl Pool {
                 p.entries.insert(l.ip, Entry::declined(l.expires));
                 continue;
             }
-            if let Some(old) = p.by_mac.get(&l.mac) {
-                stale.push(LeaseChange::Free(*old));
+            if let Some(old) = p.durable.insert(l.mac, l.ip) {
+                stale.push(LeaseChange::Free(old));
+                p.entries.remove(&old);
             }
             p.insert(l.ip, l.mac, l.expires, State::Bound);
         }
@@ -99,7 +105,8 @@ impl Pool {
 
     fn insert(&mut self, ip: Ipv4Addr, mac: Mac, expires: u64, state: State) {
         if let Some(old) = self.by_mac.insert(mac, ip) {
-            if old != ip {
+            // A superseded offer goes; the MAC's lease stays until it binds.
+            if old != ip && self.durable.get(&mac) != Some(&old) {
                 self.entries.remove(&old);
             }
         }
@@ -113,6 +120,11 @@ impl Pool {
         ) {
             if prev.mac != mac && self.by_mac.get(&prev.mac) == Some(&ip) {
                 self.by_mac.remove(&prev.mac);
+            }
+            // A bind overwrites the other MAC's (lapsed or retired) row.
+            if prev.mac != mac && state == State::Bound && self.durable.get(&prev.mac) == Some(&ip)
+            {
+                self.durable.remove(&prev.mac);
             }
         }
     }
@@ -128,7 +140,7 @@ impl Pool {
 
     /// The address of `mac`'s bound, unexpired lease (what DHCP proved).
     pub(crate) fn lease_of(&self, mac: &Mac, now: u64) -> Option<Ipv4Addr> {
-        let ip = *self.by_mac.get(mac)?;
+        let ip = *self.durable.get(mac)?;
         (self.mac_of(ip, now) == Some(*mac)).then_some(ip)
     }
 
@@ -265,13 +277,13 @@ impl Pool {
             hostname: None,
             declined: false,
         };
-        // The MAC moves: its old row (lease or offer) is freed with the bind.
-        let moved_from = self
-            .by_mac
-            .get(&mac)
-            .copied()
-            .filter(|old| *old != ip)
-            .filter(|old| self.entries.get(old).is_some_and(|e| e.mac == mac));
+        // The MAC moves: its old row is freed with the bind.
+        let moved_from = self.durable.insert(mac, ip).filter(|old| *old != ip);
+        if let Some(old) = moved_from {
+            if self.entries.get(&old).is_some_and(|e| e.mac == mac) {
+                self.entries.remove(&old);
+            }
+        }
         self.insert(ip, mac, lease.expires, State::Bound);
         Ok((lease, moved_from))
     }
@@ -281,11 +293,34 @@ impl Pool {
         match self.entries.get(&ip) {
             Some(e) if e.mac == *mac => {
                 self.entries.remove(&ip);
-                self.by_mac.remove(mac);
+                self.forget(mac, ip);
                 Some(LeaseChange::Free(ip))
             }
             _ => None,
         }
+    }
+
+    /// `mac` no longer has `ip` (released, declined, found in use).
+    fn forget(&mut self, mac: &Mac, ip: Ipv4Addr) {
+        if self.by_mac.get(mac) == Some(&ip) {
+            self.by_mac.remove(mac);
+        }
+        if self.durable.get(mac) == Some(&ip) {
+            self.durable.remove(mac);
+        }
+    }
+
+    /// Put `ip` on probation (held for nobody) until `until`; the row to store.
+    fn probation(&mut self, mac: Mac, ip: Ipv4Addr, until: u64) -> LeaseChange {
+        self.forget(&mac, ip);
+        self.entries.insert(ip, Entry::declined(until));
+        LeaseChange::Bind(Lease {
+            ip,
+            mac,
+            expires: until,
+            hostname: None,
+            declined: true,
+        })
     }
 
     /// Whether `ip` is known to be `mac`'s: its lease (even lapsed, as long
@@ -299,27 +334,29 @@ impl Pool {
                 .is_some_and(|e| e.mac == *mac && e.state == State::Bound)
     }
 
-    /// Something answered on `ip` (a ping before an offer): hold it out of
-    /// the pool for `hold_secs`, like a DECLINE. The change must be made durable.
-    pub(crate) fn conflict(&mut self, ip: Ipv4Addr, hold_secs: u64, now: u64) -> LeaseChange {
-        if let Some(e) = self.entries.get(&ip) {
-            if self.by_mac.get(&e.mac) == Some(&ip) {
-                self.by_mac.remove(&e.mac);
-            }
-        }
-        self.entries.insert(ip, Entry::declined(now + hold_secs));
-        LeaseChange::Bind(Lease {
-            ip,
-            mac: Mac([0; 6]),
-            expires: now + hold_secs,
-            hostname: None,
-            declined: true,
-        })
+    /// Something answered a ping on `ip`, just offered to `mac`: hold it out
+    /// of the pool for `hold_secs`, like a DECLINE. None when the entry is no
+    /// longer that offer (the client bound it meanwhile): nothing changes.
+    /// The change must be made durable.
+    pub(crate) fn conflict(
+        &mut self,
+        mac: &Mac,
+        ip: Ipv4Addr,
+        hold_secs: u64,
+        now: u64,
+    ) -> Option<LeaseChange> {
+        let offered = self
+            .entries
+            .get(&ip)
+            .is_some_and(|e| e.mac == *mac && e.state == State::Offered);
+        offered.then(|| self.probation(*mac, ip, now + hold_secs))
     }
 
     /// DECLINE: the address is in use by someone we do not know; keep it out of
-    /// the pool for `hold_secs`. The returned change (the probation) must be
-    /// made durable, so a restart keeps it.
+    /// the pool for `hold_secs`. Only an address the MAC was given (bound) can
+    /// be declined, so a client cannot drain the pool with offers alone. The
+    /// returned change (the probation) must be made durable, so a restart
+    /// keeps it.
     pub(crate) fn decline(
         &mut self,
         mac: &Mac,
@@ -328,16 +365,8 @@ impl Pool {
         now: u64,
     ) -> Option<LeaseChange> {
         match self.entries.get(&ip) {
-            Some(e) if e.mac == *mac => {
-                self.by_mac.remove(mac);
-                self.entries.insert(ip, Entry::declined(now + hold_secs));
-                Some(LeaseChange::Bind(Lease {
-                    ip,
-                    mac: *mac,
-                    expires: now + hold_secs,
-                    hostname: None,
-                    declined: true,
-                }))
+            Some(e) if e.mac == *mac && e.state == State::Bound => {
+                Some(self.probation(*mac, ip, now + hold_secs))
             }
             _ => None,
         }
@@ -506,6 +535,12 @@ mod tests {
         assert_eq!(p.release(&m(2), a), None, "only the holder releases");
         assert_eq!(p.release(&m(1), a), Some(LeaseChange::Free(a)));
         let a = p.offer(m(1), &s, None, 0).unwrap();
+        assert_eq!(
+            p.decline(&m(1), a, 600, 0),
+            None,
+            "an offer alone cannot be declined"
+        );
+        p.bind(m(1), &s, a, 100, 0).unwrap();
         let Some(LeaseChange::Bind(probation)) = p.decline(&m(1), a, 600, 0) else {
             panic!("a decline is made durable");
         };
@@ -522,6 +557,37 @@ mod tests {
         ));
         // ...until it ends.
         assert_eq!(p.offer(m(8), &s, Some(a), 600).unwrap(), a);
+    }
+
+    #[test]
+    fn an_offer_elsewhere_keeps_the_lease_until_the_bind_frees_it() {
+        let s = subnet();
+        let mut p = Pool::default();
+        let old = ip("10.0.0.10");
+        p.bind(m(1), &s, old, 100, 0).unwrap();
+        // A reload gives m(1) a fixed address: the offer goes there...
+        p.set_reservations([(ip("10.0.0.50"), m(1))]);
+        assert_eq!(p.offer(m(1), &s, None, 10).unwrap(), ip("10.0.0.50"));
+        // ...but until it binds, its lease still holds the old address.
+        assert_eq!(p.mac_of(old, 10), Some(m(1)));
+        assert_ne!(p.offer(m(2), &s, Some(old), 10).unwrap(), old);
+        let (_, moved) = p.bind(m(1), &s, ip("10.0.0.50"), 100, 20).unwrap();
+        assert_eq!(moved, Some(old), "the old row is freed with the bind");
+        assert_eq!(p.mac_of(old, 20), None);
+    }
+
+    #[test]
+    fn a_ping_conflict_only_takes_the_offer_it_was_for() {
+        let s = subnet();
+        let mut p = Pool::default();
+        let a = p.offer(m(1), &s, None, 0).unwrap();
+        assert!(p.conflict(&m(1), a, 600, 0).is_some());
+        assert_ne!(p.offer(m(2), &s, Some(a), 1).unwrap(), a);
+        // Bound meanwhile: the lease is not replaced by a probation.
+        let b = p.offer(m(3), &s, None, 2).unwrap();
+        p.bind(m(3), &s, b, 100, 2).unwrap();
+        assert_eq!(p.conflict(&m(3), b, 600, 2), None);
+        assert_eq!(p.mac_of(b, 3), Some(m(3)));
     }
 
     #[test]

@@ -157,28 +157,35 @@ async fn checked(
     src: SocketAddr,
 ) -> Option<(Decision, Option<crate::store::leases::Pending>)> {
     let mut answer = p.dhcp(req, port, src);
-    for _ in 0..3 {
+    for _ in 0..PING_TRIES {
         let Some((ip, wait)) = p.ping_before_offer(req, &answer.0) else {
-            break;
+            return Some(answer);
         };
         match super::ping::answers(ip, wait).await {
-            Ok(false) => break,
+            Ok(false) => return Some(answer),
             Ok(true) => {
                 tracing::warn!(%ip, "ping check: a device kiln does not know answers on {ip}; held out of the pool, offering another");
-                if let Err(e) = p.address_in_use(ip).wait().await {
-                    tracing::error!("not answering: probation of {ip} not stored: {e}");
-                    return None;
+                if let Some(stored) = p.address_in_use(&req.mac, ip) {
+                    if let Err(e) = stored.wait().await {
+                        tracing::error!("not answering: probation of {ip} not stored: {e}");
+                        return None;
+                    }
                 }
                 answer = p.dhcp(req, port, src);
             }
             Err(e) => {
                 crate::refusal!(PING_UNAVAILABLE, %ip, "ping check unavailable ({e}): offering without it");
-                break;
+                return Some(answer);
             }
         }
     }
-    Some(answer)
+    // Every address tried answered: say nothing rather than offer one unchecked.
+    tracing::warn!("ping check: {PING_TRIES} addresses in a row answer; not offering this time");
+    None
 }
+
+/// Addresses pinged for one DISCOVER before kiln stays silent.
+const PING_TRIES: usize = 4;
 
 static PING_UNAVAILABLE: crate::brain::ratelog::RateLog = crate::brain::ratelog::RateLog::new(1);
 

@@ -54,13 +54,45 @@ impl Server {
     }
 }
 
-/// Serve requests on `sock` until `stop` flips. A receive error is logged
-/// and the loop goes on; it never ends by itself.
-pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch::Receiver<bool>) {
-    let local = sock
+static TFTP_REFUSALS: crate::brain::ratelog::RateLog = crate::brain::ratelog::RateLog::new(10);
+
+/// A transfer's slot: the permit and the peer's `active` entry, both given
+/// back when the transfer ends, however it ends (a panic included).
+struct Slot {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.server.active().remove(&self.peer);
+    }
+}
+
+/// The address transfers answer from: the listening one, or with a wildcard
+/// listener the server_address clients were told (a PXE ROM may refuse DATA
+/// from another of the host's addresses); the kernel's choice if that one
+/// is not local.
+fn reply_address(sock: &UdpSocket, cfg: &Config) -> std::net::IpAddr {
+    let bound = sock
         .local_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    let server = std::net::IpAddr::V4(cfg.server_address);
+    match std::net::UdpSocket::bind((server, 0)) {
+        Ok(_) => server,
+        Err(_) => bound,
+    }
+}
+
+/// Serve requests on `sock` until `stop` flips. A receive error is logged
+/// and the loop goes on; it never ends by itself.
+pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch::Receiver<bool>) {
+    let local = reply_address(&sock, &server.cfg);
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, peer) = tokio::select! {
@@ -78,7 +110,7 @@ pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch:
             Ok(r) => r,
             Err(BadRequest::NotRequest) => continue,
             Err(BadRequest::Refused(code, why)) => {
-                tracing::info!(client = %peer, "tftp: refused: {why}");
+                crate::refusal!(TFTP_REFUSALS, client = %peer, "tftp: refused: {why}");
                 let _ = sock.send_to(&packet::error(code, &why), peer).await;
                 continue;
             }
@@ -88,7 +120,8 @@ pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch:
         }
         let Ok(permit) = server.slots.clone().try_acquire_owned() else {
             server.active().remove(&peer);
-            tracing::warn!(
+            crate::refusal!(
+                TFTP_REFUSALS,
                 client = %peer,
                 limit = server.cfg.limits.tftp_transfers,
                 "tftp: refused: too many transfers at once (limits.tftp_transfers)"
@@ -97,11 +130,14 @@ pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch:
             let _ = sock.send_to(&busy, peer).await;
             continue;
         };
-        let server = server.clone();
+        let slot = Slot {
+            server: server.clone(),
+            peer,
+            _permit: permit,
+        };
         tokio::spawn(async move {
-            transfer::run(&server.cfg, local, peer, req).await;
-            server.active().remove(&peer);
-            drop(permit);
+            transfer::run(&slot.server.cfg, local, peer, req).await;
+            drop(slot);
         });
     }
 }

@@ -82,9 +82,16 @@ pub(crate) fn parse_request(buf: &[u8]) -> Result<Request, BadRequest> {
         "octet" => Mode::Octet,
         "netascii" => Mode::Netascii,
         other => {
+            // Named, but short and printable: an error reply is never larger
+            // than what a client could send for it.
+            let shown: String = other
+                .chars()
+                .take(16)
+                .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                .collect();
             return Err(refused(format!(
-                "transfer mode {other:?} is not supported (octet or netascii)"
-            )))
+                "transfer mode \"{shown}\" is not supported (octet or netascii)"
+            )));
         }
     };
     if opts.len() % 2 != 0 {

@@ -36,6 +36,7 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
         return tracing::warn!(client = %peer, "tftp: {e}");
     }
     let refuse = |code, msg: &str| packet::error(code, msg);
+    let not_found = || refuse(ErrorCode::FileNotFound, "file not found");
     let shown = req.filename.clone();
     if req.write {
         tracing::warn!(client = %peer, path = %shown, "tftp: write refused (read-only server)");
@@ -45,18 +46,14 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
         return;
     }
     let Some(file) = locate(cfg, &shown) else {
-        let _ = sock
-            .send(&refuse(ErrorCode::FileNotFound, "file not found"))
-            .await;
+        let _ = sock.send(&not_found()).await;
         return tracing::info!(client = %peer, path = %shown, "tftp: not found");
     };
     let (mut src, len) = match Source::open(&file, req.mode).await {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(client = %peer, path = %shown, "tftp: cannot open: {e}");
-            let _ = sock
-                .send(&refuse(ErrorCode::FileNotFound, "file not found"))
-                .await;
+            let _ = sock.send(&not_found()).await;
             return;
         }
     };
@@ -158,11 +155,12 @@ impl Source {
     }
 }
 
-/// Wait for a packet from the client within `timeout`: Some(ack block),
-/// None on timeout; a client ERROR ends the transfer.
-async fn recv_ack(sock: &UdpSocket, timeout: Duration) -> Result<Option<u16>, Ended> {
+/// Wait for an ACK from the client until `deadline`: Some(ack block),
+/// None at the deadline; a client ERROR ends the transfer. The deadline is
+/// the caller's, fixed when it sent: a client repeating an old ACK does not
+/// extend it.
+async fn recv_ack(sock: &UdpSocket, deadline: tokio::time::Instant) -> Result<Option<u16>, Ended> {
     let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
             Err(_) => return Ok(None),
@@ -198,13 +196,19 @@ async fn send_file(
     if !n.oack.is_empty() {
         let oack = packet::oack(&n.oack);
         let mut tries = 0;
-        loop {
+        'oack: loop {
             sock.send(&oack).await?;
-            match recv_ack(sock, n.timeout).await? {
-                Some(0) => break,
-                Some(_) => {}
-                None if tries >= retries => return Err(Ended::TimedOut(retries)),
-                None => tries += 1,
+            let deadline = tokio::time::Instant::now() + n.timeout;
+            loop {
+                match recv_ack(sock, deadline).await? {
+                    Some(0) => break 'oack,
+                    Some(_) => {} // not ours to act on; the deadline stands
+                    None if tries >= retries => return Err(Ended::TimedOut(retries)),
+                    None => {
+                        tries += 1;
+                        continue 'oack;
+                    }
+                }
             }
         }
     }
@@ -227,9 +231,11 @@ async fn send_file(
             sock.send(p).await?;
         }
         // Wait for an ACK that moves the window; old duplicates are ignored
-        // (no resend on them: the sorcerer's apprentice bug).
+        // (no resend on them: the sorcerer's apprentice bug) and do not move
+        // the deadline, so a client repeating one cannot hold the transfer.
+        let deadline = tokio::time::Instant::now() + n.timeout;
         loop {
-            match recv_ack(sock, n.timeout).await? {
+            match recv_ack(sock, deadline).await? {
                 Some(b) => {
                     let acked = b.wrapping_sub(base.wrapping_sub(1)) as usize;
                     if (1..=window.len()).contains(&acked) {
