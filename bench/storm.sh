@@ -8,6 +8,8 @@
 #   sudo bench/storm.sh                 (N=1000 RAMP=10)
 #   sudo CHURN=10 bench/storm.sh        10 % of machines DECLINE a first lease
 #                                       and 10 % RELEASE one before booting
+#   sudo PING=300ms bench/storm.sh      with dhcp.ping_check (its cost: every
+#                                       fresh OFFER waits for the ping)
 #   sudo KILL=1 bench/storm.sh          kill -9 kiln at a random moment of the
 #                                       storm and restart it; the storm must
 #                                       still complete with no lease lost or
@@ -37,7 +39,7 @@ ipxe_dirs: [/usr/lib/ipxe]
 state_dir: ./state
 unknown_machines: boot
 default_profile: worker
-dhcp: {mode: full, subnet: 10.95.0.0/16, range: [10.95.1.0, 10.95.250.255], lease_time: 1h}
+dhcp: {mode: full, subnet: 10.95.0.0/16, range: [10.95.1.0, 10.95.250.255], lease_time: 1h${PING:+, ping_check: $PING}}
 clusters:
   storm:
     endpoint: https://10.95.0.5:6443
