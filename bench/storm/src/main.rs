@@ -448,6 +448,10 @@ async fn machine(
                     dhcp.squatted.lock().unwrap().insert(ip);
                 }
                 dhcp.give_back(mac, xid, ip, o.server, decline).await;
+                // kiln handles datagrams concurrently: a RELEASE sent in the
+                // same instant as the next DISCOVER may be handled after it
+                // (a real client takes far longer between the two).
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => return fail(out, "churn", e),
         }

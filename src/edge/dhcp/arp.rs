@@ -15,6 +15,23 @@ pub(crate) fn set(
     ip: Ipv4Addr,
     mac: Mac,
 ) -> std::io::Result<()> {
+    ioctl(sock, libc::SIOCSARP, interface, ip, Some(mac))
+}
+
+/// Drop the kernel's entry for `ip` on `interface` (the failed resolution a
+/// ping check to an unused address leaves, which would hold up the first
+/// packets to the client that gets it by up to a second).
+pub(crate) fn forget(sock: &impl AsRawFd, interface: &str, ip: Ipv4Addr) -> std::io::Result<()> {
+    ioctl(sock, libc::SIOCDARP, interface, ip, None)
+}
+
+fn ioctl(
+    sock: &impl AsRawFd,
+    request: libc::c_ulong,
+    interface: &str,
+    ip: Ipv4Addr,
+    mac: Option<Mac>,
+) -> std::io::Result<()> {
     let name = interface.as_bytes();
     if name.is_empty() || name.len() >= 16 {
         return Err(std::io::Error::new(
@@ -36,21 +53,17 @@ pub(crate) fn set(
     // how the ARP ioctls take an IPv4 address.
     req.arp_pa = unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(pa) };
     req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac.octets()) {
-        *d = s as libc::c_char;
+    if let Some(mac) = mac {
+        for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac.octets()) {
+            *d = s as libc::c_char;
+        }
+        req.arp_flags = libc::ATF_COM;
     }
-    req.arp_flags = libc::ATF_COM;
     for (d, s) in req.arp_dev.iter_mut().zip(name) {
         *d = *s as libc::c_char;
     }
     // SAFETY: a valid socket and a fully initialised arpreq that outlives the call.
-    let r = unsafe {
-        libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCSARP,
-            &req as *const libc::arpreq,
-        )
-    };
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), request, &req as *const libc::arpreq) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }

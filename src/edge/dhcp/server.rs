@@ -97,6 +97,7 @@ pub(crate) fn destination(
 /// Handle one datagram; returns the bytes and the destination to send, if any.
 async fn handle(
     p: &Arc<Provisioner>,
+    sock: &UdpSocket,
     buf: &[u8],
     src: SocketAddr,
     port: Port,
@@ -110,7 +111,7 @@ async fn handle(
     };
     let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
     async move {
-        let (decision, pending) = checked(p, &req, port, src).await?;
+        let (decision, pending) = checked(p, sock, &req, port, src).await?;
         match decision {
             Decision::Ignore(why) => {
                 if why.is_trouble() {
@@ -152,6 +153,7 @@ async fn handle(
 /// None: the probation could not be stored.
 async fn checked(
     p: &Arc<Provisioner>,
+    sock: &UdpSocket,
     req: &crate::brain::dhcp::msg::Request,
     port: Port,
     src: SocketAddr,
@@ -162,7 +164,12 @@ async fn checked(
             return Some(answer);
         };
         match super::ping::answers(ip, wait).await {
-            Ok(false) => return Some(answer),
+            Ok(false) => {
+                // Nothing there: the failed resolution would delay the
+                // client's first packets once it has the address.
+                let _ = super::arp::forget(sock, &p.cfg.interface, ip);
+                return Some(answer);
+            }
             Ok(true) => {
                 tracing::warn!(%ip, "ping check: a device kiln does not know answers on {ip}; held out of the pool, offering another");
                 if let Some(stored) = p.address_in_use(&req.mac, ip) {
@@ -217,7 +224,7 @@ pub(crate) async fn serve(
         let data = buf[..n].to_vec();
         let (p, sock) = (p.clone(), sock.clone());
         tokio::spawn(async move {
-            if let Some((bytes, dest)) = handle(&p, &data, src, port).await {
+            if let Some((bytes, dest)) = handle(&p, &sock, &data, src, port).await {
                 send(&sock, &p.cfg.interface, &bytes, dest).await;
             }
             drop(permit);
