@@ -203,6 +203,29 @@ fn http_slow_headers_are_dropped_and_connections_capped() {
         t0.elapsed()
     );
 
+    // A body announced and never sent: the (GET) response comes at once and
+    // the connection ends, so a slow body cannot hold a slot either.
+    let mut body = TcpStream::connect(addr).unwrap();
+    body.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+        .unwrap();
+    body.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut resp = Vec::new();
+    let _ = body.read_to_end(&mut resp);
+    assert!(
+        resp.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(9),
+        "held open {:?}",
+        t0.elapsed()
+    );
+    drop(body);
+    std::thread::sleep(Duration::from_millis(200));
+
     // Two idle connections hold both slots: a third is not served until one goes.
     let hold1 = TcpStream::connect(addr).unwrap();
     let hold2 = TcpStream::connect(addr).unwrap();
