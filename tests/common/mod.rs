@@ -42,15 +42,36 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// An unused TCP/UDP port on loopback, never the same one twice in a test
-/// process (tests run in parallel and bind their ports later).
+/// An unused TCP/UDP port, never the same one twice in a test process (tests
+/// run in parallel and bind their ports later). Picked below the kernel's
+/// ephemeral range (`ip_local_port_range`), so no outgoing connection or
+/// port-0 bind (an etcd member's client, a TFTP transfer, curl) can take it
+/// between the pick and the bind: only another test's pick could, and the
+/// process-wide list rules that out.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = if low > 12000 {
+        (10000u16, low - 1)
+    } else {
+        (low, 65000)
+    };
+    let span = u32::from(to - from) + 1;
+    // A different start per process, so successive test binaries spread out.
+    let mut n = std::process::id().wrapping_mul(7919) % span;
     loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
+        let p = from + (n % span) as u16;
+        n = n.wrapping_add(7);
         let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&p) && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+        if given.contains(&p) {
+            continue;
+        }
+        let free = std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok();
+        if free {
             given.push(p);
             return p;
         }
