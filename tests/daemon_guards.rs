@@ -13,6 +13,25 @@ use common::{have, skip_unless, Kiln, Lab, LoPorts, Ports};
 
 const FULL: &str = "interface: br0\nserver_address: 10.96.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\ndhcp:\n  mode: full\n  subnet: 10.96.0.0/24\n  range: [10.96.0.100, 10.96.0.200]\n";
 
+/// dnsmasq as another DHCP server on br0 in namespace `ns` (no DNS: port 0),
+/// its lease and pid files in `dir`.
+fn dnsmasq(ns: &str, dir: &std::path::Path, pid: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, "dnsmasq", "--no-daemon", "--port=0"])
+        .args([
+            "--conf-file=/dev/null",
+            "--interface=br0",
+            "--bind-interfaces",
+        ])
+        .arg("--dhcp-range=10.96.0.50,10.96.0.60,1h")
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.join("dnsmasq.leases").display()
+        ))
+        .arg(format!("--pid-file={}", dir.join(pid).display()));
+    c
+}
+
 #[test]
 fn a_dhcp_server_already_on_the_interface_is_refused() {
     if netns::skip(&[]) || skip_unless(have("dnsmasq"), "dnsmasq (dnsmasq-base)") {
@@ -20,28 +39,7 @@ fn a_dhcp_server_already_on_the_interface_is_refused() {
     }
     let net = Net::new("dg", "10.96.0.1/24");
     let lab = Lab::new(FULL, "machines: []\n");
-    let leases = lab.path().join("dnsmasq.leases");
-    // dnsmasq as the other DHCP server on br0 (no DNS: port 0).
-    let mut other = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.server,
-            "dnsmasq",
-            "--no-daemon",
-            "--port=0",
-            "--conf-file=/dev/null",
-        ])
-        .args([
-            "--interface=br0",
-            "--bind-interfaces",
-            "--dhcp-range=10.96.0.50,10.96.0.60,1h",
-        ])
-        .arg(format!("--dhcp-leasefile={}", leases.display()))
-        .arg(format!(
-            "--pid-file={}",
-            lab.path().join("dnsmasq.pid").display()
-        ))
+    let mut other = dnsmasq(&net.server, lab.path(), "dnsmasq.pid")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -77,26 +75,7 @@ fn a_dhcp_server_already_on_the_interface_is_refused() {
     // With dnsmasq gone, kiln owns the port; a DHCP server started after it
     // cannot bind beside it.
     let mut k = Kiln::start(&lab.config(), Some(&net.server));
-    let late = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.server,
-            "dnsmasq",
-            "--no-daemon",
-            "--port=0",
-            "--conf-file=/dev/null",
-        ])
-        .args([
-            "--interface=br0",
-            "--bind-interfaces",
-            "--dhcp-range=10.96.0.50,10.96.0.60,1h",
-        ])
-        .arg(format!("--dhcp-leasefile={}", leases.display()))
-        .arg(format!(
-            "--pid-file={}",
-            lab.path().join("dnsmasq2.pid").display()
-        ))
+    let late = dnsmasq(&net.server, lab.path(), "dnsmasq2.pid")
         .output()
         .unwrap();
     assert!(!late.status.success(), "dnsmasq bound port 67 beside kiln");

@@ -1,6 +1,7 @@
-//! DHCP corners with real clients in namespaces: the ping check before an
-//! OFFER (a squatter on an address busybox udhcpc would get), and the unicast
-//! to a client without an address (RFC 2131 4.1, broadcast bit clear).
+//! DHCP corners with real clients in namespaces (busybox `udhcpc -s <our
+//! hook>`, raw sockets): the ping check before an OFFER of an address a
+//! squatter holds, the unicast to a client without an address (RFC 2131 4.1,
+//! broadcast bit clear), INFORM, NAK and option 82.
 
 mod common;
 
@@ -36,13 +37,13 @@ fn a_squatted_address_is_found_by_ping_and_never_offered() {
     .unwrap();
     let lab = Lab::new(&yaml("  ping_check: 300ms\n"), "machines: []\n");
     let mut k = Kiln::start(&lab.config(), Some(&net.server));
-    let v = netns::udhcpc(lab.path(), &client, &[]).expect("lease");
+    let v = dhcp_client(&lab, &client, &[]).expect("lease");
     assert_eq!(v["ip"], "10.94.0.101", "the squatted address was offered");
     k.wait_for("answers on 10.94.0.100", Duration::from_secs(2));
     // Durable: after a restart the address is still held out, even when asked for.
     k.stop();
     let _k = Kiln::start(&lab.config(), Some(&net.server));
-    let v = netns::udhcpc(lab.path(), &late, &["-r", "10.94.0.100"]).expect("lease after restart");
+    let v = dhcp_client(&lab, &late, &["-r", "10.94.0.100"]).expect("lease after restart");
     assert_ne!(v["ip"], "10.94.0.100");
 }
 
@@ -55,8 +56,8 @@ fn a_client_without_the_broadcast_bit_gets_a_unicast_to_its_new_address() {
     let client = net.add_client("52:54:00:66:00:09");
     let lab = Lab::new(&yaml(""), "machines: []\n");
     let _k = Kiln::start(&lab.config(), Some(&net.server));
-    // busybox udhcpc leaves the broadcast bit clear (without -B).
-    let v = netns::udhcpc(lab.path(), &client, &[]).expect("lease");
+    // busybox's client (`udhcpc -s <our hook>`, without -B) leaves the broadcast bit clear.
+    let v = dhcp_client(&lab, &client, &[]).expect("lease");
     let ip = v["ip"].clone();
     // kiln taught its kernel the client's MAC for the unicast.
     let neigh = netns::sh(&["ip", "-n", &net.server, "neigh", "show", &ip]).unwrap();
@@ -65,21 +66,18 @@ fn a_client_without_the_broadcast_bit_gets_a_unicast_to_its_new_address() {
         "no neighbour entry for {ip}: {neigh:?}"
     );
     // With -B the reply is broadcast, and the lease is the same.
-    let v = netns::udhcpc(lab.path(), &client, &["-B"]).expect("lease with -B");
+    let v = dhcp_client(&lab, &client, &["-B"]).expect("lease with -B");
     assert_eq!(v["ip"], ip);
 }
 
-/// Every datagram `sock` receives within `wait`, with where it came to.
-fn replies(sock: &std::net::UdpSocket, wait: Duration) -> Vec<(Vec<u8>, dhcproto::v4::Message)> {
-    sock.set_read_timeout(Some(wait)).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1500];
-    while let Ok((n, _)) = sock.recv_from(&mut buf) {
-        if let Some(m) = kiln::edge::dhcp::packet::parse_reply(&buf[..n]) {
-            out.push((buf[..n].to_vec(), m));
-        }
-    }
-    out
+/// One exchange by busybox `udhcpc -s <our hook>` in `ns` (never its default
+/// hook, which would rewrite resolv.conf): what the server bound.
+fn dhcp_client(
+    lab: &Lab,
+    ns: &str,
+    args: &[&str],
+) -> Option<std::collections::HashMap<String, String>> {
+    netns::udhcpc(lab.path(), ns, args)
 }
 
 /// INFORM, NAK and relay agent information on the wire, from real sockets
@@ -145,7 +143,7 @@ fn inform_nak_and_option_82_on_the_wire() {
     let mut inform = build_request(mac, MessageType::Inform, 0x11, vec![]);
     inform[12..16].copy_from_slice(&[10, 94, 0, 50]);
     sock.send_to(&inform, bcast).unwrap();
-    let got = replies(&sock, Duration::from_millis(800));
+    let got = netns::dhcp_replies(&sock, Duration::from_millis(800));
     let (_, ack) = got
         .iter()
         .find(|(_, m)| m.xid() == 0x11)
@@ -172,7 +170,7 @@ fn inform_nak_and_option_82_on_the_wire() {
     let mut renew = build_request(mac, MessageType::Request, 0x12, vec![]);
     renew[12..16].copy_from_slice(&[10, 94, 0, 50]);
     sock.send_to(&renew, bcast).unwrap();
-    let got = replies(&sock, Duration::from_millis(800));
+    let got = netns::dhcp_replies(&sock, Duration::from_millis(800));
     let (_, nak) = got.iter().find(|(_, m)| m.xid() == 0x12).expect("NAK");
     assert_eq!(nak.opts().msg_type(), Some(MessageType::Nak));
     drop(sock);
@@ -201,7 +199,7 @@ fn inform_nak_and_option_82_on_the_wire() {
     relay
         .send_to(&d, "10.94.0.1:67".parse::<std::net::SocketAddr>().unwrap())
         .unwrap();
-    let got = replies(&relay, Duration::from_millis(800));
+    let got = netns::dhcp_replies(&relay, Duration::from_millis(800));
     let (raw, offer) = got
         .iter()
         .find(|(_, m)| m.xid() == 0x13)
@@ -213,15 +211,6 @@ fn inform_nak_and_option_82_on_the_wire() {
         offer.yiaddr()
     );
     // Byte for byte, and the last option before END.
-    let (mut at, mut last) = (240, None);
-    while raw[at] != 255 {
-        if raw[at] == 0 {
-            at += 1;
-            continue;
-        }
-        let len = raw[at + 1] as usize;
-        last = Some((raw[at], raw[at + 2..at + 2 + len].to_vec()));
-        at += 2 + len;
-    }
+    let last = kiln::edge::dhcp::packet::options(raw).pop();
     assert_eq!(last, Some((82, rai.to_vec())));
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::netns::{self, Net};
 use common::{is_root, run_kiln, skip_unless, Kiln, Lab};
 use dhcproto::v4::{DhcpOption, MessageType};
-use kiln::edge::dhcp::packet::{build_request, parse_reply};
+use kiln::edge::dhcp::packet::build_request;
 use kiln::model::mac::Mac;
 
 const YAML: &str = "interface: br0\nserver_address: 10.97.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\nunknown_machines: boot\ndefault_profile: worker\ndhcp:\n  mode: full\n  subnet: 10.97.0.0/24\n  range: [10.97.0.100, 10.97.0.250]\n  lease_time: 1h\n";
@@ -216,17 +216,14 @@ fn exchange(
     let mut pkt = pkt;
     pkt[10] |= 0x80; // BROADCAST: this socket cannot receive a unicast yet
     let bcast: SocketAddr = "255.255.255.255:67".parse().unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
     for _ in 0..4 {
         sock.send_to(&pkt, bcast).unwrap();
-        let mut buf = [0u8; 1500];
-        while let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if let Some(m) = parse_reply(&buf[..n]) {
-                if m.opts().msg_type() == Some(want) {
-                    return Some(m);
-                }
-            }
+        let got = netns::dhcp_replies(sock, Duration::from_millis(700));
+        if let Some((_, m)) = got
+            .into_iter()
+            .find(|(_, m)| m.opts().msg_type() == Some(want))
+        {
+            return Some(m);
         }
     }
     None

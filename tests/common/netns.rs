@@ -247,3 +247,20 @@ pub fn udhcpc(
             .collect(),
     )
 }
+
+/// Every DHCP reply `sock` receives until `wait` passes without one: the
+/// raw bytes (option order matters) and the parsed message.
+pub fn dhcp_replies(
+    sock: &std::net::UdpSocket,
+    wait: std::time::Duration,
+) -> Vec<(Vec<u8>, dhcproto::v4::Message)> {
+    sock.set_read_timeout(Some(wait)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        if let Some(m) = kiln::edge::dhcp::packet::parse_reply(&buf[..n]) {
+            out.push((buf[..n].to_vec(), m));
+        }
+    }
+    out
+}

@@ -524,16 +524,7 @@ fn relay_agent_information_is_echoed_unchanged_and_last() {
     let r = decode(&bytes).unwrap();
     let (offer, _) = reply(run(&c, &r, Port::Dhcp, &mut Pool::default()));
     let out = encode(&r, &offer);
-    // Walk the reply's options: 82 is the last before END, byte for byte.
-    let (mut at, mut last) = (240, None);
-    while out[at] != 255 {
-        if out[at] == 0 {
-            at += 1;
-            continue;
-        }
-        let len = out[at + 1] as usize;
-        last = Some((out[at], out[at + 2..at + 2 + len].to_vec()));
-        at += 2 + len;
-    }
+    // 82 is the last option before END, byte for byte.
+    let last = crate::edge::dhcp::packet::options(&out).pop();
     assert_eq!(last, Some((82, rai.to_vec())));
 }

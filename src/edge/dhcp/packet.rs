@@ -120,45 +120,59 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
         .map_err(|_| DecodeError::Malformed("decoder panicked".into()))?
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let mut req = from_message(&msg)?;
-    req.relay_info = raw_option(&buf[MIN_LEN..], 82);
+    req.relay_info = raw_option(buf, 82);
     Ok(req)
 }
 
-/// The bytes of option `code` (fragments joined, RFC 3396), as sent.
-fn raw_option(mut b: &[u8], code: u8) -> Option<Vec<u8>> {
-    let mut out: Option<Vec<u8>> = None;
-    while let Some((&c, rest)) = b.split_first() {
-        match c {
-            0 => b = rest,
-            255 => break,
-            _ => {
-                let (&len, rest) = rest.split_first()?;
-                let body = rest.get(..len as usize)?;
-                if c == code {
-                    out.get_or_insert_with(Vec::new).extend_from_slice(body);
-                }
-                b = &rest[len as usize..];
+/// A message's options after the magic cookie, in wire order: (code, body,
+/// offset of the code byte). Stops at END, or where an option would run
+/// past the end of the buffer.
+fn walk(buf: &[u8]) -> impl Iterator<Item = (u8, &[u8], usize)> + '_ {
+    let mut at = MIN_LEN;
+    std::iter::from_fn(move || loop {
+        match *buf.get(at)? {
+            0 => at += 1,
+            255 => return None,
+            code => {
+                let len = usize::from(*buf.get(at + 1)?);
+                let body = buf.get(at + 2..at + 2 + len)?;
+                let here = at;
+                at += 2 + len;
+                return Some((code, body, here));
             }
         }
-    }
-    out
+    })
+}
+
+/// A message's options in wire order, (code, body) (tests and tools: the
+/// order matters for option 82, which goes last).
+pub fn options(buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    walk(buf).map(|(c, b, _)| (c, b.to_vec())).collect()
+}
+
+/// The bytes of option `code` (fragments joined, RFC 3396), as sent.
+fn raw_option(buf: &[u8], code: u8) -> Option<Vec<u8>> {
+    walk(buf)
+        .filter(|(c, _, _)| *c == code)
+        .fold(None, |acc: Option<Vec<u8>>, (_, body, _)| {
+            let mut v = acc.unwrap_or_default();
+            v.extend_from_slice(body);
+            Some(v)
+        })
 }
 
 /// Put option `code` with `body` last, just before END (RFC 3046 2.2: the
 /// relay agent information option goes last), in 255-byte fragments.
 fn append_last(buf: &mut Vec<u8>, code: u8, body: &[u8]) {
-    let mut at = MIN_LEN;
-    while at < buf.len() {
-        match buf[at] {
-            0 => at += 1,
-            255 => break,
-            _ => match buf.get(at + 1) {
-                Some(&len) => at += 2 + len as usize,
-                None => return,
-            },
-        }
-    }
-    if at > buf.len() {
+    let at = walk(buf)
+        .last()
+        .map(|(_, b, here)| here + 2 + b.len())
+        .unwrap_or(MIN_LEN);
+    // Only pads, then END (or nothing), may follow: never insert into an
+    // option the walk could not read.
+    let rest = buf.get(at..).unwrap_or_default();
+    let after_pads = rest.iter().position(|b| *b != 0);
+    if after_pads.is_some_and(|i| rest[i] != 255) {
         return;
     }
     let mut opt = Vec::with_capacity(body.len() + 4);
