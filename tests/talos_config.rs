@@ -29,7 +29,7 @@ fn base_configs_equal_talos_golden_outputs() {
         return;
     };
     let bundle = Bundle::load(&dir.join("stability/secrets.yaml")).unwrap();
-    for c in ["v1.10", "v1.13"] {
+    for c in ["v1.10", "v1.12", "v1.13", "v1.14"] {
         for (role, file) in [
             (Role::Controlplane, "base-controlplane.yaml"),
             (Role::Worker, "base-worker.yaml"),
@@ -41,9 +41,20 @@ fn base_configs_equal_talos_golden_outputs() {
         }
     }
     // Contracts v1.8, v1.9 and v1.11 write what v1.10 writes (Talos's test data says so).
-    for c in ["v1.8", "v1.9", "v1.11"] {
-        let got = generate(&base_options(c), &bundle, Role::Controlplane).unwrap();
-        assert_eq!(got, golden(&dir, "v1.10", "base-controlplane.yaml"), "{c}");
+    // v1.15 adds no gate over v1.14 in the Talos snapshot read.
+    for (c, same) in [
+        ("v1.8", "v1.10"),
+        ("v1.9", "v1.10"),
+        ("v1.11", "v1.10"),
+        ("v1.15", "v1.14"),
+    ] {
+        for (role, file) in [
+            (Role::Controlplane, "base-controlplane.yaml"),
+            (Role::Worker, "base-worker.yaml"),
+        ] {
+            let got = generate(&base_options(c), &bundle, role).unwrap();
+            assert_eq!(got, golden(&dir, same, file), "{c} {file}");
+        }
     }
 }
 
@@ -53,9 +64,23 @@ fn override_configs_equal_talos_golden_outputs() {
         return;
     };
     let bundle = Bundle::load(&dir.join("stability/secrets.yaml")).unwrap();
-    let patch_text = std::fs::read_to_string(dir.join("stability/patch-pre14.yaml")).unwrap();
-    let p = kiln::model::patch::parse(&patch_text, "patch-pre14.yaml").unwrap();
-    for c in ["v1.10", "v1.13"] {
+    for (c, same) in [
+        ("v1.8", "v1.10"),
+        ("v1.10", "v1.10"),
+        ("v1.11", "v1.10"),
+        ("v1.12", "v1.12"),
+        ("v1.13", "v1.13"),
+        ("v1.14", "v1.14"),
+        ("v1.15", "v1.14"),
+    ] {
+        // Talos's test uses patch.yaml from v1.14 and patch-pre14.yaml before.
+        let name = if Contract::parse(c).unwrap().minor >= 14 {
+            "patch.yaml"
+        } else {
+            "patch-pre14.yaml"
+        };
+        let patch_text = std::fs::read_to_string(dir.join("stability").join(name)).unwrap();
+        let p = kiln::model::patch::parse(&patch_text, name).unwrap();
         let mut o = base_options(c);
         o.additional_sans = vec!["foo".into(), "bar".into()];
         o.allow_scheduling_on_control_planes = true;
@@ -74,8 +99,8 @@ fn override_configs_equal_talos_golden_outputs() {
             (Role::Worker, "overrides-worker.yaml"),
         ] {
             let mut got = generate(&o, &bundle, role).unwrap();
-            patch::apply(&mut got, &p, "patch-pre14.yaml").unwrap();
-            assert_eq!(got, golden(&dir, c, file), "{c} {file}");
+            patch::apply(&mut got, &p, name).unwrap();
+            assert_eq!(got, golden(&dir, same, file), "{c} {file}");
         }
     }
 }

@@ -34,7 +34,7 @@ pub(crate) fn check_configs(cfg: &Config, inv: &Inventory) -> crate::model::prob
         let b = if c.secrets.exists() {
             crate::talos::secrets::Bundle::load(&c.secrets).map_err(|e| e.to_string())
         } else {
-            crate::talos::secrets::Bundle::generate(crate::model::contract::NEWEST)
+            crate::talos::secrets::Bundle::generate(crate::model::contract::DEFAULT.minor)
                 .map_err(|e| e.to_string())
         };
         match b {
@@ -86,12 +86,16 @@ pub(crate) fn schematic_path(cfg: &Config, p: &crate::model::inventory::Profile)
 pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
     let mut w = Vec::new();
     for p in inv.profiles.values() {
-        if let Some(note) = crate::model::contract::Contract::release_note(&p.talos_version) {
-            w.push(format!("profile {}: {note}", p.name));
-        }
-        if p.stable_interface_names
-            && crate::brain::ipxe::parse_minor(&p.talos_version).is_some_and(|m| m >= 10)
-        {
+        let minor = crate::brain::ipxe::parse_minor(&p.talos_version);
+        if p.stable_interface_names && minor.is_some_and(|m| m >= 14) {
+            w.push(format!(
+                "profile {}: stable_interface_names cannot be an install kernel argument on Talos {} (UnattendedInstallConfig has no kernel arguments): it reaches the installed system only through the installer schematic {} (customization.extraKernelArgs [net.ifnames=0]); set clusters.<name>.install_image to factory.talos.dev/metal-installer/<schematic id>:{}",
+                p.name,
+                p.talos_version,
+                schematic_path(cfg, p).display(),
+                p.talos_version
+            ));
+        } else if p.stable_interface_names && minor.is_some_and(|m| m >= 10) {
             let image = p
                 .cluster
                 .as_ref()

@@ -90,7 +90,7 @@ pub fn load_or_create_secrets(
                 .as_deref()
                 .and_then(|v| Contract::for_release(v).ok())
                 .map(|c| c.minor)
-                .unwrap_or(crate::model::contract::NEWEST);
+                .unwrap_or(crate::model::contract::DEFAULT.minor);
             let b = Bundle::generate(minor)?;
             b.save(&c.secrets, false)?;
             tracing::info!(cluster = %name, path = %c.secrets.display(), "generated cluster secrets (0600)");

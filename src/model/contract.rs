@@ -1,13 +1,10 @@
 //! Talos config version contracts: what `talosctl gen config --talos-version vX.Y`
 //! writes, feature by feature (pkg/machinery/config/contract.go). kiln generates
-//! for contracts v1.8 through v1.13.
-//!
-//! Talos releases newer than the newest contract kiln generates (v1.14, v1.15)
-//! boot with a v1.13-contract config: a Talos release accepts the configs of
-//! every older contract (that is what a cluster upgraded from v1.13 runs), and
-//! kiln does not guess at the multi-document format of v1.14+ without Talos's
-//! golden outputs to check it against. [`Contract::for_release`] does that
-//! mapping; `kiln check` and the daemon say so in a warning.
+//! every contract from v1.8 through v1.15, and a machine booting Talos vX.Y gets
+//! the vX.Y contract. From v1.14 the config is multi-document: the Kubernetes,
+//! install, resolver, sysctl and discovery settings leave the v1alpha1 document
+//! for documents of their own (../shared/talos/V1_14.md has the gates). v1.15
+//! adds no gate over v1.14.
 
 use std::fmt;
 
@@ -17,9 +14,9 @@ pub struct Contract {
 }
 
 pub const OLDEST: u32 = 8;
-pub const NEWEST: u32 = 13;
-/// Newest Talos release minor kiln provisions (with the [`NEWEST`] contract).
-pub const NEWEST_RELEASE: u32 = 15;
+pub const NEWEST: u32 = 15;
+/// The contract new clusters get when none is named: the current release line.
+pub const DEFAULT: Contract = Contract { minor: 14 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ContractError {
@@ -27,9 +24,7 @@ pub enum ContractError {
     Parse(String),
     #[error("Talos {0} config contract is not supported: kiln generates v1.{OLDEST} through v1.{NEWEST}")]
     Unsupported(String),
-    #[error(
-        "Talos {0} is not supported: kiln provisions Talos v1.{OLDEST} through v1.{NEWEST_RELEASE}"
-    )]
+    #[error("Talos {0} is not supported: kiln provisions Talos v1.{OLDEST} through v1.{NEWEST}")]
     UnsupportedRelease(String),
 }
 
@@ -44,28 +39,15 @@ impl Contract {
     }
 
     /// The contract kiln generates for machines booting Talos release `v`:
-    /// the release's own contract up to v1.13, v1.13 for v1.14 and v1.15.
+    /// the release's own.
     pub fn for_release(v: &str) -> Result<Contract, ContractError> {
         let (major, minor) = major_minor(v)?;
-        if major != 1 || !(OLDEST..=NEWEST_RELEASE).contains(&minor) {
+        if major != 1 || !(OLDEST..=NEWEST).contains(&minor) {
             return Err(ContractError::UnsupportedRelease(format!(
                 "v{major}.{minor}"
             )));
         }
-        Ok(Contract {
-            minor: minor.min(NEWEST),
-        })
-    }
-
-    /// A warning when release `v` boots with an older contract than its own.
-    pub fn release_note(v: &str) -> Option<String> {
-        let (_, minor) = major_minor(v).ok()?;
-        (minor > NEWEST && minor <= NEWEST_RELEASE).then(|| {
-            format!(
-                "Talos {v} gets a v1.{NEWEST}-contract config (the single v1alpha1 document Talos v1.{minor} still accepts), not the v1.{minor} multi-document format talosctl gen config --talos-version v1.{minor} writes; the Kubernetes version defaults to {} unless kubernetes_version is set",
-                Contract { minor: NEWEST }.default_kubernetes()
-            )
-        })
+        Ok(Contract { minor })
     }
 
     fn gt(&self, minor: u32) -> bool {
@@ -85,9 +67,42 @@ impl Contract {
     pub fn cluster_name_for_workers(&self) -> bool {
         self.gt(7)
     }
-    /// HostnameConfig/registry documents, no `machine.network: {}`.
+    /// HostnameConfig/registry documents (v1.12+).
     pub fn multidoc_network_config(&self) -> bool {
         self.gt(11)
+    }
+    /// KubeSpanConfig document, and no `machine.network: {}` (v1.13+).
+    pub fn kubespan_multidoc(&self) -> bool {
+        self.gt(12)
+    }
+    /// The Kubernetes documents (KubeletConfig, KubeNodeConfig, ... ); one gate
+    /// for all of them in Talos (v1.14+).
+    pub fn multidoc_kubernetes(&self) -> bool {
+        self.gt(13)
+    }
+    /// UnattendedInstallConfig instead of `machine.install` (v1.14+).
+    pub fn unattended_install(&self) -> bool {
+        self.gt(13)
+    }
+    /// ResolverConfig instead of `machine.features.hostDNS` (v1.14+).
+    pub fn host_dns_multidoc(&self) -> bool {
+        self.gt(13)
+    }
+    /// DiscoveryServiceConfig and DiscoveryIdentityConfig (v1.14+).
+    pub fn discovery_multidoc(&self) -> bool {
+        self.gt(13)
+    }
+    /// SysctlConfig instead of `machine.sysctls` (v1.14+).
+    pub fn multidoc_sysctl(&self) -> bool {
+        self.gt(13)
+    }
+    /// EPHEMERAL VolumeConfig with a secure mount, FilesystemTrimConfig (v1.14+).
+    pub fn filesystem_trim(&self) -> bool {
+        self.gt(13)
+    }
+    /// SecurityProfileConfig with workloadIsolation (v1.14+).
+    pub fn workload_isolation(&self) -> bool {
+        self.gt(13)
     }
     /// rbac, stableHostname and apidCheckExtKeyUsage no longer written.
     pub fn hide_deprecated_machine_features(&self) -> bool {
@@ -109,11 +124,15 @@ impl Contract {
             10 => "1.33.6",
             11 => "1.34.1",
             12 => "1.35.4",
-            _ => "1.36.3",
+            13 => "1.36.3",
+            // constants.DefaultKubernetesVersion on release-1.14 (v1.14.0-rc.1)
+            // and on main (the v1.15 line).
+            14 => "1.37.0-rc.0",
+            _ => "1.37.0-rc.1",
         }
     }
 
-    /// Newest patch release of this minor kiln knows (installer image tag).
+    /// Newest release of this minor kiln knows (installer image tag).
     pub fn default_release(&self) -> &'static str {
         match self.minor {
             8 => "v1.8.4",
@@ -121,7 +140,9 @@ impl Contract {
             10 => "v1.10.9",
             11 => "v1.11.6",
             12 => "v1.12.11",
-            _ => "v1.13.9",
+            13 => "v1.13.9",
+            // No v1.15 release exists yet: its installer tag is the newest release.
+            _ => "v1.14.0-rc.1",
         }
     }
 }
@@ -156,8 +177,9 @@ mod tests {
             Contract::parse("v1.7"),
             Err(ContractError::Unsupported(_))
         ));
+        assert_eq!(Contract::parse("v1.15.0").unwrap().minor, 15);
         assert!(matches!(
-            Contract::parse("v1.14.0"),
+            Contract::parse("v1.16.0"),
             Err(ContractError::Unsupported(_))
         ));
         assert!(matches!(
@@ -167,13 +189,10 @@ mod tests {
     }
 
     #[test]
-    fn newer_releases_boot_with_the_newest_contract() {
+    fn every_release_gets_its_own_contract() {
         assert_eq!(Contract::for_release("v1.12.3").unwrap().minor, 12);
-        assert_eq!(Contract::for_release("v1.14.2").unwrap().minor, NEWEST);
-        assert_eq!(
-            Contract::for_release("v1.15.0-alpha.1").unwrap().minor,
-            NEWEST
-        );
+        assert_eq!(Contract::for_release("v1.14.2").unwrap().minor, 14);
+        assert_eq!(Contract::for_release("v1.15.0-alpha.1").unwrap().minor, 15);
         assert!(matches!(
             Contract::for_release("v1.16.0"),
             Err(ContractError::UnsupportedRelease(_))
@@ -182,8 +201,10 @@ mod tests {
             Contract::for_release("v1.7.9"),
             Err(ContractError::UnsupportedRelease(_))
         ));
-        assert!(Contract::release_note("v1.13.9").is_none());
-        let note = Contract::release_note("v1.14.2").unwrap();
-        assert!(note.contains("v1.13-contract"), "{note}");
+        let c14 = Contract::parse("v1.14").unwrap();
+        assert!(c14.multidoc_kubernetes() && c14.kubespan_multidoc());
+        let c13 = Contract::parse("v1.13").unwrap();
+        assert!(!c13.multidoc_kubernetes() && c13.kubespan_multidoc());
+        assert!(!Contract::parse("v1.12").unwrap().kubespan_multidoc());
     }
 }

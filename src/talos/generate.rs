@@ -1,7 +1,8 @@
 //! `talosctl gen config` in Rust: the machine config documents for one role and
 //! version contract, from a secrets bundle and options. Documents are JSON values
 //! with keys in Talos's struct order; golden outputs from Talos's own test data
-//! are the oracle (tests/talos_config.rs).
+//! are the oracle (tests/talos_config.rs). This file writes the v1alpha1
+//! document; `multidoc` writes the documents beside it.
 
 use serde_json::{json, Map, Value};
 
@@ -62,9 +63,11 @@ pub enum GenError {
     ClusterName(String),
     #[error("secrets bundle has no {0}")]
     Secrets(&'static str),
+    #[error("secrets bundle: {0} is not base64-encoded PEM")]
+    Pem(&'static str),
 }
 
-fn ck(c: &Option<CertAndKey>, what: &'static str) -> Result<CertAndKey, GenError> {
+pub(super) fn ck(c: &Option<CertAndKey>, what: &'static str) -> Result<CertAndKey, GenError> {
     c.clone().ok_or(GenError::Secrets(what))
 }
 
@@ -72,7 +75,7 @@ fn pair(c: &CertAndKey) -> Value {
     json!({ "crt": c.crt, "key": c.key })
 }
 
-fn pod_security() -> Value {
+pub(super) fn pod_security() -> Value {
     json!({
         "name": "PodSecurity",
         "configuration": {
@@ -88,7 +91,7 @@ fn pod_security() -> Value {
     })
 }
 
-fn obj(v: Value) -> Map<String, Value> {
+pub(super) fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -116,7 +119,7 @@ pub fn generate(o: &Options, b: &Bundle, role: Role) -> Result<Vec<Value>, GenEr
         "machine": machine(o, b, cp)?,
         "cluster": cluster(o, b, cp, &host)?,
     })];
-    docs.extend(extra_documents(o));
+    docs.extend(super::multidoc::documents(o, b, cp, &host)?);
     Ok(docs)
 }
 
@@ -140,33 +143,23 @@ fn machine(o: &Options, b: &Bundle, cp: bool) -> Result<Map<String, Value>, GenE
         },
     );
     m.insert("certSANs".into(), json!(o.additional_sans));
-    m.insert(
-        "kubelet".into(),
-        json!({
-            "image": format!("ghcr.io/siderolabs/kubelet:v{kv}"),
-            "defaultRuntimeSeccompProfileEnabled": true,
-            "disableManifestsDirectory": true
-        }),
-    );
-    if !c.multidoc_network_config() {
+    if !c.multidoc_kubernetes() {
+        m.insert(
+            "kubelet".into(),
+            json!({
+                "image": format!("ghcr.io/siderolabs/kubelet:v{kv}"),
+                "defaultRuntimeSeccompProfileEnabled": true,
+                "disableManifestsDirectory": true
+            }),
+        );
+    }
+    if !c.kubespan_multidoc() {
         m.insert("network".into(), json!({}));
     }
-    let mut install = Map::new();
-    if let Some(d) = &o.install_disk {
-        install.insert("disk".into(), json!(d));
+    if !c.unattended_install() {
+        m.insert("install".into(), Value::Object(install(o)));
     }
-    if !o.install_extra_kernel_args.is_empty() {
-        install.insert("extraKernelArgs".into(), json!(o.install_extra_kernel_args));
-    }
-    if let Some(i) = &o.install_image {
-        install.insert("image".into(), json!(i));
-    }
-    install.insert("wipe".into(), json!(false));
-    if c.grub_use_uki_cmdline() {
-        install.insert("grubUseUKICmdline".into(), json!(true));
-    }
-    m.insert("install".into(), Value::Object(install));
-    if !o.sysctls.is_empty() {
+    if !o.sysctls.is_empty() && !c.multidoc_sysctl() {
         let s: Map<String, Value> = o
             .sysctls
             .iter()
@@ -183,13 +176,32 @@ fn machine(o: &Options, b: &Bundle, cp: bool) -> Result<Map<String, Value>, GenE
         m.insert("registries".into(), json!({ "mirrors": mirrors }));
     }
     m.insert("features".into(), Value::Object(features(c)));
-    if cp && c.add_exclude_from_external_lb() {
+    if cp && c.add_exclude_from_external_lb() && !c.multidoc_kubernetes() {
         m.insert(
             "nodeLabels".into(),
             json!({ "node.kubernetes.io/exclude-from-external-load-balancers": "" }),
         );
     }
     Ok(m)
+}
+
+/// `machine.install` (contracts before v1.14).
+fn install(o: &Options) -> Map<String, Value> {
+    let mut install = Map::new();
+    if let Some(d) = &o.install_disk {
+        install.insert("disk".into(), json!(d));
+    }
+    if !o.install_extra_kernel_args.is_empty() {
+        install.insert("extraKernelArgs".into(), json!(o.install_extra_kernel_args));
+    }
+    if let Some(i) = &o.install_image {
+        install.insert("image".into(), json!(i));
+    }
+    install.insert("wipe".into(), json!(false));
+    if o.contract.grub_use_uki_cmdline() {
+        install.insert("grubUseUKICmdline".into(), json!(true));
+    }
+    install
 }
 
 fn features(c: Contract) -> Map<String, Value> {
@@ -200,12 +212,16 @@ fn features(c: Contract) -> Map<String, Value> {
         features.insert("apidCheckExtKeyUsage".into(), json!(true));
     }
     features.insert("diskQuotaSupport".into(), json!(true));
-    features.insert("kubePrism".into(), json!({ "enabled": true, "port": 7445 }));
-    let mut hostdns = obj(json!({ "enabled": true }));
-    if c.host_dns_forward_kube_dns() {
-        hostdns.insert("forwardKubeDNSToHost".into(), json!(true));
+    if !c.multidoc_kubernetes() {
+        features.insert("kubePrism".into(), json!({ "enabled": true, "port": 7445 }));
     }
-    features.insert("hostDNS".into(), Value::Object(hostdns));
+    if !c.host_dns_multidoc() {
+        let mut hostdns = obj(json!({ "enabled": true }));
+        if c.host_dns_forward_kube_dns() {
+            hostdns.insert("forwardKubeDNSToHost".into(), json!(true));
+        }
+        features.insert("hostDNS".into(), Value::Object(hostdns));
+    }
     features
 }
 
@@ -214,6 +230,15 @@ fn cluster(o: &Options, b: &Bundle, cp: bool, host: &str) -> Result<Map<String, 
     let c = o.contract;
     let k8s = ck(&b.certs.k8s, "certs.k8s")?;
     let mut cl = Map::new();
+    if c.multidoc_kubernetes() {
+        // v1.14+: everything else moved to documents of its own.
+        cl.insert("token".into(), json!(b.secrets.bootstraptoken));
+        if cp {
+            let etcd = ck(&b.certs.etcd, "certs.etcd")?;
+            cl.insert("etcd".into(), json!({ "ca": pair(&etcd) }));
+        }
+        return Ok(cl);
+    }
     cl.insert("id".into(), json!(b.cluster.id));
     cl.insert("secret".into(), json!(b.cluster.secret));
     let mut cpl = obj(json!({ "endpoint": o.endpoint }));
@@ -310,15 +335,7 @@ fn api_server(o: &Options, host: &str) -> Map<String, Value> {
     let c = o.contract;
     let kv = &o.kubernetes_version;
     let mut api = obj(json!({ "image": format!("registry.k8s.io/kube-apiserver:v{kv}") }));
-    let mut sans: Vec<String> = Vec::new();
-    if c.populate_endpoint_sans() {
-        sans.push(host.to_string());
-    }
-    for s in &o.additional_sans {
-        if !sans.contains(s) {
-            sans.push(s.clone());
-        }
-    }
+    let sans = api_server_sans(o, host);
     if !sans.is_empty() {
         api.insert("certSANs".into(), json!(sans));
     }
@@ -330,18 +347,17 @@ fn api_server(o: &Options, host: &str) -> Map<String, Value> {
     api
 }
 
-/// Documents beside v1alpha1 (multi-document contracts): registry mirrors and
-/// the hostname config.
-fn extra_documents(o: &Options) -> Vec<Value> {
-    let mut docs = Vec::new();
-    if o.contract.multidoc_network_config() {
-        let mut mirrors: Vec<&(String, Vec<String>)> = o.registry_mirrors.iter().collect();
-        mirrors.sort_by(|a, b| a.0.cmp(&b.0));
-        for (h, eps) in mirrors {
-            let eps: Vec<Value> = eps.iter().map(|u| json!({ "url": u })).collect();
-            docs.push(json!({ "apiVersion": "v1alpha1", "kind": "RegistryMirrorConfig", "name": h, "endpoints": eps }));
-        }
-        docs.push(json!({ "apiVersion": "v1alpha1", "kind": "HostnameConfig", "auto": "stable" }));
+/// The API server's extra certificate SANs (`GetAPIServerSANs`): the endpoint's
+/// host up to v1.11, then the additional SANs, without duplicates.
+pub(super) fn api_server_sans(o: &Options, host: &str) -> Vec<String> {
+    let mut sans: Vec<String> = Vec::new();
+    if o.contract.populate_endpoint_sans() {
+        sans.push(host.to_string());
     }
-    docs
+    for s in &o.additional_sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    sans
 }

@@ -6,6 +6,7 @@ pub(crate) mod clientconfig;
 pub(crate) mod gen;
 pub mod generate;
 pub mod kubeconfig;
+pub mod multidoc;
 pub mod patch;
 pub mod proto;
 pub mod secrets;
