@@ -72,6 +72,9 @@ fn seed_workflow_renders_one_eth0_with_dhcp_and_vip() {
         "@patches/vip.yaml",
         "--output",
         "rendered/",
+        // The legacy form these patches were written for.
+        "--talos-version",
+        "v1.13",
     ];
     let (ok, out) = kiln(d.path(), &args);
     assert!(ok, "{out}");
@@ -188,6 +191,8 @@ fn json_patches_fail_on_multidoc_contracts_like_talosctl() {
             "@bad.yaml",
             "-o",
             "bad",
+            "--talos-version",
+            "v1.13",
         ],
     );
     assert!(
@@ -208,10 +213,11 @@ fn json_patches_fail_on_multidoc_contracts_like_talosctl() {
         ],
     );
     assert!(
-        !ok && out.contains("kiln generates v1.8 through v1.13"),
+        !ok && out.contains("kiln generates v1.8 through v1.15"),
         "{out}"
     );
-    // v1.14's own contract is refused with the way out: Talos v1.14 accepts v1.13's.
+    // v1.14 has its own contract, with talosctl's defaults: the disk in an
+    // UnattendedInstallConfig and the factory's metal-installer.
     let (ok, out) = kiln(
         d.path(),
         &[
@@ -225,13 +231,178 @@ fn json_patches_fail_on_multidoc_contracts_like_talosctl() {
             "new",
         ],
     );
+    assert!(ok, "{out}");
+    let cp = from_yaml(&std::fs::read_to_string(d.path().join("new/controlplane.yaml")).unwrap())
+        .unwrap();
+    assert!(cp[0]["machine"].get("install").is_none());
+    let ui = cp
+        .iter()
+        .find(|d| d["kind"] == "UnattendedInstallConfig")
+        .unwrap();
+    assert_eq!(
+        ui["provisioning"]["diskSelector"]["match"],
+        "disk.dev_path == \"/dev/sda\""
+    );
+    assert_eq!(
+        ui["installer"]["image"],
+        "factory.talos.dev/metal-installer/376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba:v1.14.1"
+    );
+}
+
+/// The seed's command line, its seven patches untouched.
+fn seed_args<'a>(patch_dir: &str, out: &'a str, files: &[&'a str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "gen",
+        "config",
+        "intrend-cluster",
+        "https://192.168.50.200:6443",
+        "--with-secrets",
+        "secrets.yaml",
+    ]
+    .map(String::from)
+    .to_vec();
+    for f in files {
+        let flag = if *f == "vip.yaml" {
+            "--config-patch-control-plane"
+        } else {
+            "--config-patch"
+        };
+        a.push(flag.into());
+        a.push(format!("@{patch_dir}/{f}"));
+    }
+    a.extend([
+        "--output".to_string(),
+        out.to_string(),
+        "--talos-version".into(),
+        "v1.14".into(),
+    ]);
+    a
+}
+
+#[test]
+fn seed_patches_on_v1_14_are_refused_with_talos_messages_until_migrated() {
+    let d = seed_dir();
+    assert!(kiln(d.path(), &["gen", "secrets"]).0);
+    let files: Vec<&str> = SEED_PATCHES.iter().map(|(f, _)| *f).collect();
+    let args = seed_args("patches", "rendered", &files);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = kiln(d.path(), &args);
+    assert!(!ok, "{out}");
+    assert!(!d.path().join("rendered").exists(), "nothing written");
+    // Talos's messages in its order (document order), each naming its patch.
+    let cp = out.split("worker.yaml:").next().unwrap();
+    let worker = out.split("worker.yaml:").nth(1).unwrap();
+    let want = [
+        "@patches/install-disk.yaml: machine.install: UnattendedInstallConfig config is incompatible with v1alpha1 config (.machine.install)",
+        "@patches/allow-controlplane-workloads.yaml: cluster.allowSchedulingOnControlPlanes: .cluster.allowSchedulingOnControlPlanes is already set in v1alpha1 config",
+        "@patches/kubelet-certificates.yaml: machine.kubelet: kubelet config is already set in v1alpha1 config (.machine.kubelet)",
+        "@patches/cni.yaml: cluster.network: cluster network config is already set in the v1alpha1 config (.machine.cluster.network). Please remove it and use only the new KubeNetworkConfig document to avoid conflicts",
+        "@patches/cni.yaml: cluster.network: cluster network config in v1alpha1 config (.machine.cluster.network) can't be used with KubeFlannelCNIConfig document, please remove it to avoid conflicts",
+    ];
+    let lines = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("* ")
+                    .map(|l| l.replace("patches/", "@patches/").replace("@@", "@"))
+            })
+            .collect()
+    };
     assert!(
-        !ok && out.contains(
-            "Talos v1.14.1 accepts the v1.13 contract's config: use --talos-version v1.13"
-        ),
+        cp.contains("controlplane.yaml: a Talos node would refuse this config (5 errors)"),
         "{out}"
     );
-    assert!(!d.path().join("new").exists());
+    assert_eq!(lines(cp), want.map(String::from), "{out}");
+    assert_eq!(
+        lines(worker),
+        want[..4].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "{out}"
+    );
+    assert!(out.contains("kiln patch migrate"), "{out}");
+
+    // Migrated, the same command line renders; interface-names has nothing left.
+    std::fs::create_dir(d.path().join("v14")).unwrap();
+    for f in &files {
+        let (ok, text) = kiln(
+            d.path(),
+            &[
+                "patch",
+                "migrate",
+                &format!("patches/{f}"),
+                "--talos-version",
+                "v1.14",
+            ],
+        );
+        assert!(ok, "{text}");
+        std::fs::write(d.path().join("v14").join(f), text).unwrap();
+    }
+    let kept: Vec<&str> = files
+        .iter()
+        .copied()
+        .filter(|f| *f != "interface-names.yaml")
+        .collect();
+    let migrated = std::fs::read_to_string(d.path().join("v14/interface-names.yaml")).unwrap();
+    assert!(
+        migrated.contains("extraKernelArgs") && migrated.contains("nothing is left"),
+        "{migrated}"
+    );
+    let args = seed_args("v14", "rendered", &kept);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = kiln(d.path(), &args);
+    assert!(ok, "{out}");
+    let r = d.path().join("rendered");
+    let cp = from_yaml(&std::fs::read_to_string(r.join("controlplane.yaml")).unwrap()).unwrap();
+    let w = from_yaml(&std::fs::read_to_string(r.join("worker.yaml")).unwrap()).unwrap();
+    for docs in [&cp, &w] {
+        assert!(kiln::talos::conflicts::check(docs).is_empty());
+    }
+    // What each seed patch meant, in the v1.14 documents.
+    let kind = |docs: &[serde_json::Value], k: &str| {
+        docs.iter()
+            .filter(|d| d["kind"] == k)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        kind(&cp, "KubeNodeConfig")[0].get("taints").is_none(),
+        "control planes schedule workloads"
+    );
+    assert!(
+        kind(&cp, "KubeFlannelCNIConfig").is_empty(),
+        "custom CNI: no flannel"
+    );
+    let urls: Vec<String> = kind(&cp, "KubeExternalManifestConfig")
+        .iter()
+        .map(|d| d["url"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        urls.iter()
+            .any(|u| u == "https://docs.projectcalico.org/archive/v3.20/manifests/canal.yaml"),
+        "{urls:?}"
+    );
+    assert!(
+        urls.iter()
+            .any(|u| u.contains("kubelet-serving-cert-approver")),
+        "{urls:?}"
+    );
+    for docs in [&cp, &w] {
+        assert_eq!(
+            kind(docs, "KubeletConfig")[0]["extraArgs"]["rotate-server-certificates"],
+            "true"
+        );
+        assert_eq!(
+            kind(docs, "UnattendedInstallConfig")[0]["provisioning"]["diskSelector"]["match"],
+            "disk.dev_path == \"/dev/sda\""
+        );
+    }
+    assert_eq!(
+        cp[0]["machine"]["network"]["interfaces"],
+        serde_json::json!([{"interface": "eth0", "dhcp": true, "vip": {"ip": "192.168.50.200"}}])
+    );
+    assert_eq!(
+        w[0]["machine"]["network"]["interfaces"],
+        serde_json::json!([{"interface": "eth0", "dhcp": true}])
+    );
 }
 
 fn write_pem(dir: &Path, name: &str, pem: &str) -> String {

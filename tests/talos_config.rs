@@ -351,3 +351,157 @@ fn extra_documents_validate_against_the_talos_schema() {
         &serde_json::json!({"apiVersion": "v1alpha1", "kind": "HostnameConfig", "hostname": "cp-1"})
     );
 }
+
+/// Every document kiln writes for a v1.14 machine (generated, settings, the
+/// hostname, the event sink) is valid for Talos's schema. The schema's one
+/// known bug (UnattendedInstallConfig's kind enum says `UnattendedInstall`,
+/// ../shared/talos/README.md) is corrected in memory.
+#[test]
+fn v1_14_documents_validate_against_the_talos_schema() {
+    let Some(dir) = common::shared::talos_dir() else {
+        return;
+    };
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.schema.json")).unwrap())
+            .unwrap();
+    let defs = schema["$defs"].as_object_mut().unwrap();
+    let ui = defs
+        .iter_mut()
+        .find(|(k, _)| k.contains("UnattendedInstallConfig"))
+        .map(|(_, v)| v)
+        .unwrap();
+    ui["properties"]["kind"]["enum"] = serde_json::json!(["UnattendedInstallConfig"]);
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let bundle = Bundle::load(&dir.join("stability/secrets.yaml")).unwrap();
+    let c = Contract::parse("v1.14").unwrap();
+    for role in [Role::Controlplane, Role::Worker] {
+        let mut o = base_options("v1.14");
+        o.install_disk = Some("/dev/sda".into());
+        o.install_image = Some(kiln::talos::generate::default_install_image(
+            c,
+            "v1.14.0-rc.1",
+        ));
+        o.registry_mirrors = vec![("docker.io".into(), vec!["https://mirror.lab".into()])];
+        o.sysctls = vec![("net.core.somaxconn".into(), "65535".into())];
+        let mut docs = generate(&o, &bundle, role).unwrap();
+        let mut own = seed_settings().patches(role, c);
+        own.push(kiln::talos::settings::hostname_patch("node-1", c));
+        own.push(serde_json::json!({"apiVersion": "v1alpha1", "kind": "EventSinkConfig", "endpoint": "10.0.0.1:4002"}));
+        patch::apply(&mut docs, &patch::Patch::Strategic(own), "settings").unwrap();
+        let extra: Vec<&serde_json::Value> =
+            docs.iter().filter(|d| d.get("kind").is_some()).collect();
+        assert!(extra.len() >= 15, "{role:?}: {}", extra.len());
+        for d in extra {
+            let errors: Vec<String> = validator.iter_errors(d).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{role:?} {}: {errors:?}", d["kind"]);
+        }
+    }
+}
+
+#[test]
+fn generated_and_golden_configs_pass_talos_conflict_rules() {
+    let Some(dir) = common::shared::talos_dir() else {
+        return;
+    };
+    let bundle = Bundle::load(&dir.join("stability/secrets.yaml")).unwrap();
+    for c in ["v1.10", "v1.12", "v1.13", "v1.14"] {
+        for file in [
+            "base-controlplane.yaml",
+            "base-worker.yaml",
+            "overrides-controlplane.yaml",
+            "overrides-worker.yaml",
+        ] {
+            let g = golden(&dir, c, file);
+            assert_eq!(kiln::talos::conflicts::check(&g), vec![], "{c} {file}");
+        }
+    }
+    for c in ["v1.8", "v1.12", "v1.14", "v1.15"] {
+        for role in [Role::Controlplane, Role::Worker] {
+            let docs = settings_docs(c, role, &seed_settings(), &bundle);
+            assert_eq!(kiln::talos::conflicts::check(&docs), vec![], "{c} {role:?}");
+        }
+    }
+}
+
+/// The seed's profile settings on v1.14 mean what the seed's patches meant:
+/// compared key by key against the seed patches as `kiln patch migrate` writes them.
+#[test]
+fn seed_settings_on_v1_14_mean_what_the_seed_patches_mean() {
+    let Some(dir) = common::shared::talos_dir() else {
+        return;
+    };
+    let bundle = Bundle::load(&dir.join("stability/secrets.yaml")).unwrap();
+    let kinds = |docs: &[serde_json::Value], k: &str| -> Vec<serde_json::Value> {
+        docs.iter().filter(|d| d["kind"] == k).cloned().collect()
+    };
+    for role in [Role::Controlplane, Role::Worker] {
+        let cp = role == Role::Controlplane;
+        let got = settings_docs("v1.14", role, &seed_settings(), &bundle);
+        let mut want = generate(&base_options("v1.14"), &bundle, role).unwrap();
+        let mut patches = vec![
+            seed::ALLOW,
+            seed::CNI,
+            seed::DISK,
+            seed::IFNAMES,
+            seed::KUBELET,
+            seed::DHCP,
+        ];
+        if cp {
+            patches.push(seed::VIP);
+        }
+        for (i, text) in patches.iter().enumerate() {
+            let kiln::model::patch::Patch::Strategic(p) =
+                kiln::model::patch::parse(text, &format!("seed-{i}")).unwrap()
+            else {
+                unreachable!()
+            };
+            let m = kiln::talos::migrate::migrate(&p).unwrap();
+            patch::apply(&mut want, &patch::Patch::Strategic(m.docs), "seed").unwrap();
+        }
+        for docs in [&got, &want] {
+            assert_eq!(kiln::talos::conflicts::check(docs), vec![], "{role:?}");
+            // allow_workloads: no control-plane taint; the label stays.
+            let node = &kinds(docs, "KubeNodeConfig")[0];
+            assert!(node.get("taints").is_none(), "{node}");
+            // cni: custom: no flannel, the CNI manifest and the approver applied.
+            assert!(kinds(docs, "KubeFlannelCNIConfig").is_empty());
+            let mut urls: Vec<String> = kinds(docs, "KubeExternalManifestConfig")
+                .iter()
+                .map(|d| d["url"].as_str().unwrap().to_string())
+                .collect();
+            urls.sort();
+            let mut expect = vec![
+                "https://docs.projectcalico.org/archive/v3.20/manifests/canal.yaml".to_string(),
+                kiln::model::settings::CERT_APPROVER.to_string(),
+            ];
+            expect.sort();
+            if cp {
+                assert_eq!(urls, expect);
+            }
+            // kubelet_serving_certs, install_disk.
+            assert_eq!(
+                kinds(docs, "KubeletConfig")[0]["extraArgs"]["rotate-server-certificates"],
+                "true"
+            );
+            assert_eq!(
+                kinds(docs, "UnattendedInstallConfig")[0]["provisioning"]["diskSelector"]["match"],
+                "disk.dev_path == \"/dev/sda\""
+            );
+            assert!(docs[0]["machine"].get("install").is_none());
+            assert!(docs[0]["machine"].get("kubelet").is_none());
+            assert!(docs[0]["cluster"].get("network").is_none());
+        }
+        // dhcp_interfaces and vip: documents for kiln, machine.network in the
+        // seed's patches: both read by Talos v1.14 without conflict.
+        assert_eq!(kinds(&got, "DHCPv4Config")[0]["name"], "eth0");
+        assert_eq!(want[0]["machine"]["network"]["interfaces"][0]["dhcp"], true);
+        assert_eq!(kinds(&got, "Layer2VIPConfig").len(), usize::from(cp));
+        if cp {
+            assert_eq!(kinds(&got, "Layer2VIPConfig")[0]["name"], "10.0.10.10");
+            assert_eq!(
+                want[0]["machine"]["network"]["interfaces"][0]["vip"]["ip"],
+                "10.0.10.10"
+            );
+        }
+    }
+}

@@ -86,6 +86,7 @@ pub(crate) fn schematic_path(cfg: &Config, p: &crate::model::inventory::Profile)
 pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
     let mut w = Vec::new();
     for p in inv.profiles.values() {
+        w.extend(migration_notes(p));
         let minor = crate::brain::ipxe::parse_minor(&p.talos_version);
         if p.stable_interface_names && minor.is_some_and(|m| m >= 14) {
             w.push(format!(
@@ -115,6 +116,34 @@ pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
             && cfg.default_profile.as_deref() == Some(p.name.as_str())
         {
             w.push(format!("default_profile {} is a control-plane profile: unknown machines get no config from it (control-plane configs carry CA keys)", p.name));
+        }
+    }
+    w
+}
+
+/// For a v1.14+ profile, each of its patches that sets v1alpha1 fields Talos
+/// moved: kiln serves it migrated, and says what moved where.
+fn migration_notes(p: &crate::model::inventory::Profile) -> Vec<String> {
+    let Ok(c) = crate::model::contract::Contract::for_release(&p.talos_version) else {
+        return Vec::new();
+    };
+    if !c.multidoc_kubernetes() {
+        return Vec::new();
+    }
+    let mut w = Vec::new();
+    for (patch, name) in &p.loaded_patches {
+        let crate::talos::patch::Patch::Strategic(docs) = patch else {
+            continue;
+        };
+        if let Ok(m) = crate::talos::migrate::migrate(docs) {
+            if !m.notes.is_empty() {
+                w.push(format!(
+                    "profile {}: {name} sets v1alpha1 fields Talos {} moved to documents of their own; kiln applies it migrated ({}); `kiln patch migrate {name} --talos-version v1.14` writes the new form",
+                    p.name,
+                    p.talos_version,
+                    m.notes.join("; ")
+                ));
+            }
         }
     }
     w

@@ -10,6 +10,7 @@ use crate::model::config::{ClusterSpec, Config};
 use crate::model::contract::Contract;
 use crate::model::inventory::{Machine, Profile};
 use crate::store::{Store, StoreError};
+use crate::talos::conflicts;
 use crate::talos::generate::{generate, Options};
 use crate::talos::patch::{self, Patch};
 use crate::talos::secrets::{Bundle, SecretsError};
@@ -128,11 +129,14 @@ pub fn options(c: &ClusterSpec, profile: &Profile) -> Result<Options, RenderErro
     }
     o.additional_sans = c.additional_sans.clone();
     o.dns_domain = c.dns_domain.clone();
-    o.install_image = Some(
-        c.install_image
-            .clone()
-            .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{}", profile.talos_version)),
-    );
+    o.install_image = Some(c.install_image.clone().unwrap_or_else(|| {
+        crate::talos::generate::default_install_image(contract, &profile.talos_version)
+    }));
+    if contract.unattended_install() {
+        // The UnattendedInstallConfig (disk and installer image) is generated
+        // where talosctl generates it: from the install disk.
+        o.install_disk = profile.install_disk.clone();
+    }
     Ok(o)
 }
 
@@ -155,20 +159,52 @@ pub fn render(
         .get(cluster_name)
         .ok_or_else(|| RenderError::NoSecrets(cluster_name.clone()))?;
     let o = options(spec, profile)?;
-    let mut docs =
+    let base =
         generate(&o, bundle, profile.role).map_err(|e| RenderError::Invalid(e.to_string()))?;
     let src = format!("profile {}", profile.name);
     let mut own = profile.settings().patches(profile.role, o.contract);
     own.push(hostname_patch(&machine.hostname, o.contract));
-    patch::apply(&mut docs, &Patch::Strategic(own), &src)
-        .map_err(|e| RenderError::Invalid(e.to_string()))?;
     // The kernel command line (and with it talos.events.sink) is gone once Talos
     // boots from disk: the event sink must be in the config too.
-    let sink = serde_json::json!({ "apiVersion": "v1alpha1", "kind": "EventSinkConfig", "endpoint": cfg.events_endpoint() });
-    patch::apply(&mut docs, &Patch::Strategic(vec![sink]), &src)
-        .map_err(|e| RenderError::Invalid(e.to_string()))?;
-    for (p, name) in &profile.loaded_patches {
+    own.push(serde_json::json!({ "apiVersion": "v1alpha1", "kind": "EventSinkConfig", "endpoint": cfg.events_endpoint() }));
+    let own = Patch::Strategic(own);
+    let migrated = migrated_patches(profile, o.contract)?;
+    let mut steps: Vec<(&Patch, &str)> = vec![(&own, src.as_str())];
+    steps.extend(migrated.iter().map(|(p, n)| (p, n.as_str())));
+    let mut docs = base.clone();
+    for (p, name) in &steps {
         patch::apply(&mut docs, p, name).map_err(|e| RenderError::Invalid(e.to_string()))?;
     }
+    // A config Talos would refuse at boot is refused here, naming the patch.
+    if !conflicts::check(&docs).is_empty() {
+        let blamed =
+            conflicts::blame(base, &steps).map_err(|e| RenderError::Invalid(e.to_string()))?;
+        return Err(RenderError::Invalid(conflicts::report(&src, &blamed)));
+    }
     Ok(docs)
+}
+
+/// The profile's own patches, as the machine's Talos reads them: from v1.14
+/// a patch written for the v1alpha1 fields Talos moved is rewritten into the
+/// new documents (`kiln patch migrate`; `kiln check` lists each move).
+pub fn migrated_patches(
+    profile: &Profile,
+    c: Contract,
+) -> Result<Vec<(Patch, String)>, RenderError> {
+    let mut out = Vec::new();
+    for (p, name) in &profile.loaded_patches {
+        match p {
+            Patch::Strategic(docs) if c.multidoc_kubernetes() => {
+                let m = crate::talos::migrate::migrate(docs).map_err(|e| {
+                    RenderError::Invalid(format!(
+                        "{name}: cannot migrate to Talos {} documents: {e}",
+                        profile.talos_version
+                    ))
+                })?;
+                out.push((Patch::Strategic(m.docs), name.clone()));
+            }
+            _ => out.push((p.clone(), name.clone())),
+        }
+    }
+    Ok(out)
 }

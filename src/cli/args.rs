@@ -89,6 +89,26 @@ pub(super) enum Cmd {
         #[command(subcommand)]
         what: GenCmd,
     },
+    /// Work on config patch files.
+    Patch {
+        #[command(subcommand)]
+        what: PatchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum PatchCmd {
+    /// Rewrite a patch written for the v1alpha1 fields Talos v1.14 moved
+    /// (machine.kubelet, machine.install, cluster.network, ...) into the v1.14
+    /// documents; prints it (with what moved, as comments) or writes -o.
+    Migrate {
+        file: PathBuf,
+        /// The Talos release the patch is for (v1.14 or v1.15).
+        #[arg(long)]
+        talos_version: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -186,7 +206,7 @@ pub(super) enum GenCmd {
     Secrets {
         #[arg(short, long, default_value = "secrets.yaml")]
         output_file: PathBuf,
-        /// Talos version the secrets are for (v1.8 .. v1.13).
+        /// Talos version the secrets are for (v1.8 .. v1.15; default v1.14).
         #[arg(long)]
         talos_version: Option<String>,
         #[arg(long)]
@@ -213,8 +233,8 @@ pub(super) struct ConfigArgs {
     pub(super) config_patch_worker: Vec<String>,
     #[arg(long)]
     pub(super) kubernetes_version: Option<String>,
-    /// Version contract to generate for (v1.8 .. v1.13; default v1.13). Talos
-    /// v1.14 and v1.15 accept v1.13 configs.
+    /// Version contract to generate for (v1.8 .. v1.15; default v1.14, the
+    /// current release line; v1.14+ is multi-document).
     #[arg(long)]
     pub(super) talos_version: Option<String>,
     #[arg(long, default_value = "/dev/sda")]

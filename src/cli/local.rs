@@ -111,6 +111,22 @@ pub(super) fn gen(what: GenCmd) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// `kiln patch migrate`.
+pub(super) fn patch_migrate(
+    file: &Path,
+    talos_version: &str,
+    output: Option<&Path>,
+) -> anyhow::Result<String> {
+    let text = crate::talos::migrate::migrate_file(file, talos_version)?;
+    match output {
+        Some(o) => {
+            std::fs::write(o, &text).map_err(|e| anyhow!("{}: {e}", o.display()))?;
+            Ok(format!("wrote {}\n", o.display()))
+        }
+        None => Ok(text),
+    }
+}
+
 /// `kiln kubeconfig` / `kiln talosconfig`.
 pub(super) fn client_export(kind: &str, a: ClientArgs) -> anyhow::Result<String> {
     let cfg = crate::model::config::Config::load(&a.at.config).map_err(|p| anyhow!("{p}"))?;

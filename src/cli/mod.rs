@@ -41,6 +41,14 @@ pub fn main() -> ExitCode {
         Cmd::Kubeconfig(a) => local::client_export("kubeconfig", a),
         Cmd::Talosconfig(a) => local::client_export("talosconfig", a),
         Cmd::Gen { what } => local::gen(what),
+        Cmd::Patch {
+            what:
+                args::PatchCmd::Migrate {
+                    file,
+                    talos_version,
+                    output,
+                },
+        } => local::patch_migrate(&file, &talos_version, output.as_deref()),
     };
     finish(r)
 }

@@ -7,7 +7,8 @@ use crate::model::contract::Contract;
 use crate::model::files::write_private;
 use crate::model::inventory::Role;
 use crate::model::yaml::to_yaml;
-use crate::talos::generate::{generate, Options};
+use crate::talos::conflicts;
+use crate::talos::generate::{default_install_image, generate, Options};
 use crate::talos::patch::{self, Patch};
 use crate::talos::secrets::Bundle;
 use crate::talos::talosconfig;
@@ -53,15 +54,13 @@ pub(crate) fn load_patch(arg: &str) -> Result<(Patch, String), GenCmdError> {
     Ok((crate::model::patch::parse(&text, &name).map_err(msg)?, name))
 }
 
+/// The contract `--talos-version` names (every Talos v1.8 through v1.15 has
+/// its own); talosctl's default when none is given is its own line, v1.14.
 pub(crate) fn contract_of(v: Option<&str>) -> Result<Contract, GenCmdError> {
-    let v = v.unwrap_or("v1.13");
-    Contract::parse(v).map_err(|e| match Contract::for_release(v) {
-        Ok(c) => msg(format!(
-            "{e}. Talos {v} accepts the v1.{} contract's config: use --talos-version v1.{} (kiln's daemon does this for Talos {v} machines)",
-            c.minor, c.minor
-        )),
-        Err(_) => msg(e),
-    })
+    match v {
+        Some(v) => Contract::parse(v).map_err(msg),
+        None => Ok(crate::model::contract::DEFAULT),
+    }
 }
 
 /// Render controlplane and worker documents for `args` (no files written).
@@ -84,7 +83,7 @@ pub(crate) fn render(
     o.install_image = Some(
         args.install_image
             .clone()
-            .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{release}")),
+            .unwrap_or_else(|| default_install_image(contract, &release)),
     );
     o.additional_sans = args.additional_sans.clone();
     o.dns_domain = args.dns_domain.clone();
@@ -94,19 +93,38 @@ pub(crate) fn render(
         .map(|a| load_patch(a))
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
-    for (role, extra) in [
-        (Role::Controlplane, &args.config_patch_control_plane),
-        (Role::Worker, &args.config_patch_worker),
+    let mut refused = Vec::new();
+    for (role, extra, file) in [
+        (
+            Role::Controlplane,
+            &args.config_patch_control_plane,
+            "controlplane.yaml",
+        ),
+        (Role::Worker, &args.config_patch_worker, "worker.yaml"),
     ] {
-        let mut docs = generate(&o, bundle, role).map_err(msg)?;
-        for (p, name) in &common {
+        let own: Vec<(Patch, String)> = extra
+            .iter()
+            .map(|a| load_patch(a))
+            .collect::<Result<_, _>>()?;
+        let steps: Vec<(&Patch, &str)> = common
+            .iter()
+            .chain(own.iter())
+            .map(|(p, n)| (p, n.as_str()))
+            .collect();
+        let base = generate(&o, bundle, role).map_err(msg)?;
+        let mut docs = base.clone();
+        for (p, name) in &steps {
             patch::apply(&mut docs, p, name).map_err(msg)?;
         }
-        for a in extra {
-            let (p, name) = load_patch(a)?;
-            patch::apply(&mut docs, &p, &name).map_err(msg)?;
+        // talosctl writes configs a node refuses at boot; kiln does not.
+        if !conflicts::check(&docs).is_empty() {
+            let blamed = conflicts::blame(base, &steps).map_err(msg)?;
+            refused.push(conflicts::report(file, &blamed));
         }
         out.push(docs);
+    }
+    if !refused.is_empty() {
+        return Err(msg(refused.join("\n")));
     }
     let worker = out.pop().unwrap_or_default();
     let cp = out.pop().unwrap_or_default();
@@ -118,19 +136,19 @@ pub(crate) fn render(
 pub(crate) fn gen_config(args: &GenConfig) -> Result<Vec<PathBuf>, GenCmdError> {
     let contract = contract_of(args.talos_version.as_deref())?;
     let mut written = Vec::new();
-    let bundle = match &args.with_secrets {
-        Some(p) => Bundle::load(p).map_err(msg)?,
-        None => {
-            let b = Bundle::generate(contract.minor).map_err(msg)?;
-            // talosctl keeps generated secrets only inside the configs; kiln also
-            // writes them, so the cluster can be extended later.
-            let p = args.output.join("secrets.yaml");
-            b.save(&p, args.force).map_err(msg)?;
-            written.push(p);
-            b
-        }
+    let (bundle, generated) = match &args.with_secrets {
+        Some(p) => (Bundle::load(p).map_err(msg)?, false),
+        None => (Bundle::generate(contract.minor).map_err(msg)?, true),
     };
+    // Everything is checked before the first file is written.
     let (cp, worker) = render(args, &bundle)?;
+    if generated {
+        // talosctl keeps generated secrets only inside the configs; kiln also
+        // writes them, so the cluster can be extended later.
+        let p = args.output.join("secrets.yaml");
+        bundle.save(&p, args.force).map_err(msg)?;
+        written.push(p);
+    }
     let out = |name: &str| args.output.join(name);
     for (name, docs) in [("controlplane.yaml", &cp), ("worker.yaml", &worker)] {
         write_private(&out(name), to_yaml(docs).as_bytes(), args.force).map_err(msg)?;

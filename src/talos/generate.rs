@@ -361,3 +361,18 @@ pub(super) fn api_server_sans(o: &Options, host: &str) -> Vec<String> {
     }
     sans
 }
+
+/// talosctl's `--install-image` default for a contract: the talosctl of each
+/// release line used `ghcr.io/siderolabs/installer` through v1.13; v1.14's
+/// uses the Image Factory's `metal-installer` of the empty schematic.
+pub fn default_install_image(contract: Contract, release: &str) -> String {
+    if contract.minor >= 14 {
+        format!("factory.talos.dev/metal-installer/{EMPTY_SCHEMATIC}:{release}")
+    } else {
+        format!("ghcr.io/siderolabs/installer:{release}")
+    }
+}
+
+/// The Image Factory ID of the empty schematic (Talos `pkg/images`).
+pub const EMPTY_SCHEMATIC: &str =
+    "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";

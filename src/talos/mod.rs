@@ -3,9 +3,11 @@
 //! `proto`). May import: model.
 
 pub(crate) mod clientconfig;
+pub mod conflicts;
 pub(crate) mod gen;
 pub mod generate;
 pub mod kubeconfig;
+pub mod migrate;
 pub mod multidoc;
 pub mod patch;
 pub mod proto;

@@ -12,6 +12,9 @@ impl Settings {
     /// Strategic-merge patch documents equivalent to the settings. Longer than
     /// most: one short block per setting, in the order the seed's patches had.
     pub fn patches(&self, role: Role, c: Contract) -> Vec<Value> {
+        if c.multidoc_kubernetes() {
+            return self.documents(role);
+        }
         let mut machine = Map::new();
         let mut cluster = Map::new();
         let mut install = Map::new();
@@ -90,6 +93,85 @@ impl Settings {
             out.push(Value::Object(d));
         }
         out.extend(extra);
+        out
+    }
+}
+
+fn doc(kind: &str, body: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("apiVersion".into(), json!("v1alpha1"));
+    m.insert("kind".into(), json!(kind));
+    if let Value::Object(b) = body {
+        m.extend(b);
+    }
+    Value::Object(m)
+}
+
+impl Settings {
+    /// The same settings as v1.14 documents (V1_14.md §2.6): nothing lands in
+    /// a v1alpha1 field a v1.14 document conflicts with. Flannel deletes and
+    /// external manifests go to control planes only (the documents Talos
+    /// accepts there only, and the manifests only control planes apply); the
+    /// taint delete is field-level, on control planes (workers carry none).
+    fn documents(&self, role: Role) -> Vec<Value> {
+        let cp = role == Role::Controlplane;
+        let mut out = Vec::new();
+        if let Some(d) = &self.install_disk {
+            let m = super::multidoc::install_disk_match(d);
+            out.push(doc(
+                "UnattendedInstallConfig",
+                json!({ "provisioning": { "diskSelector": { "match": m }, "wipe": false } }),
+            ));
+        }
+        // stable_interface_names: UnattendedInstallConfig has no kernel
+        // arguments; the installer's schematic carries net.ifnames=0 (kiln
+        // check says so) and kiln puts it on the PXE kernel line.
+        for i in &self.dhcp_interfaces {
+            out.push(doc("DHCPv4Config", json!({ "name": i })));
+        }
+        if let Some(ip) = self.vip.filter(|_| cp) {
+            out.push(doc(
+                "Layer2VIPConfig",
+                json!({ "name": ip.to_string(), "link": self.vip_link() }),
+            ));
+        }
+        if self.kubelet_serving_certs {
+            out.push(doc(
+                "KubeletConfig",
+                json!({ "extraArgs": { "rotate-server-certificates": "true" } }),
+            ));
+            if cp {
+                out.push(doc(
+                    "KubeExternalManifestConfig",
+                    json!({ "name": "kubelet-serving-cert-approver", "url": CERT_APPROVER }),
+                ));
+            }
+        }
+        if self.allow_workloads && cp {
+            out.push(doc(
+                "KubeNodeConfig",
+                json!({ "taints": { "$patch": "delete" } }),
+            ));
+        }
+        match &self.cni {
+            Cni::Name(n) if n == "none" && cp => {
+                out.push(doc("KubeFlannelCNIConfig", json!({ "$patch": "delete" })));
+            }
+            Cni::Custom { urls } if cp => {
+                out.push(doc("KubeFlannelCNIConfig", json!({ "$patch": "delete" })));
+                for (i, u) in urls.iter().enumerate() {
+                    let name = match i {
+                        0 => "custom-cni".to_string(),
+                        n => format!("custom-cni-{}", n + 1),
+                    };
+                    out.push(doc(
+                        "KubeExternalManifestConfig",
+                        json!({ "name": name, "url": u }),
+                    ));
+                }
+            }
+            _ => {}
+        }
         out
     }
 }
