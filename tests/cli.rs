@@ -157,3 +157,71 @@ fn environment_overrides_and_live_reload() {
     k.stop();
     assert!(k.logs().contains("shutting down"));
 }
+
+/// A v1.14 profile keeps its v1.13-style patch (migrated, each move listed by
+/// `kiln check`); what a Talos node would refuse, or what has no faithful
+/// rewrite, fails `kiln check` naming the profile, the patch and the field.
+#[test]
+fn v1_14_profiles_migrate_legacy_patches_and_refuse_conflicts() {
+    let lab = Lab::new(
+        &format!(
+            "{}clusters:\n  lab:\n    endpoint: https://10.0.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
+            yaml(free_port())
+        ),
+        "machines:\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n",
+    );
+    let p = lab.path();
+    let assets = p.join("boot-assets/talos/v1.14.0-rc.1");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::write(assets.join("vmlinuz-amd64"), vec![0x4b; 4096]).unwrap();
+    std::fs::write(assets.join("initramfs-amd64.xz"), vec![0x1f; 4096]).unwrap();
+    std::fs::create_dir_all(p.join("ipxe")).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"] {
+        std::fs::write(p.join("ipxe").join(f), b"ipxe").unwrap();
+    }
+    let worker = |patch: &str| {
+        std::fs::write(p.join("legacy.yaml"), patch).unwrap();
+        std::fs::write(
+            p.join("profiles/worker.yaml"),
+            "role: worker\ntalos_version: v1.14.0-rc.1\ninstall_disk: /dev/sda\npatches: [../legacy.yaml]\n",
+        )
+        .unwrap();
+        let out = Command::new(kiln_bin())
+            .args(["check", "--config"])
+            .arg(lab.config())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = worker(
+        "machine:\n  kubelet:\n    extraArgs:\n      max-pods: 250\n  nodeLabels:\n    rack: r1\n",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("profile worker: ")
+            && out.contains("legacy.yaml sets v1alpha1 fields Talos v1.14.0-rc.1 moved")
+            && out.contains("machine.kubelet.extraArgs → KubeletConfig.extraArgs")
+            && out.contains("machine.nodeLabels → KubeNodeConfig.labels"),
+        "{out}"
+    );
+    // A control-plane-only document on a worker: Talos's container rule.
+    let (ok, out) = worker("apiVersion: v1alpha1\nkind: KubeProxyConfig\nmode: ipvs\n");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("profile worker: a Talos node would refuse this config (1 error)")
+            && out.contains("legacy.yaml: KubeProxyConfig: the following document kinds are only allowed on control plane machines: [KubeProxyConfig]"),
+        "{out}"
+    );
+    // A legacy field with no faithful rewrite.
+    let (ok, out) = worker("machine:\n  kubelet:\n    extraMounts:\n      - destination: /var/lib/x\n        type: bind\n        source: /var/lib/x\n");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("legacy.yaml: cannot migrate to Talos v1.14.0-rc.1 documents: machine.kubelet.extraMounts: has no automatic v1.14 rewrite"),
+        "{out}"
+    );
+}

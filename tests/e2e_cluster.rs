@@ -1,7 +1,8 @@
 //! Acceptance: a whole cluster netboots in QEMU, BIOS and UEFI, with no hands.
 //!
 //! One bridge in a namespace, kiln in full DHCP mode on it, 3 control planes
-//! (VIP) and a worker: two boot SeaBIOS + iPXE ROM, two OVMF with the
+//! (VIP) and a worker, on the Talos v1.14 contract (multi-document configs
+//! the stand-ins check as Talos does at boot): two boot SeaBIOS + iPXE ROM, two OVMF with the
 //! firmware's own PXE client (TFTP ipxe.efi, then iPXE over HTTP). Their Talos
 //! is tests/fake-talos (a static binary in a busybox initramfs on Debian's
 //! cloud kernel): it fetches its config, checks it is its own, publishes the
@@ -112,7 +113,7 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         })
         .collect();
     let lab = Lab::new(
-        "interface: br0\nserver_address: 10.99.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n    talos_version: v1.13.9\n",
+        "interface: br0\nserver_address: 10.99.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
         &format!("machines:\n{machines}"),
     );
     let boot = "console: [console=ttyS0]\nkernel_args: [panic=-1]\nkernel: guest/vmlinuz\ninitramfs: guest/initramfs-talos.gz\ninstall_disk: /dev/vda\ndhcp_interfaces: [eth0]\n";

@@ -265,15 +265,18 @@ fn cluster_spec(
     }
     if let Some(k) = &c.kubernetes_version {
         let k = k.trim_start_matches('v');
-        if k.split('.').count() != 3
-            || !k
-                .split('.')
-                .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
-        {
+        // 1.37.0, or a pre-release Talos defaults to (1.37.0-rc.0).
+        let (core, pre) = k.split_once('-').unwrap_or((k, ""));
+        let digits = |p: &str| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit());
+        let pre_ok = pre.is_empty()
+            || pre
+                .split_once('.')
+                .is_some_and(|(t, n)| matches!(t, "alpha" | "beta" | "rc") && digits(n));
+        if core.split('.').count() != 3 || !core.split('.').all(digits) || !pre_ok {
             problems.push(
                 path,
                 &format!("{key}.kubernetes_version"),
-                format!("{k:?} is not a version like 1.33.0"),
+                format!("{k:?} is not a version like 1.37.0 (or 1.37.0-rc.0)"),
             );
         }
     }

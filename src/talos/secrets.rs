@@ -556,8 +556,20 @@ mod tests {
         assert!(pem_of(&b.certs.k8sserviceaccount.as_ref().unwrap().key)
             .unwrap()
             .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        // Through v1.13 the cluster id is URL-safe base64; v1.14 changed it to
+        // the standard alphabet (release-1.14 hack/release.toml).
+        assert_eq!(URL_SAFE.decode(&b.cluster.id).unwrap().len(), 32);
+        let b14 = Bundle::generate(14).unwrap();
+        assert_eq!(STANDARD.decode(&b14.cluster.id).unwrap().len(), 32);
+        let alphabet = |url: bool| -> String { (0..64).map(|_| random_b64(url)).collect() };
+        let (old, new) = (alphabet(true), alphabet(false));
         assert!(
-            b.cluster.id.contains('-') || b.cluster.id.contains('_') || !b.cluster.id.contains('+')
+            !old.contains(['+', '/']) && old.contains(['-', '_']),
+            "{old}"
+        );
+        assert!(
+            !new.contains(['-', '_']) && new.contains(['+', '/']),
+            "{new}"
         );
         let again = Bundle::parse(&b.to_yaml(), Path::new("x")).unwrap();
         assert_eq!(again, b);

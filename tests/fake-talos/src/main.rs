@@ -90,7 +90,26 @@ fn main() {
     let vip = kind("Layer2VIPConfig")
         .and_then(|d| d["name"].as_str())
         .unwrap_or("none");
-    let disk = v1["machine"]["install"]["disk"].as_str().unwrap_or("none");
+    // As Talos at boot (config acquisition validates): a config whose legacy
+    // fields conflict with its documents is refused.
+    let conflicts = kiln::talos::conflicts::check(&docs);
+    if !conflicts.is_empty() {
+        let all: Vec<String> = conflicts.iter().map(|c| c.to_string()).collect();
+        say(&format!("config-refused {}", all.join("; ")));
+        return;
+    }
+    // The install disk: v1.14's UnattendedInstallConfig, else machine.install.
+    let selector = kind("UnattendedInstallConfig")
+        .and_then(|d| d["provisioning"]["diskSelector"]["match"].as_str())
+        .and_then(|m| m.strip_prefix("disk.dev_path == "))
+        .map(|q| q.trim_matches('"'));
+    let disk = selector
+        .or(v1["machine"]["install"]["disk"].as_str())
+        .unwrap_or("none");
+    if selector.is_some() && kind("KubeletConfig").is_none() {
+        say("config-refused: a v1.14 config without its KubeletConfig");
+        return;
+    }
     let esink = kind("EventSinkConfig")
         .and_then(|d| d["endpoint"].as_str())
         .unwrap_or("none");
