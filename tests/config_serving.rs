@@ -313,7 +313,7 @@ fn lab_worker_default() -> (Lab, Ports) {
 /// A profile booting Talos v1.14 gets the v1.13 contract's config (which Talos
 /// v1.14 accepts) with the v1.14 installer, and `kiln check` says so.
 #[test]
-fn newer_talos_release_gets_the_newest_contract_with_a_warning() {
+fn a_v1_14_release_gets_its_own_multi_document_contract() {
     let (lab, _) = lab("");
     std::fs::write(
         lab.path().join("profiles/worker.yaml"),
@@ -335,10 +335,7 @@ fn newer_talos_release_gets_the_newest_contract_with_a_warning() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(
-        err.contains("profile worker: Talos v1.14.2 gets a v1.13-contract config"),
-        "{err}"
-    );
+    assert!(!err.contains("contract"), "no substitute contract: {err}");
     std::fs::create_dir_all(lab.path().join("state/lab")).unwrap();
     let o = Command::new(kiln_bin())
         .args(["gen", "secrets", "-o"])
@@ -356,21 +353,31 @@ fn newer_talos_release_gets_the_newest_contract_with_a_warning() {
     let docs = from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
     let v1 = &docs[0];
     assert_eq!(v1["machine"]["type"], "worker");
+    // The v1.14 contract: the install disk and the factory installer in an
+    // UnattendedInstallConfig, kubelet in KubeletConfig with v1.14's default
+    // Kubernetes, nothing Talos would refuse.
+    assert!(v1["machine"].get("install").is_none() && v1["machine"].get("kubelet").is_none());
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let ui = kind("UnattendedInstallConfig");
     assert_eq!(
-        v1["machine"]["install"]["image"],
-        "ghcr.io/siderolabs/installer:v1.14.2"
+        ui["provisioning"]["diskSelector"]["match"],
+        "disk.dev_path == \"/dev/sda\""
     );
-    // The v1.13 contract: grubUseUKICmdline, no deprecated feature flags, the
-    // v1.13 default Kubernetes, and no v1.14 Kube* documents.
-    assert_eq!(v1["machine"]["install"]["grubUseUKICmdline"], true);
-    assert!(v1["machine"]["features"].get("rbac").is_none());
     assert_eq!(
-        v1["machine"]["kubelet"]["image"],
-        "ghcr.io/siderolabs/kubelet:v1.36.3"
+        ui["installer"]["image"],
+        "factory.talos.dev/metal-installer/376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba:v1.14.2"
     );
-    assert!(docs
-        .iter()
-        .all(|d| !d["kind"].as_str().unwrap_or("").starts_with("Kube")));
+    assert_eq!(
+        kind("KubeletConfig")["image"],
+        "ghcr.io/siderolabs/kubelet:v1.37.0-rc.0"
+    );
+    kind("KubeNodeConfig");
+    kind("KubeClusterConfig");
+    assert!(kiln::talos::conflicts::check(&docs).is_empty());
 
     // A release kiln does not know is refused, naming the file and key.
     std::fs::write(
