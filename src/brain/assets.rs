@@ -5,8 +5,9 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::brain::dhcp::policy::{ARM64_EFI_IPXE, BIOS_IPXE, X64_EFI_IPXE};
+use crate::brain::ipxe::BootFiles;
 use crate::model::config::Config;
-use crate::model::inventory::{is_url, Arch, Inventory};
+use crate::model::inventory::{is_url, Arch, Inventory, Profile};
 use crate::model::problems::Problems;
 
 /// A request path made safe: relative, no `..`, no root or prefix components.
@@ -41,6 +42,29 @@ pub(crate) fn resolve(cfg: &Config, rel: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The boot files `p` uses: its own `kernel:`/`initramfs:` if it names them,
+/// else what `kiln assets pull` fetched for its schematic (with the factory's
+/// kernel command line), else `talos/<version>/`.
+pub(crate) fn boot_files(cfg: &Config, p: &Profile) -> BootFiles {
+    if p.kernel.is_none() && p.initramfs.is_none() {
+        let d = p.factory_dir();
+        let [kernel, initramfs, cmdline] = crate::brain::factory::files_for(p.arch);
+        if cfg.boot_assets.join(&d).join(&kernel).is_file() {
+            let cmdline = std::fs::read_to_string(cfg.boot_assets.join(&d).join(cmdline)).ok();
+            return BootFiles {
+                kernel: format!("{d}/{kernel}"),
+                initramfs: format!("{d}/{initramfs}"),
+                cmdline,
+            };
+        }
+    }
+    BootFiles {
+        kernel: p.kernel_ref(),
+        initramfs: p.initramfs_ref(),
+        cmdline: None,
+    }
+}
+
 /// Every asset the configuration will hand out must exist.
 pub(crate) fn check(cfg: &Config, inv: &Inventory) -> Problems {
     let mut problems = Problems::default();
@@ -65,18 +89,30 @@ pub(crate) fn check(cfg: &Config, inv: &Inventory) -> Problems {
         }
     }
     for p in inv.profiles.values() {
-        for (key, r) in [("kernel", p.kernel_ref()), ("initramfs", p.initramfs_ref())] {
+        let f = &cfg.profiles.join(format!("{}.yaml", p.name));
+        let files = boot_files(cfg, p);
+        if files.kernel.starts_with("factory/") {
+            let d = cfg.boot_assets.join(p.factory_dir());
+            let names = crate::brain::factory::files_for(p.arch);
+            for why in crate::brain::factory::verify(&d, &names) {
+                problems.push(f, "kernel", why);
+            }
+            continue;
+        }
+        for (key, r) in [("kernel", files.kernel), ("initramfs", files.initramfs)] {
             if is_url(&r) {
                 continue;
             }
             let ok = clean_relative(&r).is_some_and(|rel| cfg.boot_assets.join(rel).is_file());
             if !ok {
                 problems.push(
-                    &cfg.profiles.join(format!("{}.yaml", p.name)),
+                    f,
                     key,
                     format!(
-                        "missing boot asset {} (see boot-assets/README.md)",
-                        cfg.boot_assets.join(&r).display()
+                        "missing boot asset {} (kiln assets pull --profile {} fetches the profile's image from {}; see boot-assets/README.md)",
+                        cfg.boot_assets.join(&r).display(),
+                        p.name,
+                        cfg.factory_url
                     ),
                 );
             }

@@ -2,7 +2,7 @@
 //! what is wrong with the config, profiles, inventory and assets, what an
 //! operator should be warned of, and the config a MAC would get.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::brain::assets;
 use crate::model::config::Config;
@@ -75,40 +75,26 @@ pub(crate) fn render_all(
     problems
 }
 
-/// Where kiln records the installer schematic a profile needs.
-pub(crate) fn schematic_path(cfg: &Config, p: &crate::model::inventory::Profile) -> PathBuf {
-    cfg.state_dir
-        .join(p.cluster.as_deref().unwrap_or("default"))
-        .join(format!("schematic-{}.yaml", p.name))
-}
-
 /// Warnings that do not stop kiln but an operator should read.
 pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
     let mut w = Vec::new();
     for p in inv.profiles.values() {
         w.extend(migration_notes(p));
-        let minor = crate::brain::ipxe::parse_minor(&p.talos_version);
-        if p.stable_interface_names && minor.is_some_and(|m| m >= 14) {
-            w.push(format!(
-                "profile {}: stable_interface_names cannot be an install kernel argument on Talos {} (UnattendedInstallConfig has no kernel arguments): it reaches the installed system only through the installer schematic {} (customization.extraKernelArgs [net.ifnames=0]); set clusters.<name>.install_image to factory.talos.dev/metal-installer/<schematic id>:{}",
-                p.name,
-                p.talos_version,
-                schematic_path(cfg, p).display(),
-                p.talos_version
-            ));
-        } else if p.stable_interface_names && minor.is_some_and(|m| m >= 10) {
-            let image = p
-                .cluster
-                .as_ref()
-                .and_then(|c| cfg.clusters.get(c))
-                .and_then(|c| c.install_image.clone());
-            if image.is_none() {
+        let explicit = p
+            .cluster
+            .as_ref()
+            .and_then(|c| cfg.clusters.get(c))
+            .and_then(|c| c.install_image.clone());
+        let schematic = p.schematic();
+        if let Some(image) = explicit.filter(|i| !i.contains(&schematic.id())) {
+            if schematic != crate::model::schematic::Schematic::default() {
                 w.push(format!(
-                    "profile {}: stable_interface_names puts net.ifnames=0 on the PXE kernel line, but Talos {} installs take their kernel command line from the installer image: build one from the Image Factory schematic {} (customization.extraKernelArgs [net.ifnames=0]) and set clusters.<name>.install_image to factory.talos.dev/metal-installer/<schematic id>:{}",
+                    "profile {}: clusters.{}.install_image {image} wins over the installer of the profile's schematic {} ({}): the installed system gets what that image carries, not necessarily {}",
                     p.name,
-                    p.talos_version,
-                    schematic_path(cfg, p).display(),
-                    p.talos_version
+                    p.cluster.as_deref().unwrap_or_default(),
+                    schematic.id(),
+                    schematic.installer(cfg.factory_host(), &p.talos_version, crate::brain::ipxe::parse_minor(&p.talos_version).unwrap_or(14)),
+                    describe(&schematic)
                 ));
             }
         }
@@ -147,6 +133,23 @@ fn migration_notes(p: &crate::model::inventory::Profile) -> Vec<String> {
         }
     }
     w
+}
+
+fn describe(s: &crate::model::schematic::Schematic) -> String {
+    let mut parts = Vec::new();
+    if !s.extra_kernel_args.is_empty() {
+        parts.push(format!(
+            "kernel arguments {}",
+            s.extra_kernel_args.join(" ")
+        ));
+    }
+    if !s.extensions.is_empty() {
+        parts.push(format!("extensions {}", s.extensions.join(", ")));
+    }
+    if let Some(o) = &s.overlay {
+        parts.push(format!("overlay {}", o.name));
+    }
+    parts.join(", ")
 }
 
 /// `kiln render`: the config a MAC would be served, with the real secrets.

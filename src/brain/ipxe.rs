@@ -70,21 +70,38 @@ fn basename(url: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// The boot files a profile uses, resolved under boot_assets
+/// (`brain::assets::boot_files`), with the factory's kernel command line for
+/// the schematic when the files came from `kiln assets pull`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BootFiles {
+    pub kernel: String,
+    pub initramfs: String,
+    pub cmdline: Option<String>,
+}
+
 /// Everything needed to render one machine's boot script.
 pub(crate) struct BootParams<'a> {
     pub http_base: &'a str,
     pub machine: &'a Machine,
     pub profile: &'a Profile,
+    pub files: BootFiles,
     /// `talos.config=` value; `None` leaves Talos in maintenance mode.
     pub config_url: Option<String>,
     /// Further arguments kiln adds (event sink, ...).
     pub extra_args: Vec<String>,
 }
 
+/// The kernel line: the factory's cmdline for the schematic (or Talos's
+/// defaults for the release), the profile's console and arguments, then
+/// kiln's own; each argument once.
 pub(crate) fn kernel_args(p: &BootParams<'_>) -> Vec<String> {
     let prof = p.profile;
-    let initrd = asset_url(p.http_base, &prof.initramfs_ref());
-    let mut args = talos_default_args(&prof.talos_version, prof.arch);
+    let initrd = asset_url(p.http_base, &p.files.initramfs);
+    let mut args = match &p.files.cmdline {
+        Some(c) => c.split_whitespace().map(String::from).collect(),
+        None => talos_default_args(&prof.talos_version, prof.arch),
+    };
     if let Some(console) = &prof.console {
         args.retain(|a| !a.starts_with("console="));
         args.extend(console.iter().cloned());
@@ -96,14 +113,16 @@ pub(crate) fn kernel_args(p: &BootParams<'_>) -> Vec<String> {
     if let Some(u) = &p.config_url {
         args.push(format!("talos.config={u}"));
     }
+    let mut seen = std::collections::HashSet::new();
+    args.retain(|a| seen.insert(a.clone()));
     args
 }
 
 /// The per-machine script: kernel + initrd + boot, failing over to the next boot
 /// device if a download fails.
 pub(crate) fn machine_script(p: &BootParams<'_>) -> String {
-    let kernel = asset_url(p.http_base, &p.profile.kernel_ref());
-    let initrd = asset_url(p.http_base, &p.profile.initramfs_ref());
+    let kernel = asset_url(p.http_base, &p.files.kernel);
+    let initrd = asset_url(p.http_base, &p.files.initramfs);
     format!(
         "#!ipxe\n\
          echo kiln: {host} ({mac}) profile {profile}, Talos {ver}\n\
@@ -165,6 +184,7 @@ mod tests {
             http_base: "http://10.0.0.1:8080",
             machine: &m,
             profile: &p,
+            files: legacy(&p),
             config_url: Some("http://10.0.0.1:8080/config/x?mac=${mac}".into()),
             extra_args: vec![],
         });
@@ -185,6 +205,59 @@ mod tests {
         assert!(
             !s.contains("console=tty0"),
             "profile console replaces the default"
+        );
+    }
+
+    fn legacy(p: &Profile) -> BootFiles {
+        BootFiles {
+            kernel: p.kernel_ref(),
+            initramfs: p.initramfs_ref(),
+            cmdline: None,
+        }
+    }
+
+    /// The factory's cmdline replaces Talos's defaults; an argument the
+    /// schematic and kiln both add appears once.
+    #[test]
+    fn factory_cmdline_leads_and_nothing_repeats() {
+        let m = Machine {
+            mac: "52:54:00:aa:00:01".parse().unwrap(),
+            hostname: "cp-1".into(),
+            profile: "controlplane".into(),
+            ip: None,
+            uuid: None,
+        };
+        let p = profile();
+        let files = BootFiles {
+            kernel: "factory/abc/v1.14.0/kernel-amd64".into(),
+            initramfs: "factory/abc/v1.14.0/initramfs-amd64.xz".into(),
+            cmdline: Some(
+                "talos.platform=metal console=tty0 slab_nomerge net.ifnames=0 foo=1\n".into(),
+            ),
+        };
+        let b = BootParams {
+            http_base: "http://k",
+            machine: &m,
+            profile: &p,
+            files,
+            config_url: None,
+            extra_args: vec!["net.ifnames=0".into(), "talos.events.sink=1:2".into()],
+        };
+        let a = kernel_args(&b);
+        assert_eq!(
+            a,
+            [
+                "initrd=initramfs-amd64.xz",
+                "talos.platform=metal",
+                "slab_nomerge",
+                "net.ifnames=0",
+                "foo=1",
+                "console=ttyS0",
+                "talos.events.sink=1:2"
+            ]
+        );
+        assert!(
+            machine_script(&b).contains("kernel http://k/assets/factory/abc/v1.14.0/kernel-amd64 ")
         );
     }
 

@@ -8,6 +8,7 @@ pub(crate) mod bootstrap;
 pub(crate) mod check;
 pub(crate) mod dhcp;
 pub(crate) mod error;
+pub mod factory;
 pub(crate) mod ipxe;
 pub(crate) mod lifecycle;
 pub(crate) mod manual;
@@ -303,6 +304,7 @@ impl Provisioner {
             http_base: &base,
             machine: &machine,
             profile,
+            files: crate::brain::assets::boot_files(&self.cfg, profile),
             config_url,
             extra_args: extra,
         });

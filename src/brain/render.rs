@@ -120,7 +120,14 @@ fn provisioned(r: &crate::store::clusters::ClusterRecord) -> Option<String> {
         .map(|n| format!("bootstrap decided for {}", n.hostname))
 }
 
-pub fn options(c: &ClusterSpec, profile: &Profile) -> Result<Options, RenderError> {
+/// Generation options for `profile`'s machines. The installer is the
+/// factory's for the profile's schematic (so its extensions and kernel
+/// arguments reach the installed system), unless the cluster names one.
+pub fn options(
+    c: &ClusterSpec,
+    profile: &Profile,
+    factory_host: &str,
+) -> Result<Options, RenderError> {
     let contract = Contract::for_release(&profile.talos_version)
         .map_err(|e| RenderError::Invalid(e.to_string()))?;
     let mut o = Options::new(contract, &c.name, &c.endpoint);
@@ -130,7 +137,9 @@ pub fn options(c: &ClusterSpec, profile: &Profile) -> Result<Options, RenderErro
     o.additional_sans = c.additional_sans.clone();
     o.dns_domain = c.dns_domain.clone();
     o.install_image = Some(c.install_image.clone().unwrap_or_else(|| {
-        crate::talos::generate::default_install_image(contract, &profile.talos_version)
+        profile
+            .schematic()
+            .installer(factory_host, &profile.talos_version, contract.minor)
     }));
     if contract.unattended_install() {
         // The UnattendedInstallConfig (disk and installer image) is generated
@@ -158,7 +167,7 @@ pub fn render(
     let bundle = secrets
         .get(cluster_name)
         .ok_or_else(|| RenderError::NoSecrets(cluster_name.clone()))?;
-    let o = options(spec, profile)?;
+    let o = options(spec, profile, cfg.factory_host())?;
     let base =
         generate(&o, bundle, profile.role).map_err(|e| RenderError::Invalid(e.to_string()))?;
     let src = format!("profile {}", profile.name);

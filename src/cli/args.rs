@@ -89,10 +89,54 @@ pub(super) enum Cmd {
         #[command(subcommand)]
         what: GenCmd,
     },
+    /// Boot assets from the Talos Image Factory: pull, list, prune, import.
+    Assets {
+        #[command(subcommand)]
+        what: AssetsCmd,
+    },
     /// Work on config patch files.
     Patch {
         #[command(subcommand)]
         what: PatchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum AssetsCmd {
+    /// Register each profile's schematic with the factory and fetch its
+    /// kernel, initramfs and kernel command line into boot_assets/factory/
+    /// (resumable; sha256 recorded in a manifest `kiln check` verifies).
+    Pull {
+        #[command(flatten)]
+        at: ConfigArg,
+        /// Only this profile (default: every profile naming no kernel of its own).
+        #[arg(long, conflicts_with = "all")]
+        profile: Option<String>,
+        /// Every profile (the default).
+        #[arg(long)]
+        all: bool,
+        /// Architectures to fetch instead of the profiles' own (amd64, arm64).
+        #[arg(long, value_delimiter = ',')]
+        arch: Vec<String>,
+    },
+    /// What is cached, and which profiles use it.
+    List {
+        #[command(flatten)]
+        at: ConfigArg,
+    },
+    /// Remove cached assets no profile uses.
+    Prune {
+        #[command(flatten)]
+        at: ConfigArg,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Import assets pulled elsewhere (an air-gapped site): DIR holds
+    /// <schematic id>/<version>/manifest.json and the files, checked first.
+    Import {
+        dir: PathBuf,
+        #[command(flatten)]
+        at: ConfigArg,
     },
 }
 

@@ -3,6 +3,7 @@
 //! here and nowhere below. May import: everything below.
 
 mod args;
+mod assets;
 pub(crate) mod client;
 mod local;
 mod remote;
@@ -41,6 +42,7 @@ pub fn main() -> ExitCode {
         Cmd::Kubeconfig(a) => local::client_export("kubeconfig", a),
         Cmd::Talosconfig(a) => local::client_export("talosconfig", a),
         Cmd::Gen { what } => local::gen(what),
+        Cmd::Assets { what } => assets::run(what),
         Cmd::Patch {
             what:
                 args::PatchCmd::Migrate {

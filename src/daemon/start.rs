@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 
 use super::DaemonError;
-use crate::brain::check::{load, schematic_path, warnings};
+use crate::brain::check::{load, warnings};
 use crate::brain::Provisioner;
 use crate::edge::dhcp::server as dhcp_server;
 use crate::edge::tftp;
@@ -29,15 +29,6 @@ pub(super) fn prepare(config_path: &Path) -> Result<Prepared, DaemonError> {
     let lock = lock_state_dir(&cfg.state_dir)?;
     let api_socket = crate::edge::api::bind_socket(&cfg.api_socket())?;
     let store = Store::open(&cfg.state_dir)?;
-    for p in inv.profiles.values().filter(|p| p.stable_interface_names) {
-        let path = schematic_path(&cfg, p);
-        let what = format!("writing {}", path.display());
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(DaemonError::io(what.clone()))?;
-        }
-        std::fs::write(&path, crate::talos::settings::ifnames_schematic())
-            .map_err(DaemonError::io(what))?;
-    }
     let secrets = crate::brain::render::load_or_create_secrets(&cfg, &store)
         .map_err(|e| DaemonError::Setup(format!("{e}\nrefusing to start")))?;
     crate::brain::check::render_all(&cfg, &inv, &secrets).into_result(())?;

@@ -87,6 +87,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub boot_assets: PathBuf,
     pub ipxe_dirs: Vec<PathBuf>,
+    /// Image Factory base URL, e.g. `https://factory.talos.dev` (no trailing `/`).
+    pub factory_url: String,
     pub profiles: PathBuf,
     pub machines: PathBuf,
     pub boot_token_ttl: Duration,
@@ -102,6 +104,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The factory's host (and port), as installer image references name it.
+    pub fn factory_host(&self) -> &str {
+        self.factory_url
+            .split_once("://")
+            .map_or(self.factory_url.as_str(), |(_, h)| h)
+    }
+
     /// The local API's Unix socket, in state_dir.
     pub fn api_socket(&self) -> PathBuf {
         self.state_dir.join("kiln.sock")
@@ -164,6 +173,7 @@ impl Config {
             default_profile: wire.default_profile,
             state_dir,
             boot_assets: rel(&wire.boot_assets),
+            factory_url: wire.factory_url.trim_end_matches('/').to_string(),
             ipxe_dirs: wire
                 .ipxe_dirs
                 .unwrap_or_else(|| DEFAULT_IPXE_DIRS.iter().map(PathBuf::from).collect())
@@ -186,6 +196,18 @@ impl Config {
 
 /// Top-level keys that need no context: interface, server address, ports.
 fn check_basics(path: &Path, wire: &Wire, problems: &mut Problems) {
+    let f = &wire.factory_url;
+    let host = f
+        .strip_prefix("https://")
+        .or_else(|| f.strip_prefix("http://"))
+        .map(|h| h.trim_end_matches('/'));
+    if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', ' '])) {
+        problems.push(
+            path,
+            "factory_url",
+            format!("{f:?} is not an Image Factory URL like https://factory.talos.dev"),
+        );
+    }
     if wire.interface.trim().is_empty() {
         problems.push(path, "interface", "must name the interface DHCP listens on");
     }

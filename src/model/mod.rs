@@ -10,6 +10,7 @@ pub mod mac;
 pub mod patch;
 pub mod problems;
 pub mod profile;
+pub mod schematic;
 pub mod settings;
 mod wire;
 pub mod yaml;

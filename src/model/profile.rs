@@ -71,9 +71,19 @@ pub struct Profile {
     pub cni: Option<Cni>,
     #[serde(default)]
     pub kubelet_serving_certs: bool,
-    /// Extra kernel arguments appended after Talos's own.
+    /// Extra kernel arguments appended after Talos's own, on the PXE line only.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// Official system extensions in the image (its Image Factory schematic).
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// Kernel arguments in the schematic: on the PXE line (through the
+    /// factory's cmdline) and on the installed system (through its installer).
+    #[serde(default)]
+    pub extra_kernel_args: Vec<String>,
+    /// An overlay for boards that need one.
+    #[serde(default)]
+    pub overlay: Option<crate::model::schematic::Overlay>,
     /// Console arguments; default Talos's (`console=tty0` on amd64).
     #[serde(default)]
     pub console: Option<Vec<String>>,
@@ -110,6 +120,9 @@ impl Profile {
             cni: None,
             kubelet_serving_certs: false,
             kernel_args: Vec::new(),
+            extensions: Vec::new(),
+            extra_kernel_args: Vec::new(),
+            overlay: None,
             console: None,
             kernel: None,
             initramfs: None,
@@ -135,6 +148,27 @@ impl Profile {
                 self.arch.as_str()
             )
         })
+    }
+
+    /// The Image Factory schematic of this profile's image: its extensions,
+    /// kernel arguments (with `net.ifnames=0` for `stable_interface_names`)
+    /// and overlay.
+    pub fn schematic(&self) -> crate::model::schematic::Schematic {
+        let mut args = self.extra_kernel_args.clone();
+        if self.stable_interface_names && !args.iter().any(|a| a == "net.ifnames=0") {
+            args.push("net.ifnames=0".into());
+        }
+        crate::model::schematic::Schematic {
+            overlay: self.overlay.clone(),
+            extra_kernel_args: args,
+            meta: Vec::new(),
+            extensions: self.extensions.clone(),
+        }
+    }
+
+    /// Where `kiln assets pull` puts this profile's boot files under boot_assets.
+    pub fn factory_dir(&self) -> String {
+        format!("factory/{}/{}", self.schematic().id(), self.talos_version)
     }
 
     pub fn settings(&self) -> Settings {

@@ -65,6 +65,9 @@ pub(super) struct Wire {
     pub(super) boot_assets: PathBuf,
     #[serde(default)]
     pub(super) ipxe_dirs: Option<Vec<PathBuf>>,
+    /// Talos Image Factory (a self-hosted image-factory works too).
+    #[serde(default = "default_factory_url")]
+    pub(super) factory_url: String,
     #[serde(default = "default_profiles")]
     pub(super) profiles: PathBuf,
     #[serde(default = "default_machines")]
@@ -103,6 +106,10 @@ fn yes() -> bool {
 fn default_state_dir() -> PathBuf {
     "./state".into()
 }
+fn default_factory_url() -> String {
+    "https://factory.talos.dev".into()
+}
+
 fn default_boot_assets() -> PathBuf {
     "./boot-assets".into()
 }

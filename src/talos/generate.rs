@@ -367,12 +367,11 @@ pub(super) fn api_server_sans(o: &Options, host: &str) -> Vec<String> {
 /// uses the Image Factory's `metal-installer` of the empty schematic.
 pub fn default_install_image(contract: Contract, release: &str) -> String {
     if contract.minor >= 14 {
-        format!("factory.talos.dev/metal-installer/{EMPTY_SCHEMATIC}:{release}")
+        format!(
+            "factory.talos.dev/metal-installer/{}:{release}",
+            crate::model::schematic::EMPTY_ID
+        )
     } else {
         format!("ghcr.io/siderolabs/installer:{release}")
     }
 }
-
-/// The Image Factory ID of the empty schematic (Talos `pkg/images`).
-pub const EMPTY_SCHEMATIC: &str =
-    "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";

@@ -4,6 +4,7 @@
 
 pub(crate) mod clientconfig;
 pub mod conflicts;
+pub mod factory;
 pub(crate) mod gen;
 pub mod generate;
 pub mod kubeconfig;

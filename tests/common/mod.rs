@@ -3,6 +3,7 @@
 
 pub mod curl;
 pub mod etcd;
+pub mod factory;
 pub mod guest;
 pub mod kube;
 pub mod netns;

@@ -62,6 +62,7 @@ fn cfg(full: bool) -> Config {
         state_dir: "state".into(),
         boot_assets: "boot-assets".into(),
         ipxe_dirs: vec![],
+        factory_url: "https://factory.talos.dev".into(),
         profiles: "profiles".into(),
         machines: "machines.yaml".into(),
         boot_token_ttl: Duration::from_secs(3600),
