@@ -34,6 +34,7 @@ fn setup() -> (
         profile: "controlplane".into(),
         ip: None,
         uuid: None,
+        boot: Default::default(),
     };
     let mut p = Profile::new("controlplane", Role::Controlplane, "v1.13.9");
     p.cluster = Some("lab".into());

@@ -15,24 +15,52 @@ fn yaml(http: u16) -> String {
     format!("{}ipxe_dirs: [./ipxe]\n", ports.lo_yaml())
 }
 
+/// The README's quick start on the shipped example: `kiln assets pull` into
+/// an empty boot-assets (from a stand-in Image Factory, as KILN_FACTORY_URL
+/// points it), then `kiln check` is clean and the served files are the pulled ones.
 #[test]
-fn shipped_example_checks_clean() {
+fn shipped_example_pulls_and_checks_clean() {
     if skip_unless(
         std::path::Path::new("/usr/lib/ipxe/undionly.kpxe").exists(),
         "Debian's ipxe package (/usr/lib/ipxe)",
     ) {
         return;
     }
-    let out = Command::new(kiln_bin())
-        .args(["check", "--config", "examples/lab/kiln.yaml"])
-        .output()
-        .unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    files.insert("kernel-amd64".to_string(), vec![7u8; 50_000]);
+    files.insert("initramfs-amd64.xz".to_string(), vec![9u8; 90_000]);
+    let f = common::factory::FakeFactory::start(files);
+    let assets = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(kiln_bin())
+            .args(args)
+            .args(["--config", "examples/lab/kiln.yaml"])
+            .env("KILN_FACTORY_URL", f.url())
+            .env("KILN_BOOT_ASSETS", assets.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(&["check"]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !ok && out.contains("kiln assets pull --profile"),
+        "empty boot-assets: {out}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 profiles, 4 machines)"));
+    let (ok, out) = run(&["assets", "pull"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["check"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("ok (2 profiles, 4 machines)"), "{out}");
+    // One schematic for both profiles (net.ifnames=0), pulled once.
+    let posts = f.log().iter().filter(|l| *l == "POST /schematics").count();
+    assert_eq!(posts, 1, "{:?}", f.log());
 }
 
 #[test]
@@ -223,5 +251,41 @@ fn v1_14_profiles_migrate_legacy_patches_and_refuse_conflicts() {
     assert!(
         out.contains("legacy.yaml: cannot migrate to Talos v1.14.0-rc.1 documents: machine.kubelet.extraMounts: has no automatic v1.14 rewrite"),
         "{out}"
+    );
+}
+
+/// `unknown_machines: hold`: a machine not in the inventory gets a script that
+/// waits and asks again; once it is added, the same request boots it.
+#[test]
+fn held_unknown_machines_boot_once_added() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let http = free_port();
+    let lab = Lab::new(
+        &format!("{}unknown_machines: hold\n", yaml(http)),
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
+    );
+    lab.ipxe_stubs();
+    let mut k = Kiln::start(&lab.config(), None);
+    let get = |mac: &str| {
+        common::curl::curl(&[&format!("http://127.0.0.1:{http}/ipxe/{mac}?platform=efi")]).text()
+    };
+    let held = get("52-54-00-aa-00-07");
+    assert!(
+        held.contains("holding") && held.contains(":retry\nsleep 30\nchain --replace --autofree"),
+        "{held}"
+    );
+    assert!(!held.contains("kernel "), "{held}");
+    std::fs::write(
+        lab.path().join("machines.yaml"),
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52:54:00:aa:00:07\n    hostname: w-7\n    profile: worker\n",
+    )
+    .unwrap();
+    k.wait_for("reloaded inventory", Duration::from_secs(15));
+    let script = get("52-54-00-aa-00-07");
+    assert!(
+        script.contains("kernel ") && script.contains("w-7"),
+        "{script}"
     );
 }

@@ -112,11 +112,20 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
             )
         })
         .collect();
+    // The boot files come the way a new user's do: `kiln assets pull` from an
+    // Image Factory (the stand-in serves the test's guest kernel and initramfs).
+    let mut files = std::collections::BTreeMap::new();
+    files.insert("kernel-amd64".to_string(), std::fs::read(&vmlinuz).unwrap());
+    files.insert(
+        "initramfs-amd64.xz".to_string(),
+        std::fs::read(&initrd).unwrap(),
+    );
+    let factory = common::factory::FakeFactory::start(files);
     let lab = Lab::new(
-        "interface: br0\nserver_address: 10.99.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
+        &format!("interface: br0\nserver_address: 10.99.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\nfactory_url: {}\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n  router: 10.99.0.1\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n    talos_version: v1.14.0-rc.1\n", factory.url()),
         &format!("machines:\n{machines}"),
     );
-    let boot = "console: [console=ttyS0]\nkernel_args: [panic=-1]\nkernel: guest/vmlinuz\ninitramfs: guest/initramfs-talos.gz\ninstall_disk: /dev/vda\ndhcp_interfaces: [eth0]\n";
+    let boot = "console: [console=ttyS0]\nkernel_args: [panic=-1]\ninstall_disk: /dev/vda\ndhcp_interfaces: [eth0]\n";
     std::fs::write(
         lab.path().join("profiles/controlplane.yaml"),
         format!("role: controlplane\nvip: 10.99.0.5\n{boot}"),
@@ -127,10 +136,21 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         format!("role: worker\n{boot}"),
     )
     .unwrap();
-    let g = lab.path().join("boot-assets/guest");
-    std::fs::create_dir_all(&g).unwrap();
-    std::fs::copy(&vmlinuz, g.join("vmlinuz")).unwrap();
-    std::fs::copy(&initrd, g.join("initramfs-talos.gz")).unwrap();
+    let (ok, out) = common::run_kiln(
+        None,
+        &[
+            "assets",
+            "pull",
+            "--config",
+            &lab.config().display().to_string(),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        factory.log().iter().any(|l| l == "POST /schematics"),
+        "{:?}",
+        factory.log()
+    );
     let mut k = Kiln::start(&lab.config(), Some(&net.server));
     let boot_start = Instant::now();
 

@@ -197,6 +197,39 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
         script.contains("sanboot") && script.contains("installed"),
         "{script}"
     );
+    // UEFI firmware (iPXE's ${platform} is efi) leaves with `exit` by default.
+    let efi = |q: &str| {
+        let url = format!("http://127.0.0.1:{}/ipxe/52-54-00-aa-00-01?{q}", s.http);
+        let c = common::curl::curl(&["--interface", &ip(1).to_string(), &url]);
+        format!("{}\n{}", c.text(), c.code)
+    };
+    let script = efi("platform=efi");
+    assert!(
+        script.contains("booting from local disk\nexit\n") && !script.contains("sanboot"),
+        "{script}"
+    );
+    // Per machine: `local_boot: http-404` answers 404 (the chain fails, so does
+    // the network boot), `local_boot: sanboot` wins over the UEFI default.
+    for (method, want) in [("http-404", "404"), ("sanboot", "sanboot --no-describe")] {
+        let machines = common::LOOPBACK_MACHINES.replace(
+            "hostname: cp-1, profile: controlplane,",
+            &format!("hostname: cp-1, profile: controlplane, local_boot: {method},"),
+        );
+        std::fs::write(s.lab.path().join("machines.yaml"), machines).unwrap();
+        k.wait_for_count(
+            "reloaded inventory",
+            if method == "http-404" { 1 } else { 2 },
+            Duration::from_secs(15),
+        );
+        let got = efi("platform=efi");
+        assert!(got.contains(want), "{method}: {got}");
+    }
+    std::fs::write(
+        s.lab.path().join("machines.yaml"),
+        common::LOOPBACK_MACHINES,
+    )
+    .unwrap();
+    k.wait_for_count("reloaded inventory", 3, Duration::from_secs(15));
     // `kiln machines reinstall` sends it back to the installer.
     let o = std::process::Command::new(kiln_bin())
         .args([

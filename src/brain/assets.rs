@@ -4,10 +4,12 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::brain::dhcp::policy::{ARM64_EFI_IPXE, BIOS_IPXE, X64_EFI_IPXE};
+use crate::brain::dhcp::policy::{
+    ARM64_EFI_IPXE, ARM64_EFI_SNPONLY, BIOS_IPXE, X64_EFI_IPXE, X64_EFI_SNPONLY,
+};
 use crate::brain::ipxe::BootFiles;
 use crate::model::config::Config;
-use crate::model::inventory::{is_url, Arch, Inventory, Profile};
+use crate::model::inventory::{is_url, Arch, Inventory, Profile, UefiBinary};
 use crate::model::problems::Problems;
 
 /// A request path made safe: relative, no `..`, no root or prefix components.
@@ -71,6 +73,21 @@ pub(crate) fn check(cfg: &Config, inv: &Inventory) -> Problems {
     let mut needed: Vec<&str> = vec![BIOS_IPXE, X64_EFI_IPXE];
     if inv.profiles.values().any(|p| p.arch == Arch::Arm64) {
         needed.push(ARM64_EFI_IPXE);
+    }
+    let snponly = inv
+        .machines()
+        .iter()
+        .filter_map(|m| inv.profile(&m.profile).map(|p| (m.uefi_binary(p), p.arch)))
+        .filter(|(u, _)| *u == UefiBinary::Snponly);
+    for (_, arch) in snponly {
+        let f = if arch == Arch::Arm64 {
+            ARM64_EFI_SNPONLY
+        } else {
+            X64_EFI_SNPONLY
+        };
+        if !needed.contains(&f) {
+            needed.push(f);
+        }
     }
     for f in needed {
         if resolve(cfg, Path::new(f)).is_none() {

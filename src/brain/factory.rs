@@ -97,10 +97,12 @@ fn save_manifest(dir: &Path, m: &Manifest) -> Result<(), AssetsError> {
 pub fn verify(dir: &Path, names: &[String]) -> Vec<String> {
     let m = match load_manifest(dir) {
         Ok(Some(m)) => m,
-        Ok(None) => return vec![format!(
+        Ok(None) => {
+            return vec![format!(
             "{}: no {MANIFEST}: these files were not pulled or imported by kiln (kiln assets pull)",
             dir.display()
-        )],
+        )]
+        }
         Err(e) => return vec![e.to_string()],
     };
     let mut out = Vec::new();

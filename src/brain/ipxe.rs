@@ -1,6 +1,6 @@
 //! iPXE scripts and the Talos kernel command line, rendered as plain text (pure).
 
-use crate::model::inventory::{is_url, Arch, Machine, Profile};
+use crate::model::inventory::{is_url, Arch, LocalBoot, Machine, Profile};
 
 /// The script every iPXE client gets first: chain to its own script by MAC.
 /// `${mac:hexhyp}` is the MAC of the interface iPXE booted from.
@@ -8,7 +8,7 @@ pub(crate) fn boot_script(http_base: &str) -> String {
     format!(
         "#!ipxe\n\
          # kiln: fetch this machine's own script\n\
-         chain --autofree {http_base}/ipxe/${{mac:hexhyp}}?uuid=${{uuid}}&serial=${{serial}}&arch=${{buildarch}} || goto failed\n\
+         chain --autofree {http_base}/ipxe/${{mac:hexhyp}}?uuid=${{uuid}}&serial=${{serial}}&arch=${{buildarch}}&platform=${{platform}} || goto failed\n\
          exit\n\
          :failed\n\
          echo kiln: could not fetch the machine script, booting next device\n\
@@ -149,11 +149,26 @@ pub(crate) fn refuse_script(mac: &str, why: &str) -> String {
     format!("#!ipxe\necho kiln: {mac}: {why}\necho kiln: not booting this machine from the network\nexit\n")
 }
 
-/// Installed machines boot their disk.
-pub(crate) fn local_boot_script(hostname: &str) -> String {
+/// Installed machines boot their disk, the way `method` says (`Http404`
+/// is an HTTP status, not a script: see `edge::http`).
+pub(crate) fn local_boot_script(hostname: &str, method: LocalBoot) -> String {
+    let how = match method {
+        LocalBoot::Sanboot => "sanboot --no-describe --drive 0x80 || exit\n",
+        LocalBoot::Exit | LocalBoot::Http404 => "exit\n",
+    };
+    format!("#!ipxe\necho kiln: {hostname} is installed, booting from local disk\n{how}")
+}
+
+/// For a machine not (yet) in the inventory with `unknown_machines: hold`:
+/// wait and ask again, so adding it to machines.yaml boots it with no power cycle.
+pub(crate) fn hold_script(http_base: &str, mac: &str, seconds: u32) -> String {
     format!(
-        "#!ipxe\necho kiln: {hostname} is installed, booting from local disk\n\
-         sanboot --no-describe --drive 0x80 || exit\n"
+        "#!ipxe\n\
+         echo kiln: {mac} is not in the inventory; holding, asking again every {seconds}s\n\
+         :retry\n\
+         sleep {seconds}\n\
+         chain --replace --autofree {http_base}/ipxe/${{mac:hexhyp}}?uuid=${{uuid}}&serial=${{serial}}&arch=${{buildarch}}&platform=${{platform}} || goto retry\n\
+         goto retry\n"
     )
 }
 
@@ -178,6 +193,7 @@ mod tests {
             profile: "controlplane".into(),
             ip: None,
             uuid: None,
+            boot: Default::default(),
         };
         let p = profile();
         let s = machine_script(&BootParams {
@@ -226,6 +242,7 @@ mod tests {
             profile: "controlplane".into(),
             ip: None,
             uuid: None,
+            boot: Default::default(),
         };
         let p = profile();
         let files = BootFiles {
@@ -273,6 +290,21 @@ mod tests {
         );
         let arm = talos_default_args("v1.13.0", Arch::Arm64).join(" ");
         assert!(arm.contains("console=ttyAMA0"));
+    }
+
+    #[test]
+    fn local_boot_methods_and_the_hold_loop() {
+        assert!(local_boot_script("w-1", LocalBoot::Sanboot)
+            .contains("sanboot --no-describe --drive 0x80"));
+        let e = local_boot_script("w-1", LocalBoot::Exit);
+        assert!(e.ends_with("\nexit\n") && !e.contains("sanboot"), "{e}");
+        let h = hold_script("http://k:8080", "52:54:00:aa:00:09", 30);
+        assert!(
+            h.contains(
+                ":retry\nsleep 30\nchain --replace --autofree http://k:8080/ipxe/${mac:hexhyp}?"
+            ),
+            "{h}"
+        );
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Script {
     pub why: String,
     /// The script refuses to boot (logged as a refusal, rate limited).
     pub refused: bool,
+    /// Answer HTTP 404 instead of the script (`local_boot: http-404`).
+    pub not_found: bool,
 }
 
 impl Provisioner {
@@ -139,6 +141,7 @@ impl Provisioner {
                 profile: p.clone(),
                 ip: None,
                 uuid: None,
+                boot: Default::default(),
             }),
             _ => None,
         }
@@ -243,14 +246,23 @@ impl Provisioner {
     /// The per-machine iPXE script, fetched from `peer`. For machines with a
     /// cluster it carries `talos.config=` with a fresh per-boot token, but only
     /// when `peer` is the address DHCP proved is `mac`'s.
-    pub fn script(&self, mac: Mac, peer: Option<Ipv4Addr>) -> Script {
+    pub fn script(&self, mac: Mac, peer: Option<Ipv4Addr>, uefi: bool) -> Script {
         let refuse = |why: String| Script {
             body: ipxe::refuse_script(&mac.to_string(), &why),
             why,
             refused: true,
+            not_found: false,
         };
         let inv = self.inventory();
         let Some(machine) = self.machine_for(&inv, mac) else {
+            if self.cfg.unknown_machines == UnknownMachines::Hold && inv.retired(&mac).is_none() {
+                return Script {
+                    body: ipxe::hold_script(&self.cfg.http_base(), &mac.to_string(), 30),
+                    why: "not in the inventory: holding (unknown_machines: hold)".into(),
+                    refused: false,
+                    not_found: false,
+                };
+            }
             return refuse("not in the inventory (unknown_machines: ignore)".into());
         };
         let Some(profile) = inv.profile(&machine.profile) else {
@@ -261,14 +273,17 @@ impl Provisioner {
             Err(e) => return refuse(format!("machine record unreadable: {e}")),
         };
         if let Some(r) = rec.filter(|r| r.state.installed()) {
+            let method = machine.local_boot(profile, uefi);
             return Script {
-                body: ipxe::local_boot_script(&machine.hostname),
+                body: ipxe::local_boot_script(&machine.hostname, method),
                 why: format!(
-                    "local boot: installed ({}) since {}",
+                    "local boot: installed ({}) since {}, by {}",
                     r.state.as_str(),
-                    r.since
+                    r.since,
+                    method.as_str()
                 ),
                 refused: false,
+                not_found: method == crate::model::inventory::LocalBoot::Http404,
             };
         }
         let owner = self.owner_address(&mac);
@@ -315,6 +330,7 @@ impl Provisioner {
                 profile.talos_version, machine.hostname, profile.name
             ),
             refused: false,
+            not_found: false,
         }
     }
 

@@ -27,10 +27,18 @@ async fn boot_ipxe(
     ipxe_text(ipxe::boot_script(&p.cfg.http_base()))
 }
 
+#[derive(serde::Deserialize)]
+struct ScriptQuery {
+    /// iPXE's `${platform}`: `efi` or `pcbios`.
+    #[serde(default)]
+    platform: String,
+}
+
 async fn machine_ipxe(
     State(p): State<Arc<Provisioner>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(mac): Path<String>,
+    Query(q): Query<ScriptQuery>,
 ) -> Response {
     let mac: Mac = match mac.parse() {
         Ok(m) => m,
@@ -45,7 +53,8 @@ async fn machine_ipxe(
     };
     let p2 = p.clone();
     // Minting the boot token is a durable write: keep it off the async workers.
-    let s = match tokio::task::spawn_blocking(move || p2.script(mac, ip)).await {
+    let uefi = q.platform == "efi";
+    let s = match tokio::task::spawn_blocking(move || p2.script(mac, ip, uefi)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(%mac, "machine script: {e}");
@@ -62,6 +71,9 @@ async fn machine_ipxe(
         );
     } else {
         tracing::info!(%mac, %peer, "machine script: {}", s.why);
+    }
+    if s.not_found {
+        return (StatusCode::NOT_FOUND, "installed: boot from disk\n").into_response();
     }
     ipxe_text(s.body)
 }

@@ -12,7 +12,7 @@ use crate::model::config::{Config, DhcpMode};
 use crate::model::mac::Mac;
 use crate::model::problems::Problems;
 
-pub use crate::model::profile::{is_url, Arch, Profile, Role};
+pub use crate::model::profile::{is_url, Arch, BootChoices, LocalBoot, Profile, Role, UefiBinary};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Machine {
@@ -23,6 +23,24 @@ pub struct Machine {
     /// The SMBIOS UUID the machine's config fetch must carry (iPXE's `${uuid}`),
     /// lower case; an extra check, not a secret (docs/security.md).
     pub uuid: Option<String>,
+    /// `local_boot:` / `uefi_binary:` for this machine, over its profile's.
+    #[serde(skip)]
+    pub boot: BootChoices,
+}
+
+impl Machine {
+    /// How this machine boots its disk once installed; `uefi` is the
+    /// firmware iPXE reported (`${platform}` = `efi`).
+    pub fn local_boot(&self, p: &Profile, uefi: bool) -> LocalBoot {
+        self.boot.local_boot.or(p.local_boot).unwrap_or(if uefi {
+            LocalBoot::Exit
+        } else {
+            LocalBoot::Sanboot
+        })
+    }
+    pub fn uefi_binary(&self, p: &Profile) -> UefiBinary {
+        self.boot.uefi_binary.or(p.uefi_binary).unwrap_or_default()
+    }
 }
 
 #[derive(Deserialize)]
@@ -42,6 +60,10 @@ struct MachineWire {
     ip: Option<Spanned<Ipv4Addr>>,
     #[serde(default)]
     uuid: Option<Spanned<String>>,
+    #[serde(default)]
+    local_boot: Option<LocalBoot>,
+    #[serde(default)]
+    uefi_binary: Option<UefiBinary>,
 }
 
 /// Profiles and machines, validated together; immutable once built (a reload
@@ -370,6 +392,10 @@ fn load_machines(
                 profile: w.profile.value,
                 ip,
                 uuid,
+                boot: BootChoices {
+                    local_boot: w.local_boot,
+                    uefi_binary: w.uefi_binary,
+                },
             });
         }
     }

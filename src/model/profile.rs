@@ -38,6 +38,52 @@ impl Arch {
     }
 }
 
+/// How an installed machine leaves iPXE for its disk. Each is the only one
+/// that works on some firmware; default: `sanboot` on BIOS, `exit` on UEFI.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum LocalBoot {
+    /// `exit`: back to the firmware, which boots the next device.
+    #[serde(rename = "exit")]
+    Exit,
+    /// `sanboot` the first disk (BIOS drive 0x80).
+    #[serde(rename = "sanboot")]
+    Sanboot,
+    /// Answer the machine script with HTTP 404: iPXE's chain fails, and so
+    /// does the network boot.
+    #[serde(rename = "http-404")]
+    Http404,
+}
+
+impl LocalBoot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalBoot::Exit => "exit",
+            LocalBoot::Sanboot => "sanboot",
+            LocalBoot::Http404 => "http-404",
+        }
+    }
+}
+
+/// The UEFI iPXE binary: `ipxe.efi` (iPXE's own drivers) or `snponly.efi`
+/// (the firmware's network driver, for NICs iPXE has no driver for).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum UefiBinary {
+    #[default]
+    #[serde(rename = "ipxe.efi")]
+    Ipxe,
+    #[serde(rename = "snponly.efi")]
+    Snponly,
+}
+
+/// Per-machine boot choices (machines.yaml), over the profile's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BootChoices {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_boot: Option<LocalBoot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi_binary: Option<UefiBinary>,
+}
+
 /// A role profile as written in `profiles/<name>.yaml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +130,12 @@ pub struct Profile {
     /// An overlay for boards that need one.
     #[serde(default)]
     pub overlay: Option<crate::model::schematic::Overlay>,
+    /// How installed machines boot their disk (default by firmware).
+    #[serde(default)]
+    pub local_boot: Option<LocalBoot>,
+    /// The UEFI iPXE binary (default `ipxe.efi`).
+    #[serde(default)]
+    pub uefi_binary: Option<UefiBinary>,
     /// Console arguments; default Talos's (`console=tty0` on amd64).
     #[serde(default)]
     pub console: Option<Vec<String>>,
@@ -123,6 +175,8 @@ impl Profile {
             extensions: Vec::new(),
             extra_kernel_args: Vec::new(),
             overlay: None,
+            local_boot: None,
+            uefi_binary: None,
             console: None,
             kernel: None,
             initramfs: None,
@@ -256,7 +310,42 @@ fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problem
     let cluster = check_cluster(cfg, f, p, problems);
     check_version(f, p, cluster, problems);
     check_settings(cfg, f, p, problems);
+    check_image(f, p, problems);
     load_patches(f, p, problems);
+}
+
+/// The image keys: official extension names (`siderolabs/<name>`) and kernel
+/// arguments (one word each), as the factory would take them.
+fn check_image(f: &Path, p: &Profile, problems: &mut Problems) {
+    for (i, e) in p.extensions.iter().enumerate() {
+        let ok = e
+            .split_once('/')
+            .is_some_and(|(org, n)| !org.is_empty() && !n.is_empty() && !n.contains('/'))
+            && !e
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ':');
+        if !ok {
+            problems.push(
+                f,
+                &format!("extensions[{i}]"),
+                format!("{e:?} is not an official extension name like siderolabs/iscsi-tools (no version: the factory picks the one for the Talos release)"),
+            );
+        }
+    }
+    for (i, a) in p.extra_kernel_args.iter().enumerate() {
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.push(
+                f,
+                &format!("extra_kernel_args[{i}]"),
+                format!("{a:?} is not one kernel argument (one word, e.g. net.ifnames=0)"),
+            );
+        }
+    }
+    if let Some(o) = &p.overlay {
+        if o.name.trim().is_empty() || o.image.trim().is_empty() {
+            problems.push(f, "overlay", "needs both name and image (e.g. name: rpi_generic, image: siderolabs/sbc-raspberrypi)");
+        }
+    }
 }
 
 /// The profile's cluster: named, or the only one; fills `p.cluster` in.

@@ -245,4 +245,7 @@ pub enum UnknownMachines {
     #[default]
     Ignore,
     Boot,
+    /// Answer them with a script that waits and asks again: a machine added
+    /// to the inventory meanwhile boots without a power cycle.
+    Hold,
 }

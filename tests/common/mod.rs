@@ -151,6 +151,23 @@ impl Kiln {
         }
     }
 
+    /// Wait until `needle` has appeared in the log `n` times.
+    pub fn wait_for_count(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let t0 = Instant::now();
+        while self.logs().matches(needle).count() < n {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "kiln exited ({st}) before {needle:?} x{n}:\n{}",
+                    self.logs()
+                );
+            }
+            if t0.elapsed() > timeout {
+                panic!("timed out waiting for {needle:?} x{n}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM and wait: a clean shutdown.
     pub fn stop(&mut self) {
         // SAFETY: kill(2) with a pid we own.

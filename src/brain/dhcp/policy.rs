@@ -9,7 +9,7 @@ use super::msg::{Assign, Boot, ClientClass, Reply, Request};
 use super::pool::Pool;
 pub(crate) use super::reason::Reason;
 use crate::model::config::{Config, DhcpMode, FullDhcp, Subnet, UnknownMachines};
-use crate::model::inventory::Inventory;
+use crate::model::inventory::{Inventory, UefiBinary};
 use crate::store::leases::{Lease, LeaseChange};
 
 /// Which of kiln's sockets the request came in on.
@@ -37,9 +37,19 @@ pub(crate) enum Decision {
 pub(crate) const BIOS_IPXE: &str = "undionly.kpxe";
 pub(crate) const X64_EFI_IPXE: &str = "ipxe.efi";
 pub(crate) const ARM64_EFI_IPXE: &str = "ipxe-arm64.efi";
+/// iPXE on the firmware's own network driver (UEFI SNP), for NICs iPXE lacks.
+pub(crate) const X64_EFI_SNPONLY: &str = "snponly.efi";
+pub(crate) const ARM64_EFI_SNPONLY: &str = "snponly-arm64.efi";
+
+/// The UEFI binary `mac` boots: its machine's or profile's `uefi_binary`.
+pub(crate) fn uefi_binary(inv: &Inventory, mac: &crate::model::mac::Mac) -> UefiBinary {
+    inv.machine(mac)
+        .and_then(|m| inv.profile(&m.profile).map(|p| m.uefi_binary(p)))
+        .unwrap_or_default()
+}
 
 /// The boot file for a PXE/HTTP firmware (option 93) or for iPXE itself.
-pub(crate) fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, Reason> {
+pub(crate) fn boot_for(req: &Request, cfg: &Config, uefi: UefiBinary) -> Result<Boot, Reason> {
     let http = cfg.http_base();
     let pxe = req.class == ClientClass::Pxe;
     let vendor_class = match req.class {
@@ -57,12 +67,16 @@ pub(crate) fn boot_for(req: &Request, cfg: &Config) -> Result<Boot, Reason> {
         // Already running iPXE: hand it the script, never the binary again (no loop).
         return Ok(mk(format!("{http}/boot.ipxe")));
     }
+    let (x64, arm64) = match uefi {
+        UefiBinary::Ipxe => (X64_EFI_IPXE, ARM64_EFI_IPXE),
+        UefiBinary::Snponly => (X64_EFI_SNPONLY, ARM64_EFI_SNPONLY),
+    };
     match (req.class, req.arch.unwrap_or(0)) {
         (ClientClass::Pxe, 0) => Ok(mk(BIOS_IPXE.into())),
-        (ClientClass::Pxe, 7 | 9) => Ok(mk(X64_EFI_IPXE.into())),
-        (ClientClass::Pxe, 11) => Ok(mk(ARM64_EFI_IPXE.into())),
-        (ClientClass::Http, 16) => Ok(mk(format!("{http}/assets/{X64_EFI_IPXE}"))),
-        (ClientClass::Http, 19) => Ok(mk(format!("{http}/assets/{ARM64_EFI_IPXE}"))),
+        (ClientClass::Pxe, 7 | 9) => Ok(mk(x64.into())),
+        (ClientClass::Pxe, 11) => Ok(mk(arm64.into())),
+        (ClientClass::Http, 16) => Ok(mk(format!("{http}/assets/{x64}"))),
+        (ClientClass::Http, 19) => Ok(mk(format!("{http}/assets/{arm64}"))),
         (ClientClass::Other, _) => Err(Reason::NotBootClient),
         (_, arch) => Err(Reason::NoIpxeFor { arch }),
     }
@@ -116,7 +130,7 @@ fn proxy(ctx: &Ctx<'_>, req: &Request, port: Port) -> Decision {
         (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,
         (port, msg) => return Decision::Ignore(Reason::NotAnswered { msg, port }),
     };
-    match boot_for(req, ctx.cfg) {
+    match boot_for(req, ctx.cfg, uefi_binary(ctx.inventory, &req.mac)) {
         Ok(boot) => Decision::Reply {
             why: format!("proxy {msg_type:?}: boot {}", boot.file),
             reply: Box::new(Reply {
@@ -184,7 +198,7 @@ fn full(
     // Boot information only for firmware that asks for it; an OS's DHCP client
     // (Talos after boot) gets an address and nothing else.
     let boot = if req.is_pxe() || req.ipxe {
-        boot_for(req, ctx.cfg).ok()
+        boot_for(req, ctx.cfg, uefi_binary(ctx.inventory, &req.mac)).ok()
     } else {
         None
     };

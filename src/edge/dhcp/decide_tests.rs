@@ -84,6 +84,7 @@ fn inventory() -> Inventory {
                 profile: "worker".into(),
                 ip: None,
                 uuid: None,
+                boot: Default::default(),
             },
             Machine {
                 mac: FIXED.parse().unwrap(),
@@ -91,9 +92,51 @@ fn inventory() -> Inventory {
                 profile: "worker".into(),
                 ip: Some(ip("10.99.0.12")),
                 uuid: None,
+                boot: kiln_boot_snponly(),
             },
         ],
     )
+}
+
+fn kiln_boot_snponly() -> crate::model::inventory::BootChoices {
+    crate::model::inventory::BootChoices {
+        local_boot: None,
+        uefi_binary: Some(crate::model::inventory::UefiBinary::Snponly),
+    }
+}
+
+/// `uefi_binary: snponly.efi` (machines.yaml) picks the SNP build for UEFI
+/// PXE and HTTP boot; BIOS keeps undionly.
+#[test]
+fn uefi_binary_per_machine() {
+    let c = cfg(false);
+    for (arch, file) in [
+        (0u16, "undionly.kpxe"),
+        (7, "snponly.efi"),
+        (11, "snponly-arm64.efi"),
+    ] {
+        let (r, _) = reply(run(
+            &c,
+            &req(FIXED, MessageType::Discover, pxe(arch)),
+            Port::Dhcp,
+            &mut Pool::default(),
+        ));
+        assert_eq!(r.boot.unwrap().file, file, "arch {arch}");
+    }
+    let opts = vec![
+        DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016".to_vec()),
+        DhcpOption::ClientSystemArchitecture(Architecture(16)),
+    ];
+    let (r, _) = reply(run(
+        &c,
+        &req(FIXED, MessageType::Discover, opts),
+        Port::Dhcp,
+        &mut Pool::default(),
+    ));
+    assert_eq!(
+        r.boot.unwrap().file,
+        "http://10.99.0.1:8080/assets/snponly.efi"
+    );
 }
 
 fn pxe(arch: u16) -> Vec<DhcpOption> {
