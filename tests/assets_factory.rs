@@ -262,3 +262,27 @@ fn the_kernel_line_is_the_factorys_cmdline_once() {
         "{line}"
     );
 }
+
+/// A slow link: the pull waits it out, and off a terminal it says what it is
+/// doing in plain lines (size when it starts, sha256 when it lands).
+#[test]
+fn a_slow_download_completes_with_plain_progress_lines() {
+    let f = FakeFactory::start(files());
+    f.inner
+        .lock()
+        .unwrap()
+        .slow
+        .insert("kernel-amd64".into(), 30_000);
+    let lab = lab(&f, WORKER);
+    let (ok, out) = kiln(&lab, &["assets", "pull", "--profile", "worker"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("kernel-amd64: downloading (300000 bytes)"),
+        "{out}"
+    );
+    let sha = kiln::model::schematic::sha256_hex(&files()["kernel-amd64"]);
+    assert!(
+        out.contains(&format!("kernel-amd64: done (300000 bytes, sha256 {sha})")),
+        "{out}"
+    );
+}

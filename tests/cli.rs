@@ -145,9 +145,13 @@ fn environment_overrides_and_live_reload() {
     lab.ipxe_stubs();
     let http = free_port();
     // KILN_PORTS__HTTP overrides ports.http (1 in the file).
-    std::env::set_var("KILN_PORTS__HTTP", http.to_string());
-    let mut k = Kiln::start(&lab.config(), None);
-    std::env::remove_var("KILN_PORTS__HTTP");
+    // In the child's environment only: a process-wide set_var would reach the
+    // kilns other tests in this binary start meanwhile.
+    let mut k = Kiln::start_env(
+        &lab.config(),
+        None,
+        &[("KILN_PORTS__HTTP", &http.to_string())],
+    );
     let get =
         |mac: &str| common::curl::curl(&[&format!("http://127.0.0.1:{http}/ipxe/{mac}")]).text();
     assert!(get("52-54-00-aa-00-02").contains("not in the inventory"));

@@ -33,6 +33,10 @@ pub struct ClusterSpec {
     pub additional_sans: Vec<String>,
     pub dns_domain: String,
     pub install_image: Option<String>,
+    /// Extensions and schematic kernel arguments every profile of the cluster
+    /// gets before its own.
+    pub extensions: Vec<String>,
+    pub extra_kernel_args: Vec<String>,
     /// Bootstrap etcd when the first control plane runs (else `kiln bootstrap`).
     pub auto_bootstrap: bool,
 }
@@ -317,6 +321,8 @@ fn cluster_spec(
             .clone()
             .unwrap_or_else(|| "cluster.local".into()),
         install_image: c.install_image.clone(),
+        extensions: c.extensions.clone(),
+        extra_kernel_args: c.extra_kernel_args.clone(),
         auto_bootstrap: c.auto_bootstrap,
     }
 }

@@ -310,6 +310,21 @@ fn check_profile(cfg: &Config, f: &Path, p: &mut Profile, problems: &mut Problem
     let cluster = check_cluster(cfg, f, p, problems);
     check_version(f, p, cluster, problems);
     check_settings(cfg, f, p, problems);
+    if let Some(c) = cluster {
+        // The cluster's image defaults first, then the profile's own.
+        for (mine, theirs) in [
+            (&mut p.extensions, &c.extensions),
+            (&mut p.extra_kernel_args, &c.extra_kernel_args),
+        ] {
+            let own = std::mem::take(mine);
+            mine.extend(theirs.iter().cloned());
+            for x in own {
+                if !mine.contains(&x) {
+                    mine.push(x);
+                }
+            }
+        }
+    }
     check_image(f, p, problems);
     load_patches(f, p, problems);
 }
@@ -557,5 +572,51 @@ mod tests {
         // The cluster's version and name fill in what a profile leaves out.
         assert_eq!(profiles["d"].talos_version, "v1.13.9");
         assert_eq!(profiles["d"].cluster.as_deref(), Some("lab"));
+    }
+
+    #[test]
+    fn image_keys_take_the_cluster_defaults_and_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let pd = d.path().join("profiles");
+        std::fs::create_dir(&pd).unwrap();
+        std::fs::write(
+            pd.join("w.yaml"),
+            "role: worker\nextensions: [siderolabs/gvisor, siderolabs/iscsi-tools]\nstable_interface_names: true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pd.join("x.yaml"),
+            "role: worker\nextensions: [iscsi-tools:v1]\nextra_kernel_args: [\"a b\"]\n",
+        )
+        .unwrap();
+        let mut c = cfg(
+            d.path(),
+            "clusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n    talos_version: v1.14.0\n    extensions: [siderolabs/iscsi-tools]\n    extra_kernel_args: [mitigations=off]\n",
+        );
+        c.profiles = pd.clone();
+        let mut p = Problems::default();
+        let profiles = load_profiles(&c, &mut p);
+        let w = &profiles["w"];
+        assert_eq!(
+            w.extensions,
+            ["siderolabs/iscsi-tools", "siderolabs/gvisor"]
+        );
+        let s = w.schematic();
+        assert_eq!(s.extra_kernel_args, ["mitigations=off", "net.ifnames=0"]);
+        assert_eq!(
+            s.canonical_yaml(),
+            "customization:\n    extraKernelArgs:\n        - mitigations=off\n        - net.ifnames=0\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/iscsi-tools\n            - siderolabs/gvisor\n"
+        );
+        let e = p.to_string();
+        assert!(
+            e.contains(
+                "x.yaml: extensions[1]: \"iscsi-tools:v1\" is not an official extension name"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("x.yaml: extra_kernel_args[1]: \"a b\" is not one kernel argument"),
+            "{e}"
+        );
     }
 }

@@ -95,6 +95,11 @@ pub(super) struct ClusterWire {
     pub(super) additional_sans: Vec<String>,
     pub(super) dns_domain: Option<String>,
     pub(super) install_image: Option<String>,
+    /// Image defaults for the cluster's profiles (each profile adds its own).
+    #[serde(default)]
+    pub(super) extensions: Vec<String>,
+    #[serde(default)]
+    pub(super) extra_kernel_args: Vec<String>,
     #[serde(default = "yes")]
     pub(super) auto_bootstrap: bool,
 }

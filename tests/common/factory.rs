@@ -31,6 +31,8 @@ pub struct Inner {
     pub log: Vec<String>,
     /// File name → bytes after which the next GET drops the connection (once).
     pub interrupt: BTreeMap<String, usize>,
+    /// File name → bytes sent per 50 ms (a slow link).
+    pub slow: BTreeMap<String, usize>,
 }
 
 pub struct FakeFactory {
@@ -236,6 +238,7 @@ async fn cdn(
     };
     let body = bytes[from..].to_vec();
     let cut = g.interrupt.remove(&file);
+    let slow = g.slow.get(&file).copied();
     drop(g);
     let mut resp_headers = vec![
         ("content-length", (total - from).to_string()),
@@ -256,7 +259,18 @@ async fn cdn(
                 vec![Ok(first), Err(std::io::Error::other("interrupted"))];
             Body::from_stream(futures_util::stream::iter(chunks))
         }
-        None => Body::from(body),
+        None => match slow {
+            Some(rate) => {
+                let chunks: Vec<Vec<u8>> = body.chunks(rate.max(1)).map(<[u8]>::to_vec).collect();
+                let s = futures_util::stream::unfold(chunks.into_iter(), |mut it| async move {
+                    let c = it.next()?;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    Some((Ok::<_, std::io::Error>(c), it))
+                });
+                Body::from_stream(s)
+            }
+            None => Body::from(body),
+        },
     };
     let mut r = Response::builder().status(status);
     for (k, v) in resp_headers {
