@@ -22,6 +22,7 @@ pub mod brain;
 pub mod cli;
 pub(crate) mod daemon;
 pub mod edge;
+pub mod metrics;
 pub mod model;
 pub mod store;
 pub mod talos;

@@ -218,6 +218,112 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     ] {
         assert!(!logs.contains(secret.as_str()), "a secret reached the log");
     }
+
+    // What happened, as Prometheus scrapes it: valid for promtool, and the counts.
+    let m = curl(&["-f", &format!("{base}/metrics")]).text();
+    common::promtool_check(&m);
+    let v = |series: &str| common::metric(&m, series);
+    assert!(
+        v("kiln_configs_total{reason=\"ok\",result=\"served\"}") >= 2.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_configs_total{reason=\"unknown_token\",result=\"refused\"}") >= 2.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_configs_total{reason=\"address_not_proven\",result=\"refused\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_configs_total{reason=\"token_of_another_mac\",result=\"refused\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_dhcp_packets_received_total{message_type=\"request\",mode=\"proxy\"}") >= 2.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_http_requests_total{route=\"/config/{mac}\",status=\"403\"}") >= 4.0,
+        "{m}"
+    );
+    assert_eq!(
+        v("kiln_machine_state{cluster=\"lab\",machine=\"cp-1\",state=\"config_served\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        v("kiln_machine_state{cluster=\"lab\",machine=\"cp-1\",state=\"ready\"}"),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        v("kiln_cluster_bootstrap_state{cluster=\"lab\",state=\"pending\"}"),
+        1.0,
+        "{m}"
+    );
+    assert!(v("kiln_store_commit_seconds_count") >= 1.0, "{m}");
+    assert!(!m.contains("token="), "no token in the metrics");
+    assert_eq!(curl(&[&format!("{base}/healthz")]).text(), "ok\n");
+    assert_eq!(curl(&[&format!("{base}/readyz")]).text(), "ready\n");
+
+    // `kiln explain`: a booted machine, a refused fetch, a stranger.
+    let stranger = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let opts = vec![
+        dhcproto::v4::DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003016".to_vec()),
+        dhcproto::v4::DhcpOption::ClientSystemArchitecture(dhcproto::v4::Architecture(7)),
+    ];
+    let req = kiln::edge::dhcp::packet::build_request(
+        "52:54:00:aa:00:99".parse().unwrap(),
+        dhcproto::v4::MessageType::Request,
+        7,
+        opts,
+    );
+    stranger
+        .send_to(&req, ("127.0.0.1", ports.proxy_dhcp))
+        .unwrap();
+    let explain = |id: &str| {
+        let o = Command::new(kiln_bin())
+            .args(["explain", id, "--config"])
+            .arg(lab.config())
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let cp = explain("cp-1");
+    for want in [
+        "cp-1 (52:54:00:aa:00:01): in the inventory, profile controlplane (role controlplane, cluster lab, Talos v1.13.9, amd64)",
+        "fixed address 192.168.50.11",
+        "state config_served since",
+        "dhcp: Request on proxy from x86-64 UEFI (arch 7)",
+        "config: served to 127.0.1.1 as cp-1",
+        "config: refused to 127.0.0.2: request from 127.0.0.2",
+        "config: refused to 127.0.1.1: unknown boot token",
+        "next boot: the Talos installer",
+    ] {
+        assert!(cp.contains(want), "missing {want:?} in:\n{cp}");
+    }
+    assert!(!cp.contains("token="), "no token in explain");
+    // The stranger's packet may still be in flight: ask until it shows.
+    let mut st = String::new();
+    for _ in 0..50 {
+        st = explain("52:54:00:aa:00:99");
+        if st.contains("ignored") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(st.contains("52:54:00:aa:00:99: not in the inventory: kiln does not answer it (unknown_machines: ignore)"), "{st}");
+    assert!(
+        st.contains("dhcp: Request on proxy from x86-64 UEFI (arch 7): ignored: "),
+        "{st}"
+    );
+    assert!(st.contains("next boot: no network boot"), "{st}");
+    assert!(explain("nosuch").contains("no machine \"nosuch\""));
     k.stop();
 
     // The operator's talosconfig: one context per cluster, control-plane

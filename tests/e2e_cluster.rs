@@ -457,6 +457,50 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         .any(|l| l.contains(MS[0].mac) && l.contains("local boot: installed")));
     drop(again);
     drop(vms);
+    // What the netboot looked like to Prometheus: valid text, real counts.
+    let m = common::curl::curl_in(&net.server, &["-f", "http://10.99.0.1:8080/metrics"]).text();
+    common::promtool_check(&m);
+    let v = |series: &str| common::metric(&m, series);
+    assert!(
+        v("kiln_dhcp_packets_received_total{message_type=\"discover\",mode=\"dhcp\"}") >= 5.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_dhcp_packets_sent_total{message_type=\"ack\",mode=\"dhcp\"}") >= 5.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_dhcp_decisions_total{decision=\"ignored\",reason=\"unknown_mac\"}") >= 1.0,
+        "the stranger: {m}"
+    );
+    assert!(
+        v("kiln_tftp_transfers_total{result=\"ok\"}") >= 2.0,
+        "UEFI firmware fetched ipxe.efi: {m}"
+    );
+    assert!(v("kiln_tftp_sent_bytes_total") > 100_000.0, "{m}");
+    assert!(
+        v("kiln_configs_total{reason=\"ok\",result=\"served\"}") >= 5.0,
+        "{m}"
+    );
+    assert!(
+        v("kiln_http_asset_sent_bytes_total") > 1_000_000.0,
+        "kernels and initramfs: {m}"
+    );
+    assert!(
+        v("kiln_events_total{type=\"MachineStatusEvent\"}") >= 5.0,
+        "{m}"
+    );
+    assert_eq!(
+        v("kiln_cluster_bootstrap_state{cluster=\"lab\",state=\"done\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        v("kiln_machine_state{cluster=\"lab\",machine=\"w-1\",state=\"running\"}")
+            + v("kiln_machine_state{cluster=\"lab\",machine=\"w-1\",state=\"ready\"}"),
+        1.0,
+        "{m}"
+    );
     k.stop();
     let logs = k.logs();
 

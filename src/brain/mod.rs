@@ -8,6 +8,7 @@ pub(crate) mod bootstrap;
 pub(crate) mod check;
 pub(crate) mod dhcp;
 pub(crate) mod error;
+mod explain;
 pub mod factory;
 pub(crate) mod ipxe;
 pub(crate) mod lifecycle;
@@ -16,6 +17,7 @@ pub(crate) mod owner;
 pub(crate) mod ratelog;
 pub mod render;
 pub(crate) mod replace;
+pub(crate) mod timeline;
 
 pub use crate::store::machines::{Record, State};
 
@@ -51,6 +53,8 @@ pub struct Provisioner {
     pub secrets: BTreeMap<String, Bundle>,
     /// Who DHCP proved holds which address (see `owner`).
     owners: owner::Owners,
+    /// What happened to each MAC, for `kiln explain` (bounded, in memory).
+    pub(crate) timeline: timeline::Timeline,
 }
 
 /// Why a config request was refused (logged; the client gets only the status).
@@ -59,6 +63,35 @@ pub enum ConfigDecision {
     Serve { body: String, hostname: String },
     Forbidden(String),
     NotFound(String),
+}
+
+impl ConfigDecision {
+    /// A short name for metrics (`kiln_configs_total{reason}`), from the
+    /// refusals `Provisioner::config` writes.
+    pub fn reason(&self) -> &'static str {
+        let why = match self {
+            ConfigDecision::Serve { .. } => return "ok",
+            ConfigDecision::Forbidden(w) | ConfigDecision::NotFound(w) => w.as_str(),
+        };
+        for (prefix, key) in [
+            ("unknown boot token", "unknown_token"),
+            ("token lookup failed", "store_error"),
+            ("token belongs to", "token_of_another_mac"),
+            ("token expired", "token_expired"),
+            ("request from", "address_not_proven"),
+            ("not in the inventory", "unknown_machine"),
+            ("SMBIOS UUID", "uuid_mismatch"),
+            ("profile", "profile_gone"),
+            ("control-plane configs", "control_plane_unknown_machine"),
+            ("cannot record", "store_error"),
+            ("cannot render", "render_failed"),
+        ] {
+            if why.starts_with(prefix) {
+                return key;
+            }
+        }
+        "other"
+    }
 }
 
 /// What a machine's iPXE script does, and why.
@@ -103,6 +136,7 @@ impl Provisioner {
             store,
             secrets: BTreeMap::new(),
             owners,
+            timeline: timeline::Timeline::default(),
         })
     }
 
@@ -144,6 +178,55 @@ impl Provisioner {
                 boot: Default::default(),
             }),
             _ => None,
+        }
+    }
+
+    /// Set the state gauges (`kiln_machine_state`, `kiln_dhcp_leases`,
+    /// `kiln_cluster_bootstrap_state`) from what the brain knows now; called
+    /// at each scrape.
+    pub fn observe(&self) {
+        let m = &crate::metrics::METRICS;
+        let inv = self.inventory();
+        m.machine_state.reset();
+        for r in self.records() {
+            let cluster = inv
+                .machine(&r.mac)
+                .and_then(|mc| inv.profile(&mc.profile))
+                .and_then(|p| p.cluster.clone())
+                .unwrap_or_default();
+            for s in crate::store::machines::State::ALL {
+                m.machine_state
+                    .with_label_values(&[cluster.as_str(), r.hostname.as_str(), s.as_str()])
+                    .set(i64::from(s == r.state));
+            }
+        }
+        m.dhcp_leases.reset();
+        if let crate::model::config::DhcpMode::Full(full) = &self.cfg.dhcp {
+            let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            for s in &full.subnets {
+                let (bound, free) = pool.counts(s, now());
+                let range = format!("{}-{}", s.range.0, s.range.1);
+                m.dhcp_leases
+                    .with_label_values(&[range.as_str(), "bound"])
+                    .set(bound as i64);
+                m.dhcp_leases
+                    .with_label_values(&[range.as_str(), "free"])
+                    .set(free as i64);
+            }
+        }
+        m.bootstrap_state.reset();
+        for name in self.cfg.clusters.keys() {
+            let rec = self.store.clusters().find(name).ok().flatten();
+            let state = match &rec {
+                Some(r) if r.bootstrapped_at.is_some() => "done",
+                Some(r) if r.bootstrap_node.is_some() => "decided",
+                _ => "pending",
+            };
+            for s in ["pending", "decided", "done"] {
+                m.bootstrap_state
+                    .with_label_values(&[name.as_str(), s])
+                    .set(i64::from(s == state));
+            }
         }
     }
 
@@ -230,14 +313,26 @@ impl Provisioner {
                 dropped_total = owner::EVENT_REFUSALS.total(),
                 "event dropped: {peer} is no machine's DHCP-proven address"
             );
+            crate::metrics::event_dropped("unproven_address");
             return Ok(None);
         };
         let inv = self.inventory();
         let Some(machine) = self.machine_for(&inv, mac) else {
+            crate::metrics::event_dropped("unknown_machine");
             return Ok(None);
         };
+        // The event's type without its package (`machine.SequenceEvent` → `SequenceEvent`).
+        let kind = type_url.rsplit(['/', '.']).next().unwrap_or("unknown");
+        crate::metrics::event(
+            if kind.len() <= 64 && kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+                kind
+            } else {
+                "other"
+            },
+        );
         let (state, what) = lifecycle::interpret(type_url, value);
         tracing::debug!(%mac, hostname = %machine.hostname, "event: {what}");
+        self.timeline.note(mac, "event", what.clone());
         let to = state.unwrap_or(State::Discovered);
         self.note(mac, &machine.hostname, to, Some(what), Some(peer))
             .map(Some)

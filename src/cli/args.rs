@@ -89,6 +89,13 @@ pub(super) enum Cmd {
         #[command(subcommand)]
         what: GenCmd,
     },
+    /// The chain of decisions for one machine, in plain words (from the daemon).
+    Explain {
+        /// A MAC (any machine kiln has seen) or an inventory hostname.
+        machine: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Boot assets from the Talos Image Factory: pull, list, prune, import.
     Assets {
         #[command(subcommand)]

@@ -43,6 +43,7 @@ pub fn main() -> ExitCode {
         Cmd::Talosconfig(a) => local::client_export("talosconfig", a),
         Cmd::Gen { what } => local::gen(what),
         Cmd::Assets { what } => assets::run(what),
+        Cmd::Explain { machine, api } => remote::explain(&machine, &api),
         Cmd::Patch {
             what:
                 args::PatchCmd::Migrate {

@@ -40,6 +40,21 @@ pub(super) fn machines(
     Ok(s)
 }
 
+/// `kiln explain MAC|HOST`.
+pub(super) fn explain(machine: &str, api: &ApiArgs) -> anyhow::Result<String> {
+    let at = &endpoint(api)?;
+    let id: String = machine
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '_'))
+        .collect();
+    let mut s =
+        client::fetch(at, &format!("/api/v1/machines/{id}/explain")).map_err(|e| anyhow!(e))?;
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    Ok(s)
+}
+
 /// `kiln bootstrap [CLUSTER] [--node HOST | --reset]`.
 pub(super) fn bootstrap(
     cluster: Option<String>,

@@ -61,6 +61,15 @@ async fn machine_ipxe(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
+    p.timeline.note(
+        mac,
+        "script",
+        if s.refused {
+            format!("refused: {}", s.why)
+        } else {
+            s.why.clone()
+        },
+    );
     if s.refused {
         crate::refusal!(
             crate::brain::owner::SCRIPT_REFUSALS,
@@ -114,6 +123,24 @@ async fn machine_config(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
+    p.timeline.note(
+        mac,
+        "config",
+        match &d {
+            ConfigDecision::Serve { hostname, .. } => format!("served to {ip} as {hostname}"),
+            ConfigDecision::Forbidden(w) | ConfigDecision::NotFound(w) => {
+                format!("refused to {ip}: {w}")
+            }
+        },
+    );
+    crate::metrics::config(
+        if matches!(d, ConfigDecision::Serve { .. }) {
+            "served"
+        } else {
+            "refused"
+        },
+        d.reason(),
+    );
     // The SMBIOS UUID is logged so a machine can be told apart on multi-NIC servers.
     match d {
         ConfigDecision::Serve { body, hostname } => {
@@ -133,6 +160,61 @@ async fn machine_config(
 
 const ASSET_CHUNK: usize = 256 << 10;
 
+/// `/metrics`: the state gauges refreshed from the brain, then everything.
+async fn metrics(State(p): State<Arc<Provisioner>>) -> Response {
+    let text = tokio::task::spawn_blocking(move || {
+        p.observe();
+        crate::metrics::encode()
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// `/readyz`: the sockets are bound (this server answers only once the
+/// daemon has bound them all) and the store still takes writes.
+async fn readyz(State(p): State<Arc<Provisioner>>) -> Response {
+    match p.store.failure() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: store failed: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The route a path counts under (never the MAC, token or file name).
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/boot.ipxe" => "/boot.ipxe",
+        "/metrics" => "/metrics",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        p if p.starts_with("/ipxe/") => "/ipxe/{mac}",
+        p if p.starts_with("/config/") => "/config/{mac}",
+        p if p.starts_with("/assets/") => "/assets",
+        _ => "other",
+    }
+}
+
+/// Count every request by route and status, and the asset bytes sent.
+async fn count(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = route_of(req.uri().path());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    crate::metrics::http_request(route, status);
+    if route == "/assets" && matches!(status, 200 | 206) {
+        let len = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        crate::metrics::asset_bytes(len.unwrap_or(0));
+    }
+    resp
+}
+
 pub(crate) fn router(p: Arc<Provisioner>) -> Router {
     // Large chunks: a 100 MiB initramfs to 50 clients at once is read and
     // written in 1 MiB pieces (bench/http.sh: the 64 KiB default reached about
@@ -151,7 +233,11 @@ pub(crate) fn router(p: Arc<Provisioner>) -> Router {
         .route("/boot.ipxe", get(boot_ipxe))
         .route("/ipxe/{mac}", get(machine_ipxe))
         .route("/config/{mac}", get(machine_config))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .nest("/assets", assets_service)
+        .layer(axum::middleware::from_fn(count))
         // Request spans name the path only: query strings carry boot tokens.
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(

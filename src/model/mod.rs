@@ -2,6 +2,7 @@
 //! Arch, MAC, Talos release contracts, and the problems a bad file gets.
 //! May import: nothing of kiln above it.
 
+pub mod boot;
 pub mod config;
 pub mod contract;
 pub mod files;

@@ -124,6 +124,7 @@ impl LeaseWriter {
                     }
                     let changes: Vec<LeaseChange> =
                         batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+                    crate::metrics::lease_batch(batch.len());
                     let res = store.leases().apply(&changes).map_err(std::sync::Arc::new);
                     for (_, done) in batch {
                         let _ = done.send(res.clone());

@@ -24,6 +24,17 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 7] = [
+        State::Discovered,
+        State::Booting,
+        State::ConfigServed,
+        State::Installing,
+        State::Installed,
+        State::Running,
+        State::Ready,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Discovered => "discovered",

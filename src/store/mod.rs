@@ -160,6 +160,11 @@ impl Store {
         first
     }
 
+    /// Why the store stopped taking writes, if it did (`/readyz`).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
     /// A cheap end-to-end check for the watchdog: a read transaction and a
     /// durable write both complete.
     pub fn health_check(&self) -> Result<(), StoreError> {
@@ -260,11 +265,13 @@ impl Store {
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         self.alive()?;
+        let t0 = std::time::Instant::now();
         let mut tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
         tx.set_durability(redb::Durability::Immediate)
             .map_err(|e| self.db_err(redb::Error::from(e)))?;
         let r = f(&tx)?;
         tx.commit().map_err(|e| self.db_err(e))?;
+        crate::metrics::store_commit(t0.elapsed().as_secs_f64());
         Ok(r)
     }
 

@@ -359,6 +359,38 @@ pub fn script_from(http: u16, mac: &str, from: std::net::Ipv4Addr) -> String {
     curl::curl(&["--interface", &from.to_string(), &url]).text()
 }
 
+/// `promtool check metrics` (Debian's prometheus package) accepts `text`.
+pub fn promtool_check(text: &str) {
+    if skip_unless(have("promtool"), "promtool (Debian package prometheus)") {
+        return;
+    }
+    use std::io::Write;
+    let mut c = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The value of one series (`name{labels}` exactly as exposed; labels sorted
+/// as the encoder writes them), 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// GET `path` from the lab's kiln over its API socket (curl --unix-socket).
 pub fn api_get(lab: &Lab, path: &str) -> String {
     let sock = lab.path().join("state/kiln.sock");

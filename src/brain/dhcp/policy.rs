@@ -21,6 +21,15 @@ pub(crate) enum Port {
     Proxy,
 }
 
+impl Port {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Port::Dhcp => "dhcp",
+            Port::Proxy => "proxy",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Say nothing; the reason is logged.

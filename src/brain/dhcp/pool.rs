@@ -68,6 +68,33 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    /// (bound, free) addresses of `subnet`'s dynamic range at `now`: bound =
+    /// leased and unexpired; free = neither leased, offered, declined nor reserved.
+    pub(crate) fn counts(&self, subnet: &Subnet, now: u64) -> (u64, u64) {
+        let (first, last) = (u32::from(subnet.range.0), u32::from(subnet.range.1));
+        let size = u64::from(last.saturating_sub(first)) + 1;
+        let mut bound = 0u64;
+        let mut busy = 0u64;
+        for (ip, e) in &self.entries {
+            let n = u32::from(*ip);
+            if n < first || n > last || e.expires <= now {
+                continue;
+            }
+            busy += 1;
+            if e.state == State::Bound {
+                bound += 1;
+            }
+        }
+        let reserved = self
+            .reserved
+            .keys()
+            .filter(|ip| {
+                (first..=last).contains(&u32::from(**ip)) && !self.entries.contains_key(ip)
+            })
+            .count() as u64;
+        (bound, size.saturating_sub(busy + reserved))
+    }
+
     /// Start from the durable leases in the store. A MAC with rows for two
     /// addresses keeps its newest lease; the older rows come back as changes
     /// to free them (they were left by a crash between two writes of an

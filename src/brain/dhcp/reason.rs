@@ -45,6 +45,26 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
+    /// A short name for metrics (`kiln_dhcp_decisions_total{reason}`).
+    pub(crate) fn key(&self) -> &'static str {
+        match self {
+            Reason::Retired { .. } => "retired",
+            Reason::UnknownMac => "unknown_mac",
+            Reason::NotPxe => "not_pxe",
+            Reason::NotAnswered { .. } => "not_for_this_port",
+            Reason::NotBootClient => "not_boot_client",
+            Reason::NoIpxeFor { .. } => "no_ipxe_for_arch",
+            Reason::NoSubnet { .. } => "no_subnet",
+            Reason::NoOffer(_) => "no_address",
+            Reason::OtherServer(_) => "other_server",
+            Reason::RequestWithoutAddress => "request_without_address",
+            Reason::ReleaseNotHeld(_) => "release_not_held",
+            Reason::DeclineNotGiven(_) => "decline_not_given",
+            Reason::InformOutside(_) => "inform_outside",
+            Reason::Unhandled(_) => "unhandled",
+        }
+    }
+
     /// Worth a warning: kiln should have answered and could not.
     pub(crate) fn is_trouble(&self) -> bool {
         matches!(self, Reason::NoOffer(_))

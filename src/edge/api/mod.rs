@@ -107,6 +107,20 @@ async fn list(State(ApiState { p, .. }): State<ApiState>) -> Json<Vec<MachineVie
     )
 }
 
+async fn explain(State(ApiState { p, .. }): State<ApiState>, Path(id): Path<String>) -> Response {
+    let p2 = p.clone();
+    let id2 = id.clone();
+    match tokio::task::spawn_blocking(move || p2.explain(&id2)).await {
+        Ok(Some(text)) => (StatusCode::OK, text).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            format!("no machine {id:?} in the inventory (give its MAC to hear about a machine kiln has only seen)\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 async fn clusters(State(ApiState { p, .. }): State<ApiState>) -> Json<serde_json::Value> {
     let p2 = p.clone();
     let v = tokio::task::spawn_blocking(move || crate::brain::bootstrap::cluster_views(&p2))
@@ -317,6 +331,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/adopt", post(adopt))
         .route("/api/v1/replace", post(replace))
         .route("/api/v1/machines", get(list))
+        .route("/api/v1/machines/{id}/explain", get(explain))
         .route("/api/v1/cluster", get(clusters))
         .route("/api/v1/machines/{id}/reinstall", post(reinstall))
         .route("/api/v1/cluster/{name}/bootstrap", post(bootstrap))

@@ -110,10 +110,25 @@ async fn handle(
         }
     };
     let span = tracing::info_span!("dhcp", mac = %req.mac, xid = format_args!("{:08x}", req.xid));
+    crate::metrics::dhcp_received(&format!("{:?}", req.msg_type), port.as_str());
     async move {
         let (decision, pending) = checked(p, sock, &req, port, src).await?;
         match decision {
             Decision::Ignore(why) => {
+                crate::metrics::dhcp_decision("ignored", why.key());
+                p.timeline.note(
+                    req.mac,
+                    "dhcp",
+                    format!(
+                        "{:?} on {} from {}: ignored: {why}",
+                        req.msg_type,
+                        port.as_str(),
+                        crate::brain::timeline::firmware(
+                            req.arch,
+                            req.class == crate::brain::dhcp::msg::ClientClass::Http
+                        )
+                    ),
+                );
                 if why.is_trouble() {
                     tracing::warn!(msg = ?req.msg_type, "ignored: {why}");
                 } else if p.inventory().machine(&req.mac).is_some() {
@@ -131,6 +146,23 @@ async fn handle(
                     }
                 }
                 tracing::info!(msg = ?req.msg_type, "{why}");
+                p.timeline.note(
+                    req.mac,
+                    "dhcp",
+                    format!(
+                        "{:?} on {} from {}: {why}",
+                        req.msg_type,
+                        port.as_str(),
+                        crate::brain::timeline::firmware(
+                            req.arch,
+                            req.class == crate::brain::dhcp::msg::ClientClass::Http
+                        )
+                    ),
+                );
+                crate::metrics::dhcp_decision(
+                    "answered",
+                    &format!("{:?}", reply.msg_type).to_ascii_lowercase(),
+                );
                 if let Some(f) = p.first_sight(&req, &reply) {
                     tokio::task::block_in_place(|| p.record_first_sight(f));
                 }
@@ -138,6 +170,9 @@ async fn handle(
                     return None;
                 }
                 let bytes = packet::encode(&req, &reply);
+                if !bytes.is_empty() {
+                    crate::metrics::dhcp_sent(&format!("{:?}", reply.msg_type), port.as_str());
+                }
                 let dest = destination(&req, &reply, port, src, p.cfg.ports.dhcp);
                 (!bytes.is_empty()).then_some((bytes, dest))
             }

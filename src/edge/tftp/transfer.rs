@@ -40,6 +40,7 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
     let shown = req.filename.clone();
     if req.write {
         tracing::warn!(client = %peer, path = %shown, "tftp: write refused (read-only server)");
+        crate::metrics::tftp_transfer("refused", 0);
         let _ = sock
             .send(&refuse(ErrorCode::AccessViolation, "read-only server"))
             .await;
@@ -47,12 +48,14 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
     }
     let Some(file) = locate(cfg, &shown) else {
         let _ = sock.send(&not_found()).await;
+        crate::metrics::tftp_transfer("not_found", 0);
         return tracing::info!(client = %peer, path = %shown, "tftp: not found");
     };
     let (mut src, len) = match Source::open(&file, req.mode).await {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(client = %peer, path = %shown, "tftp: cannot open: {e}");
+            crate::metrics::tftp_transfer("failed", 0);
             let _ = sock.send(&not_found()).await;
             return;
         }
@@ -60,8 +63,14 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
     tracing::info!(client = %peer, path = %shown, from = %file.display(), mode = ?req.mode, "tftp: sending");
     let neg = negotiate(&cfg.limits, &req, len);
     match send_file(&sock, &mut src, &neg, cfg.limits.tftp_retries).await {
-        Ok(bytes) => tracing::debug!(client = %peer, path = %shown, bytes, "tftp: sent"),
-        Err(e) => tracing::info!(client = %peer, path = %shown, "tftp: transfer ended: {e}"),
+        Ok(bytes) => {
+            crate::metrics::tftp_transfer("ok", bytes);
+            tracing::debug!(client = %peer, path = %shown, bytes, "tftp: sent")
+        }
+        Err(e) => {
+            crate::metrics::tftp_transfer("failed", 0);
+            tracing::info!(client = %peer, path = %shown, "tftp: transfer ended: {e}")
+        }
     }
 }
 
