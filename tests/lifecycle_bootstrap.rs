@@ -133,6 +133,18 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     let s = setup(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut k = start(&s);
+    // `kiln machines --watch` into a pipe: each change printed once.
+    let watch_out = s.lab.path().join("watch.txt");
+    let mut watcher = std::process::Command::new(kiln_bin())
+        .args([
+            "machines",
+            "--watch",
+            "--config",
+            s.lab.config().to_str().unwrap(),
+        ])
+        .stdout(std::fs::File::create(&watch_out).unwrap())
+        .spawn()
+        .unwrap();
     let shared = Arc::new(Shared::default());
     let ns = nodes(&rt, &s, &shared);
     // Each node is "not ready" twice, as a real first control plane is until its CRI runs.
@@ -148,6 +160,20 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     wait("worker installing", Duration::from_secs(10), || {
         state_of(&s, "w-1") == "installing"
     });
+    wait("the watch saw it", Duration::from_secs(10), || {
+        std::fs::read_to_string(&watch_out)
+            .unwrap_or_default()
+            .contains("installing")
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let seen = std::fs::read_to_string(&watch_out).unwrap();
+    let tables: Vec<&str> = seen.split("# 20").skip(1).collect();
+    assert!(tables.len() >= 2, "a table per change: {seen}");
+    assert!(
+        tables[0].contains("HOSTNAME") && tables.last().unwrap().contains("installing"),
+        "{seen}"
+    );
 
     // Three control planes check in at the same time.
     check_in_all(&rt, &s, &[1, 2, 3]);

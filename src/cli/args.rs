@@ -41,6 +41,9 @@ pub(super) enum Cmd {
         /// table or json
         #[arg(short, long, default_value = "table")]
         output: String,
+        /// Keep watching: redraw on a terminal, print each change otherwise.
+        #[arg(short, long)]
+        watch: bool,
         #[command(flatten)]
         api: ApiArgs,
     },

@@ -21,8 +21,15 @@ pub fn main() -> ExitCode {
         Cmd::Check { at } => return local::check(&at.config),
         Cmd::Render { at, mac } => local::render(&at.config, &mac),
         Cmd::Machines {
+            action: None,
+            output,
+            watch: true,
+            api,
+        } => remote::watch(&output, &api),
+        Cmd::Machines {
             action,
             output,
+            watch: _,
             api,
         } => remote::machines(action, &output, &api),
         Cmd::Bootstrap {

@@ -40,6 +40,29 @@ pub(super) fn machines(
     Ok(s)
 }
 
+/// `kiln machines --watch`: the table again each second it changes; on a
+/// terminal the screen is redrawn, otherwise each new table is printed
+/// (with a timestamp), so a log or a pipe sees every change once.
+pub(super) fn watch(output: &str, api: &ApiArgs) -> anyhow::Result<String> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let now = machines(None, output, api)?;
+        if now != last {
+            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            let mut out = std::io::stdout().lock();
+            if tty {
+                let _ = write!(out, "\x1b[2J\x1b[H");
+            }
+            let _ = write!(out, "# {stamp}\n{}", super::printable(&now));
+            let _ = out.flush();
+            last = now;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// `kiln explain MAC|HOST`.
 pub(super) fn explain(machine: &str, api: &ApiArgs) -> anyhow::Result<String> {
     let at = &endpoint(api)?;
