@@ -25,6 +25,7 @@ pub struct Metrics {
     pub configs: IntCounterVec,
     pub events: IntCounterVec,
     pub events_dropped: IntCounterVec,
+    pub kmsg_lines: IntCounterVec,
     pub store_commit_seconds: Histogram,
     pub store_batch_size: Histogram,
     pub machine_state: IntGaugeVec,
@@ -128,6 +129,7 @@ fn build() -> Metrics {
             "Talos events dropped, by reason.",
             &["reason"],
         ),
+        kmsg_lines: counter(&r, "kmsg_lines_total", "Kernel log lines from machines, by result (stored, refused connection, malformed, not_stored).", &["result"]),
         store_commit_seconds: histogram(
             &r,
             "store_commit_seconds",
@@ -207,6 +209,10 @@ pub fn event(kind: &str) {
 
 pub fn event_dropped(reason: &str) {
     METRICS.events_dropped.with_label_values(&[reason]).inc();
+}
+
+pub fn kmsg_line(result: &str) {
+    METRICS.kmsg_lines.with_label_values(&[result]).inc();
 }
 
 pub fn store_commit(seconds: f64) {

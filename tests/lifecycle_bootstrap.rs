@@ -19,6 +19,7 @@ struct Setup {
     events: u16,
     talos_port: u16,
     proxy_dhcp: u16,
+    kmsg: u16,
 }
 
 fn setup(auto: bool) -> Setup {
@@ -35,6 +36,7 @@ fn setup(auto: bool) -> Setup {
         events: p.events,
         talos_port: p.talos_api,
         proxy_dhcp: p.proxy_dhcp,
+        kmsg: p.kmsg,
     }
 }
 
@@ -585,5 +587,92 @@ fn the_stand_in_enforces_mtls_and_roles_like_apid() {
         n.node.bootstrap_calls().len(),
         2,
         "the reader's call never reached Bootstrap"
+    );
+}
+
+/// Talos's kernel log stream (JSON lines over TCP, as its jsonLinesSender
+/// writes them): kept per machine when it comes from the machine's proven
+/// address, shown by `kiln logs` and `kiln logs -f`; from any other address
+/// the connection is closed unread.
+#[test]
+fn kernel_logs_are_kept_per_machine_from_its_own_address_only() {
+    use std::io::Write;
+    let s = setup(true);
+    let mut k = start(&s);
+    let line = |seq: u32, msg: &str| {
+        format!("{{\"clock\":{seq},\"facility\":\"kern\",\"msg\":\"{msg}\",\"priority\":\"info\",\"seq\":{seq},\"talos-level\":\"info\",\"talos-time\":\"2026-12-02T10:00:0{seq}Z\"}}\n")
+    };
+    let send = |from: std::net::Ipv4Addr, text: &str| {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+        sock.connect(&SocketAddr::from(([127, 0, 0, 1], s.kmsg)).into())
+            .unwrap();
+        let mut t: std::net::TcpStream = sock.into();
+        t.write_all(text.as_bytes()).unwrap();
+    };
+    let logs = |args: &[&str]| cli(&s, args);
+    // cp-1 from its own address; an impostor claims to be cp-1 from another.
+    send(
+        ip(1),
+        &(line(1, "Linux version 6.12.0-talos") + &line(2, "virtio_net virtio0 eth0: renamed")),
+    );
+    send(
+        std::net::Ipv4Addr::new(127, 0, 0, 9),
+        &line(3, "forged: I am cp-1"),
+    );
+    wait("cp-1's log", Duration::from_secs(10), || {
+        logs(&["logs", "cp-1"]).1.contains("renamed")
+    });
+    let (ok, out) = logs(&["logs", "cp-1"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2026-12-02T10:00:01Z info kern: Linux version 6.12.0-talos"),
+        "{out}"
+    );
+    assert!(!out.contains("forged"), "{out}");
+    assert!(logs(&["logs", "cp-2"]).1.trim().is_empty());
+    // -f follows new lines.
+    let mut f = std::process::Command::new(kiln_bin())
+        .args([
+            "logs",
+            "-f",
+            "cp-1",
+            "--config",
+            s.lab.config().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    send(ip(1), &line(4, "talos: booted"));
+    let mut seen = String::new();
+    let mut out = f.stdout.take().unwrap();
+    let t0 = Instant::now();
+    while !seen.contains("talos: booted") && t0.elapsed() < Duration::from_secs(15) {
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap_or(0);
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = f.kill();
+    let _ = f.wait();
+    assert!(
+        seen.contains("talos: booted") && seen.contains("Linux version"),
+        "{seen}"
+    );
+    let m = common::curl::curl(&[&format!("http://127.0.0.1:{}/metrics", s.http)]).text();
+    assert!(
+        common::metric(&m, "kiln_kmsg_lines_total{result=\"stored\"}") >= 3.0,
+        "{m}"
+    );
+    assert!(
+        common::metric(&m, "kiln_kmsg_lines_total{result=\"refused\"}") >= 1.0,
+        "{m}"
+    );
+    k.stop();
+    assert!(
+        k.logs()
+            .contains("kernel log refused: 127.0.0.9 is no machine's DHCP-proven address"),
+        "{}",
+        k.logs()
     );
 }

@@ -387,6 +387,7 @@ fn v1_14_documents_validate_against_the_talos_schema() {
         let mut own = seed_settings().patches(role, c);
         own.push(kiln::talos::settings::hostname_patch("node-1", c));
         own.push(serde_json::json!({"apiVersion": "v1alpha1", "kind": "EventSinkConfig", "endpoint": "10.0.0.1:4002"}));
+        own.push(serde_json::json!({"apiVersion": "v1alpha1", "kind": "KmsgLogConfig", "name": "kiln", "url": "tcp://10.0.0.1:4003"}));
         patch::apply(&mut docs, &patch::Patch::Strategic(own), "settings").unwrap();
         let extra: Vec<&serde_json::Value> =
             docs.iter().filter(|d| d.get("kind").is_some()).collect();

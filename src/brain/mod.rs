@@ -11,6 +11,7 @@ pub(crate) mod error;
 mod explain;
 pub mod factory;
 pub(crate) mod ipxe;
+pub(crate) mod kmsg;
 pub(crate) mod lifecycle;
 pub(crate) mod manual;
 pub(crate) mod owner;
@@ -55,6 +56,8 @@ pub struct Provisioner {
     owners: owner::Owners,
     /// What happened to each MAC, for `kiln explain` (bounded, in memory).
     pub(crate) timeline: timeline::Timeline,
+    /// Each machine's kernel log (`kiln logs`), under state_dir.
+    kernel_logs: kmsg::KernelLogs,
 }
 
 /// Why a config request was refused (logged; the client gets only the status).
@@ -127,6 +130,7 @@ impl Provisioner {
                 }
             }
         }
+        let cfg_state_dir = cfg.state_dir.clone();
         Ok(Provisioner {
             cfg,
             inventory: RwLock::new(Arc::new(inventory)),
@@ -137,6 +141,7 @@ impl Provisioner {
             secrets: BTreeMap::new(),
             owners,
             timeline: timeline::Timeline::default(),
+            kernel_logs: kmsg::KernelLogs::new(&cfg_state_dir),
         })
     }
 
@@ -179,6 +184,22 @@ impl Provisioner {
             }),
             _ => None,
         }
+    }
+
+    /// One kernel log line from `mac` (attributed by its proven address).
+    pub fn kernel_log(&self, mac: Mac, line: &str) -> std::io::Result<()> {
+        self.kernel_logs.append(&mac, line)
+    }
+
+    /// `id`'s kernel log from line `since` on, and the number of lines; None:
+    /// no such machine.
+    pub fn kernel_log_lines(&self, id: &str, since: usize) -> Option<(Vec<String>, usize)> {
+        let inv = self.inventory();
+        let mac = id
+            .parse::<Mac>()
+            .ok()
+            .or_else(|| inv.machine_by_name(id).map(|m| m.mac))?;
+        Some(self.kernel_logs.read(&mac, since))
     }
 
     /// Set the state gauges (`kiln_machine_state`, `kiln_dhcp_leases`,
@@ -406,6 +427,7 @@ impl Provisioner {
         let mut extra = Vec::new();
         if profile.cluster.is_some() {
             extra.push(format!("talos.events.sink={}", self.cfg.events_endpoint()));
+            extra.push(format!("talos.logging.kernel={}", self.cfg.kmsg_url()));
         }
         if profile.stable_interface_names {
             extra.push("net.ifnames=0".to_string());

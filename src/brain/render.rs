@@ -176,6 +176,8 @@ pub fn render(
     // The kernel command line (and with it talos.events.sink) is gone once Talos
     // boots from disk: the event sink must be in the config too.
     own.push(serde_json::json!({ "apiVersion": "v1alpha1", "kind": "EventSinkConfig", "endpoint": cfg.events_endpoint() }));
+    // The kernel log too, so it reaches kiln after install as well.
+    own.push(serde_json::json!({ "apiVersion": "v1alpha1", "kind": "KmsgLogConfig", "name": "kiln", "url": cfg.kmsg_url() }));
     let own = Patch::Strategic(own);
     let migrated = migrated_patches(profile, o.contract)?;
     let mut steps: Vec<(&Patch, &str)> = vec![(&own, src.as_str())];

@@ -92,6 +92,16 @@ pub(super) enum Cmd {
         #[command(subcommand)]
         what: GenCmd,
     },
+    /// A machine's kernel log, as Talos streamed it to kiln.
+    Logs {
+        /// A MAC or an inventory hostname.
+        machine: String,
+        /// Keep printing new lines as they come.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The chain of decisions for one machine, in plain words (from the daemon).
     Explain {
         /// A MAC (any machine kiln has seen) or an inventory hostname.

@@ -51,6 +51,11 @@ pub fn main() -> ExitCode {
         Cmd::Gen { what } => local::gen(what),
         Cmd::Assets { what } => assets::run(what),
         Cmd::Explain { machine, api } => remote::explain(&machine, &api),
+        Cmd::Logs {
+            machine,
+            follow,
+            api,
+        } => remote::logs(&machine, follow, &api),
         Cmd::Patch {
             what:
                 args::PatchCmd::Migrate {

@@ -63,13 +63,41 @@ pub(super) fn watch(output: &str, api: &ApiArgs) -> anyhow::Result<String> {
     }
 }
 
+/// `kiln logs MAC|HOST [-f]`.
+pub(super) fn logs(machine: &str, follow: bool, api: &ApiArgs) -> anyhow::Result<String> {
+    use std::io::Write;
+    let at = &endpoint(api)?;
+    let id = clean_id(machine);
+    let mut since = 0usize;
+    loop {
+        let body = client::fetch(at, &format!("/api/v1/machines/{id}/logs?since={since}"))
+            .map_err(|e| anyhow!(e))?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| anyhow!("{e}"))?;
+        let mut out = std::io::stdout().lock();
+        for l in v["lines"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "{}", super::printable(l.as_str().unwrap_or_default()));
+        }
+        let _ = out.flush();
+        since = v["next"].as_u64().unwrap_or(since as u64) as usize;
+        if !follow {
+            return Ok(String::new());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// A machine id as it may go into a URL path.
+fn clean_id(machine: &str) -> String {
+    machine
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '_'))
+        .collect()
+}
+
 /// `kiln explain MAC|HOST`.
 pub(super) fn explain(machine: &str, api: &ApiArgs) -> anyhow::Result<String> {
     let at = &endpoint(api)?;
-    let id: String = machine
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '_'))
-        .collect();
+    let id = clean_id(machine);
     let mut s =
         client::fetch(at, &format!("/api/v1/machines/{id}/explain")).map_err(|e| anyhow!(e))?;
     if !s.ends_with('\n') {

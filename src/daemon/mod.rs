@@ -97,8 +97,8 @@ fn announce(cfg: &crate::model::config::Config, machines: usize) {
     };
     tracing::info!(
         interface = %cfg.interface, server = %cfg.server_address, dhcp = mode, machines,
-        "kiln ready: DHCP :{}, proxyDHCP :{}, TFTP :{}, HTTP :{}, events :{}, API {}{tcp}",
-        cfg.ports.dhcp, cfg.ports.proxy_dhcp, cfg.ports.tftp, cfg.ports.http, cfg.ports.events,
+        "kiln ready: DHCP :{}, proxyDHCP :{}, TFTP :{}, HTTP :{}, events :{}, kernel logs :{}, API {}{tcp}",
+        cfg.ports.dhcp, cfg.ports.proxy_dhcp, cfg.ports.tftp, cfg.ports.http, cfg.ports.events, cfg.ports.kmsg,
         cfg.api_socket().display(),
     );
 }

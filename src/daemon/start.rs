@@ -101,6 +101,7 @@ pub(super) struct Listeners {
     pub(super) tftp: std::net::UdpSocket,
     pub(super) http: TcpListener,
     pub(super) events: TcpListener,
+    pub(super) kmsg: TcpListener,
     pub(super) api_socket: UnixListener,
     /// The opt-in TCP API and its bearer token.
     pub(super) api_tcp: Option<(TcpListener, String)>,
@@ -140,6 +141,9 @@ impl Listeners {
         let events = TcpListener::bind(SocketAddrV4::new(l, ports.events))
             .await
             .map_err(DaemonError::io(at("the events sink", ports.events)))?;
+        let kmsg = TcpListener::bind(SocketAddrV4::new(l, ports.kmsg))
+            .await
+            .map_err(DaemonError::io(at("the kernel log receiver", ports.kmsg)))?;
         let api_tcp = if cfg.api_tcp {
             let token = crate::edge::api::api_token(&cfg.state_dir)?;
             let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports.api))
@@ -158,6 +162,7 @@ impl Listeners {
             tftp,
             http,
             events,
+            kmsg,
             api_socket,
             api_tcp,
         })

@@ -89,6 +89,13 @@ pub(super) async fn spawn(
         }
         "the events sink"
     });
+    let (p2, s) = (p.clone(), stopped(stop.clone()));
+    tasks.spawn(async move {
+        if let Err(e) = crate::edge::kmsg::serve(l.kmsg, p2, s).await {
+            tracing::error!("kernel log receiver: {e}");
+        }
+        "the kernel log receiver"
+    });
     let router = api::router(api::ApiState {
         p: p.clone(),
         b: boot.clone(),

@@ -6,5 +6,6 @@ pub(crate) mod api;
 pub mod dhcp;
 pub(crate) mod events;
 pub(crate) mod http;
+pub(crate) mod kmsg;
 pub(crate) mod ra;
 pub(crate) mod tftp;

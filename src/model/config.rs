@@ -124,6 +124,11 @@ impl Config {
         format!("http://{}:{}", self.server_address, self.ports.http)
     }
 
+    /// `tcp://host:port` of kiln's kernel log receiver, as Talos dials it.
+    pub fn kmsg_url(&self) -> String {
+        format!("tcp://{}:{}", self.server_address, self.ports.kmsg)
+    }
+
     /// `host:port` of kiln's events sink, as Talos dials it.
     pub fn events_endpoint(&self) -> String {
         format!("{}:{}", self.server_address, self.ports.events)

@@ -63,3 +63,13 @@ pub fn write_private(path: &Path, data: &[u8], force: bool) -> Result<(), FileEr
     sync_dir(path).map_err(io)?;
     Ok(())
 }
+
+/// Open `path` for appending, created 0600 if absent.
+pub fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}

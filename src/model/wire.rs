@@ -137,6 +137,8 @@ pub struct Ports {
     pub http: u16,
     /// Talos events sink (gRPC, plaintext), on server_address.
     pub events: u16,
+    /// Talos kernel log stream (JSON lines over TCP), on server_address.
+    pub kmsg: u16,
     /// kiln's own JSON API (`kiln machines`), on 127.0.0.1 only.
     pub api: u16,
     /// Where nodes' Talos API (apid) listens.
@@ -151,6 +153,7 @@ impl Default for Ports {
             tftp: 69,
             http: 8080,
             events: 4002,
+            kmsg: 4003,
             api: 8081,
             talos_api: 50000,
         }

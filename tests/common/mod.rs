@@ -222,6 +222,7 @@ impl LoPorts for Ports {
             tftp: free_port(),
             http: free_port(),
             events: free_port(),
+            kmsg: free_port(),
             api: free_port(),
             talos_api: free_port(),
         }
@@ -229,8 +230,8 @@ impl LoPorts for Ports {
 
     fn lo_yaml(&self) -> String {
         format!(
-            "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {}, proxy_dhcp: {}, tftp: {}, http: {}, events: {}, api: {}, talos_api: {}}}\n",
-            self.dhcp, self.proxy_dhcp, self.tftp, self.http, self.events, self.api, self.talos_api
+            "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {}, proxy_dhcp: {}, tftp: {}, http: {}, events: {}, kmsg: {}, api: {}, talos_api: {}}}\n",
+            self.dhcp, self.proxy_dhcp, self.tftp, self.http, self.events, self.kmsg, self.api, self.talos_api
         )
     }
 }

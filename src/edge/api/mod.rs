@@ -121,6 +121,29 @@ async fn explain(State(ApiState { p, .. }): State<ApiState>, Path(id): Path<Stri
     }
 }
 
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    since: usize,
+}
+
+/// A machine's kernel log from line `since`: `{"next": N, "lines": [...]}`.
+async fn logs(
+    State(ApiState { p, .. }): State<ApiState>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Response {
+    let p2 = p.clone();
+    let id2 = id.clone();
+    match tokio::task::spawn_blocking(move || p2.kernel_log_lines(&id2, q.since)).await {
+        Ok(Some((lines, n))) => {
+            Json(serde_json::json!({ "next": n, "lines": lines })).into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no machine {id:?}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 async fn clusters(State(ApiState { p, .. }): State<ApiState>) -> Json<serde_json::Value> {
     let p2 = p.clone();
     let v = tokio::task::spawn_blocking(move || crate::brain::bootstrap::cluster_views(&p2))
@@ -332,6 +355,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/replace", post(replace))
         .route("/api/v1/machines", get(list))
         .route("/api/v1/machines/{id}/explain", get(explain))
+        .route("/api/v1/machines/{id}/logs", get(logs))
         .route("/api/v1/cluster", get(clusters))
         .route("/api/v1/machines/{id}/reinstall", post(reinstall))
         .route("/api/v1/cluster/{name}/bootstrap", post(bootstrap))
