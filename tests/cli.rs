@@ -293,3 +293,53 @@ fn held_unknown_machines_boot_once_added() {
         "{script}"
     );
 }
+
+/// A shared v1.13-style patch that moves into control-plane-only documents
+/// (kube-proxy off, as for Cilium) still renders for workers on v1.14: the
+/// migration leaves those documents out there.
+#[test]
+fn migrated_control_plane_documents_stay_off_workers() {
+    let lab = Lab::new(
+        &format!(
+            "{}clusters:\n  lab:\n    endpoint: https://10.0.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
+            yaml(free_port())
+        ),
+        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n",
+    );
+    let p = lab.path();
+    let assets = p.join("boot-assets/talos/v1.14.0-rc.1");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::write(assets.join("vmlinuz-amd64"), vec![0x4b; 4096]).unwrap();
+    std::fs::write(assets.join("initramfs-amd64.xz"), vec![0x1f; 4096]).unwrap();
+    std::fs::create_dir_all(p.join("ipxe")).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi"] {
+        std::fs::write(p.join("ipxe").join(f), b"ipxe").unwrap();
+    }
+    std::fs::write(
+        p.join("cilium.yaml"),
+        "cluster:\n  proxy:\n    disabled: true\n  network:\n    cni:\n      name: none\n",
+    )
+    .unwrap();
+    for role in ["controlplane", "worker"] {
+        std::fs::write(
+            p.join(format!("profiles/{role}.yaml")),
+            format!("role: {role}\ntalos_version: v1.14.0-rc.1\ninstall_disk: /dev/sda\npatches: [../cilium.yaml]\n"),
+        )
+        .unwrap();
+    }
+    let out = Command::new(kiln_bin())
+        .args(["check", "--config"])
+        .arg(lab.config())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("cluster.proxy.disabled → KubeProxyConfig.enabled"),
+        "{text}"
+    );
+}

@@ -324,6 +324,34 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     );
     assert!(st.contains("next boot: no network boot"), "{st}");
     assert!(explain("nosuch").contains("no machine \"nosuch\""));
+
+    // The status page, as a person sees it in a real browser.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status.png");
+    if let Some(dom) = common::chromium(&format!("{base}/status"), Some(&shot)) {
+        for want in [
+            "cp-1",
+            "w-1",
+            "config_served",
+            "192.168.50.200:6443",
+            "52:54:00:aa:00:99",
+            "x86-64 UEFI (arch 7)",
+            "PXEClient:Arch:00007",
+        ] {
+            assert!(dom.contains(want), "status page lacks {want:?}:\n{dom}");
+        }
+        assert!(!dom.contains("token="), "no token on the page");
+        let dom =
+            common::chromium(&format!("{base}/status/machine/52:54:00:aa:00:01"), None).unwrap();
+        for want in [
+            "cp-1 (52:54:00:aa:00:01)",
+            "refused to 127.0.0.2: request from 127.0.0.2",
+            "served to 127.0.1.1 as cp-1",
+            "Kernel log",
+        ] {
+            assert!(dom.contains(want), "machine page lacks {want:?}:\n{dom}");
+        }
+        eprintln!("status page screenshot: {}", shot.display());
+    }
     k.stop();
 
     // The operator's talosconfig: one context per cluster, control-plane

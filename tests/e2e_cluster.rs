@@ -501,6 +501,22 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         1.0,
         "{m}"
     );
+    // The status page after a real netboot, in a real browser.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-e2e.png");
+    if let Some(dom) = common::chromium_in(
+        Some(&net.server),
+        "http://10.99.0.1:8080/status",
+        Some(&shot),
+    ) {
+        for want in ["cp-1", "cp-2", "cp-3", "w-1", "done", "3/3"] {
+            assert!(dom.contains(want), "status page lacks {want:?}:\n{dom}");
+        }
+        assert!(
+            dom.contains(STRANGER),
+            "the stranger is on the pending list:\n{dom}"
+        );
+        eprintln!("status page screenshot: {}", shot.display());
+    }
     k.stop();
     let logs = k.logs();
 

@@ -51,8 +51,19 @@ pub(crate) fn boot_files(cfg: &Config, p: &Profile) -> BootFiles {
     if p.kernel.is_none() && p.initramfs.is_none() {
         let d = p.factory_dir();
         let [kernel, initramfs, cmdline] = crate::brain::factory::files_for(p.arch);
-        if cfg.boot_assets.join(&d).join(&kernel).is_file() {
-            let cmdline = std::fs::read_to_string(cfg.boot_assets.join(&d).join(cmdline)).ok();
+        let dir = cfg.boot_assets.join(&d);
+        // All three landed and recorded: a pull still under way (or one that
+        // failed half-way) is not served.
+        let complete = crate::brain::factory::load_manifest(&dir)
+            .ok()
+            .flatten()
+            .is_some_and(|m| {
+                [&kernel, &initramfs, &cmdline]
+                    .iter()
+                    .all(|f| m.files.contains_key(f.as_str()) && dir.join(f).is_file())
+            });
+        if complete {
+            let cmdline = std::fs::read_to_string(dir.join(cmdline)).ok();
             return BootFiles {
                 kernel: format!("{d}/{kernel}"),
                 initramfs: format!("{d}/{initramfs}"),

@@ -88,8 +88,42 @@ fn save_manifest(dir: &Path, m: &Manifest) -> Result<(), AssetsError> {
     let path = dir.join(MANIFEST);
     let tmp = dir.join(".manifest.json.tmp");
     let text = serde_json::to_string_pretty(m).unwrap_or_default();
-    std::fs::write(&tmp, text + "\n").map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all((text + "\n").as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    crate::model::files::sync_dir(dir).map_err(io(dir))
+}
+
+/// An exclusive lock on the cache (`boot_assets/factory/.lock`) for a pull,
+/// import or prune: two at once would write one `.part` twice, or prune a
+/// directory a pull is filling. Held until dropped.
+pub(crate) struct CacheLock {
+    _file: std::fs::File,
+}
+
+pub(crate) fn lock(cfg: &Config) -> Result<CacheLock, AssetsError> {
+    use std::os::fd::AsRawFd;
+    let root = cfg.boot_assets.join("factory");
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let path = root.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    // SAFETY: flock(2) on a descriptor we own, for as long as `f` lives.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(AssetsError::Refused(format!(
+            "{}: another kiln assets pull, import or prune is running on this cache; wait for it",
+            path.display()
+        )));
+    }
+    Ok(CacheLock { _file: f })
 }
 
 /// Every problem with `names` in `dir` against its manifest: missing,
@@ -191,6 +225,17 @@ pub fn wanted(
     Ok(out)
 }
 
+fn new_manifest(cfg: &Config, w: &Want) -> Manifest {
+    Manifest {
+        schematic: w.id.clone(),
+        version: w.version.clone(),
+        factory: cfg.factory_url.clone(),
+        schematic_yaml: w.schematic_yaml.clone(),
+        note: CHECKSUM_NOTE.into(),
+        files: BTreeMap::new(),
+    }
+}
+
 /// Fetch what `w` needs into its directory; a file already recorded and
 /// unchanged is kept. Returns one line per file.
 pub fn pull(
@@ -202,16 +247,14 @@ pub fn pull(
     let d = dir(cfg, &w.id, &w.version);
     std::fs::create_dir_all(&d).map_err(io(&d))?;
     f.register(&w.schematic_yaml, &w.id)?;
-    let mut m = match load_manifest(&d)? {
-        Some(m) if m.schematic == w.id => m,
-        _ => Manifest {
-            schematic: w.id.clone(),
-            version: w.version.clone(),
-            factory: cfg.factory_url.clone(),
-            schematic_yaml: w.schematic_yaml.clone(),
-            note: CHECKSUM_NOTE.into(),
-            files: BTreeMap::new(),
-        },
+    // An unreadable manifest is started afresh: every file is checked again.
+    let mut m = match load_manifest(&d) {
+        Ok(Some(m)) if m.schematic == w.id => m,
+        Err(e) => {
+            tracing::warn!("{e}: starting the manifest afresh");
+            new_manifest(cfg, w)
+        }
+        _ => new_manifest(cfg, w),
     };
     let mut lines = Vec::new();
     for a in &w.arches {

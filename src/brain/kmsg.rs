@@ -79,8 +79,26 @@ pub(crate) fn format(json: &str) -> Option<String> {
         s("talos-time"),
         s("talos-level"),
         s("facility"),
-        msg.trim_end()
+        redact(msg.trim_end())
     ))
+}
+
+/// The kernel prints its command line, and kiln's boot token is on it
+/// (`talos.config=...?token=...`): the value never reaches the log.
+pub(crate) fn redact(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("token=") {
+        out.push_str(&rest[..i + 6]);
+        out.push_str("<redacted>");
+        rest = &rest[i + 6..];
+        let end = rest
+            .find(|c: char| c == '&' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -95,6 +113,8 @@ mod tests {
             "2026-12-02T10:00:00.1Z info kern: Linux version 6.12"
         );
         assert_eq!(format("not json"), None);
+        let cmd = r#"{"msg":"Kernel command line: talos.config=http://k/config/m?token=abcdef0123&uuid=x other=token=zz","talos-time":"t","talos-level":"info","facility":"kern"}"#;
+        assert_eq!(format(cmd).unwrap(), "t info kern: Kernel command line: talos.config=http://k/config/m?token=<redacted>&uuid=x other=token=<redacted>");
         let d = tempfile::tempdir().unwrap();
         let k = KernelLogs::new(d.path());
         let m: Mac = "52:54:00:00:00:01".parse().unwrap();

@@ -187,9 +187,9 @@ pub fn render(
         patch::apply(&mut docs, p, name).map_err(|e| RenderError::Invalid(e.to_string()))?;
     }
     // A config Talos would refuse at boot is refused here, naming the patch.
-    if !conflicts::check(&docs).is_empty() {
-        let blamed =
-            conflicts::blame(base, &steps).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    if !conflicts::check_for(&docs, o.contract).is_empty() {
+        let blamed = conflicts::blame(base, &steps, o.contract)
+            .map_err(|e| RenderError::Invalid(e.to_string()))?;
         return Err(RenderError::Invalid(conflicts::report(&src, &blamed)));
     }
     Ok(docs)
@@ -212,6 +212,7 @@ pub fn migrated_patches(
                         profile.talos_version
                     ))
                 })?;
+                let m = crate::talos::migrate::for_role(m, profile.role, docs);
                 out.push((Patch::Strategic(m.docs), name.clone()));
             }
             _ => out.push((p.clone(), name.clone())),

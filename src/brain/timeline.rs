@@ -27,9 +27,20 @@ pub(crate) struct Timeline {
     inner: Mutex<Inner>,
 }
 
+/// A MAC's DHCP sightings: when first and last, from what firmware.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Seen {
+    pub mac: String,
+    pub firmware: String,
+    pub vendor_class: String,
+    pub first: u64,
+    pub last: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     by_mac: HashMap<Mac, VecDeque<Entry>>,
+    seen: HashMap<Mac, Seen>,
     /// MACs, least recently noted first.
     order: VecDeque<Mac>,
 }
@@ -46,6 +57,7 @@ impl Timeline {
         } else if g.order.len() >= MACS {
             if let Some(old) = g.order.pop_front() {
                 g.by_mac.remove(&old);
+                g.seen.remove(&old);
             }
         }
         g.order.push_back(mac);
@@ -64,6 +76,41 @@ impl Timeline {
             kind: kind.to_string(),
             text,
         });
+    }
+
+    /// A DHCP packet from `mac` (after [`note`](Self::note), which keeps the MAC).
+    pub(crate) fn saw(&self, mac: Mac, firmware: String, vendor_class: &[u8]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let vendor: String = String::from_utf8_lossy(vendor_class)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.by_mac.contains_key(&mac) {
+            return;
+        }
+        let s = g.seen.entry(mac).or_insert(Seen {
+            mac: mac.to_string(),
+            firmware: String::new(),
+            vendor_class: String::new(),
+            first: now,
+            last: now,
+        });
+        s.last = now;
+        s.firmware = firmware;
+        s.vendor_class = vendor;
+    }
+
+    /// Every MAC seen on DHCP, newest last.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<Seen> = g.seen.values().cloned().collect();
+        v.sort_by_key(|s| s.last);
+        v
     }
 
     pub(crate) fn of(&self, mac: &Mac) -> Vec<Entry> {

@@ -170,6 +170,9 @@ pub(super) enum PatchCmd {
         /// The Talos release the patch is for (v1.14 or v1.15).
         #[arg(long)]
         talos_version: String,
+        /// For workers, leave out the documents Talos takes on control planes only.
+        #[arg(long, value_parser = ["controlplane", "worker"])]
+        role: Option<String>,
         #[arg(short, long)]
         output: Option<PathBuf>,
     },

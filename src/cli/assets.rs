@@ -67,90 +67,113 @@ fn arches(list: &[String]) -> anyhow::Result<Vec<Arch>> {
         .collect()
 }
 
+type Loaded = (
+    crate::model::config::Config,
+    crate::model::inventory::Inventory,
+);
+
+fn load(p: &std::path::Path) -> anyhow::Result<Loaded> {
+    let cfg = crate::model::config::Config::load(p).map_err(|e| anyhow!("{e}"))?;
+    let inv = crate::model::inventory::Inventory::load(&cfg).map_err(|e| anyhow!("{e}"))?;
+    Ok((cfg, inv))
+}
+
 pub(super) fn run(what: AssetsCmd) -> anyhow::Result<String> {
-    let load = |p: &std::path::Path| {
-        let cfg = crate::model::config::Config::load(p).map_err(|e| anyhow!("{e}"))?;
-        let inv = crate::model::inventory::Inventory::load(&cfg).map_err(|e| anyhow!("{e}"))?;
-        anyhow::Ok((cfg, inv))
-    };
-    let mut out = String::new();
     match what {
         AssetsCmd::Pull {
             at,
             profile,
             all: _,
             arch,
-        } => {
-            let (cfg, inv) = load(&at.config)?;
-            let wants = factory::wanted(&inv, profile.as_deref(), &arches(&arch)?)?;
-            if wants.is_empty() {
-                return Ok("no profile uses factory assets (each names its own kernel:)\n".into());
-            }
-            let mut bar = Bar {
-                bar: None,
-                tty: std::io::stderr().is_terminal(),
-            };
-            for w in &wants {
-                let _ = writeln!(
-                    out,
-                    "schematic {} Talos {} (profiles {}) from {}",
-                    w.id,
-                    w.version,
-                    w.profiles.join(", "),
-                    cfg.factory_url
-                );
-                for l in factory::pull(&cfg, w, &mut bar)? {
-                    let _ = writeln!(out, "  {l}");
-                }
-            }
-        }
-        AssetsCmd::List { at } => {
-            let (cfg, inv) = load(&at.config)?;
-            for (d, m) in factory::cached(&cfg) {
-                let users = factory::users(&cfg, &inv, &d);
-                let used = if users.is_empty() {
-                    "unused (kiln assets prune removes it)".to_string()
-                } else {
-                    format!("profiles {}", users.join(", "))
-                };
-                let _ = writeln!(out, "{}: {used}", d.display());
-                match m {
-                    Ok(Some(m)) => {
-                        for (n, e) in &m.files {
-                            let _ = writeln!(out, "  {n}  {} bytes  sha256 {}", e.size, e.sha256);
-                        }
-                    }
-                    Ok(None) => {
-                        let _ = writeln!(out, "  no {} (not pulled by kiln)", factory::MANIFEST);
-                    }
-                    Err(e) => {
-                        let _ = writeln!(out, "  {e}");
-                    }
-                }
-            }
-            if out.is_empty() {
-                out = format!(
-                    "nothing cached under {}\n",
-                    cfg.boot_assets.join("factory").display()
-                );
-            }
-        }
+        } => pull(&at.config, profile.as_deref(), &arch),
+        AssetsCmd::List { at } => list(&at.config),
         AssetsCmd::Prune { at, dry_run } => {
             let (cfg, inv) = load(&at.config)?;
+            let _lock = factory::lock(&cfg)?;
             let verb = if dry_run { "would remove" } else { "removed" };
+            let mut out = String::new();
             for d in factory::prune(&cfg, &inv, dry_run)? {
                 let _ = writeln!(out, "{verb} {}", d.display());
             }
             if out.is_empty() {
                 out = "nothing to prune: every cached image is in use\n".into();
             }
+            Ok(out)
         }
         AssetsCmd::Import { dir, at } => {
             let (cfg, _) = load(&at.config)?;
+            let _lock = factory::lock(&cfg)?;
+            let mut out = String::new();
             for l in factory::import(&cfg, &dir)? {
                 let _ = writeln!(out, "{l}");
             }
+            Ok(out)
         }
+    }
+}
+
+fn pull(
+    config: &std::path::Path,
+    profile: Option<&str>,
+    arch: &[String],
+) -> anyhow::Result<String> {
+    let (cfg, inv) = load(config)?;
+    let wants = factory::wanted(&inv, profile, &arches(arch)?)?;
+    if wants.is_empty() {
+        return Ok("no profile uses factory assets (each names its own kernel:)\n".into());
+    }
+    let _lock = factory::lock(&cfg)?;
+    let mut bar = Bar {
+        bar: None,
+        tty: std::io::stderr().is_terminal(),
+    };
+    let mut out = String::new();
+    for w in &wants {
+        let _ = writeln!(
+            out,
+            "schematic {} Talos {} (profiles {}) from {}",
+            w.id,
+            w.version,
+            w.profiles.join(", "),
+            cfg.factory_url
+        );
+        for l in factory::pull(&cfg, w, &mut bar)? {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    Ok(out)
+}
+
+fn list(config: &std::path::Path) -> anyhow::Result<String> {
+    let (cfg, inv) = load(config)?;
+    let mut out = String::new();
+    for (d, m) in factory::cached(&cfg) {
+        let users = factory::users(&cfg, &inv, &d);
+        let used = if users.is_empty() {
+            "unused (kiln assets prune removes it)".to_string()
+        } else {
+            format!("profiles {}", users.join(", "))
+        };
+        let _ = writeln!(out, "{}: {used}", d.display());
+        match m {
+            Ok(Some(m)) => {
+                for (n, e) in &m.files {
+                    let _ = writeln!(out, "  {n}  {} bytes  sha256 {}", e.size, e.sha256);
+                }
+            }
+            Ok(None) => {
+                let _ = writeln!(out, "  no {} (not pulled by kiln)", factory::MANIFEST);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  {e}");
+            }
+        }
+    }
+    if out.is_empty() {
+        out = format!(
+            "nothing cached under {}\n",
+            cfg.boot_assets.join("factory").display()
+        );
     }
     Ok(out)
 }

@@ -115,9 +115,10 @@ pub(super) fn gen(what: GenCmd) -> anyhow::Result<String> {
 pub(super) fn patch_migrate(
     file: &Path,
     talos_version: &str,
+    role: Option<crate::model::inventory::Role>,
     output: Option<&Path>,
 ) -> anyhow::Result<String> {
-    let text = crate::talos::migrate::migrate_file(file, talos_version)?;
+    let text = crate::talos::migrate_file::migrate_file(file, talos_version, role)?;
     match output {
         Some(o) => {
             std::fs::write(o, &text).map_err(|e| anyhow!("{}: {e}", o.display()))?;

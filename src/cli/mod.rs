@@ -61,9 +61,19 @@ pub fn main() -> ExitCode {
                 args::PatchCmd::Migrate {
                     file,
                     talos_version,
+                    role,
                     output,
                 },
-        } => local::patch_migrate(&file, &talos_version, output.as_deref()),
+        } => local::patch_migrate(
+            &file,
+            &talos_version,
+            match role.as_deref() {
+                Some("worker") => Some(crate::model::inventory::Role::Worker),
+                Some(_) => Some(crate::model::inventory::Role::Controlplane),
+                None => None,
+            },
+            output.as_deref(),
+        ),
     };
     finish(r)
 }

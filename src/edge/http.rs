@@ -191,6 +191,8 @@ fn route_of(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
+        "/status" | "/status.json" => "/status",
+        p if p.starts_with("/status/") => "/status/machine/{mac}",
         p if p.starts_with("/ipxe/") => "/ipxe/{mac}",
         p if p.starts_with("/config/") => "/config/{mac}",
         p if p.starts_with("/assets/") => "/assets",
@@ -236,6 +238,12 @@ pub(crate) fn router(p: Arc<Provisioner>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/status", get(crate::edge::status::page))
+        .route("/status.json", get(crate::edge::status::overview_json))
+        .route(
+            "/status/machine/{id}",
+            get(crate::edge::status::machine_route),
+        )
         .nest("/assets", assets_service)
         .layer(axum::middleware::from_fn(count))
         // Request spans name the path only: query strings carry boot tokens.

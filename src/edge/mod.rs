@@ -8,4 +8,5 @@ pub(crate) mod events;
 pub(crate) mod http;
 pub(crate) mod kmsg;
 pub(crate) mod ra;
+pub(crate) mod status;
 pub(crate) mod tftp;

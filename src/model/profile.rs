@@ -322,6 +322,19 @@ fn check_image(f: &Path, p: &Profile, problems: &mut Problems) {
         }
     }
     if let Some(o) = &p.overlay {
+        // Only values whose YAML kiln writes as Go does (so the ID is the factory's).
+        fn plain(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::String(s) => !s.contains(['\n', ':', '#', '"', '\'']),
+                serde_json::Value::Number(n) => n.is_i64() || n.is_u64(),
+                serde_json::Value::Array(a) => a.iter().all(plain),
+                serde_json::Value::Object(m) => m.values().all(plain),
+                _ => true,
+            }
+        }
+        if o.options.as_ref().is_some_and(|v| !plain(v)) {
+            problems.push(f, "overlay.options", "multi-line strings, strings with : # or quotes, and fractional numbers are not supported (kiln could not compute the factory's schematic ID for them)");
+        }
         if o.name.trim().is_empty() || o.image.trim().is_empty() {
             problems.push(f, "overlay", "needs both name and image (e.g. name: rpi_generic, image: siderolabs/sbc-raspberrypi)");
         }

@@ -65,7 +65,9 @@ impl Schematic {
             let mut m = Map::new();
             m.insert("image".into(), json!(o.image));
             m.insert("name".into(), json!(o.name));
-            if let Some(opts) = o.options.as_ref().filter(|v| !v.is_null()) {
+            // Go's omitempty drops an empty map.
+            let empty = |v: &&Value| v.is_null() || v.as_object().is_some_and(|m| m.is_empty());
+            if let Some(opts) = o.options.as_ref().filter(|v| !empty(v)) {
                 m.insert("options".into(), sorted(opts));
             }
             top.insert("overlay".into(), Value::Object(m));

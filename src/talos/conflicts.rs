@@ -34,6 +34,8 @@ enum Set {
     True,
     /// A list holding at least one IP address (v1alpha1 `Resolvers()`).
     HasIp,
+    /// A Go duration that is not zero (`0s`, `0m0s` are zero).
+    Duration,
 }
 
 /// (document kind, v1alpha1 path, test, Talos's message); a kind's rows are
@@ -83,7 +85,7 @@ const RULES: &[(&str, &str, Set, &str)] = &[
     ("KubeSpanConfig", "machine.network.kubespan", Set::Present, "kubespan is already configured in v1alpha1 machine.network.kubespan"),
     ("TimeSyncConfig", "machine.time.disabled", Set::True, "time sync cannot be disabled in both v1alpha1 and new-style configuration"),
     ("TimeSyncConfig", "machine.time.servers", Set::NonEmpty, "time servers cannot be specified in both v1alpha1 and new-style configuration"),
-    ("TimeSyncConfig", "machine.time.bootTimeout", Set::NonEmpty, "boot timeout cannot be specified in both v1alpha1 and new-style configuration"),
+    ("TimeSyncConfig", "machine.time.bootTimeout", Set::Duration, "boot timeout cannot be specified in both v1alpha1 and new-style configuration"),
     ("CRIBaseRuntimeSpecConfig", "machine.baseRuntimeSpecOverrides", Set::NonEmpty, "base runtime spec overrides are already set in v1alpha1 config"),
     ("ImageCacheConfig", "machine.features.imageCache", Set::Present, "image cache config is already set in v1alpha1 config"),
 ];
@@ -131,10 +133,21 @@ fn is_set(v: &Value, path: &str, test: Set) -> bool {
         },
         Set::HasIp => x.as_array().is_some_and(|a| {
             a.iter().any(|s| {
-                s.as_str()
-                    .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok())
+                // netip.ParseAddr takes an IPv6 zone (fe80::1%eth0) too.
+                s.as_str().is_some_and(|s| {
+                    s.split('%')
+                        .next()
+                        .unwrap_or(s)
+                        .parse::<std::net::IpAddr>()
+                        .is_ok()
+                })
             })
         }),
+        Set::Duration => match x {
+            Value::String(s) => s.chars().any(|c| ('1'..='9').contains(&c)),
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            _ => false,
+        },
     }
 }
 
@@ -161,9 +174,10 @@ fn document_rule(v1: &Value, d: &Value) -> Option<Conflict> {
             return Some(conflict(r.1, r.3));
         }
         // hostDNS conflicts only when the document sets it too (`!value.IsZero`).
-        return (is_set(d, "hostDNS", Set::NonEmpty)
-            && is_set(v1, "machine.features.hostDNS", Set::Present))
-        .then(|| {
+        let doc_sets = ["enabled", "forwardKubeDNSToHost", "resolveMemberNames"]
+            .iter()
+            .any(|k| at(d, &format!("hostDNS.{k}")).is_some());
+        return (doc_sets && is_set(v1, "machine.features.hostDNS", Set::Present)).then(|| {
             conflict(
                 "machine.features.hostDNS",
                 ".machine.features.hostDNS is already set in v1alpha1 config",
@@ -177,7 +191,11 @@ fn document_rule(v1: &Value, d: &Value) -> Option<Conflict> {
             "EPHEMERAL" => "machine.systemDiskEncryption.ephemeral",
             _ => return None,
         };
-        return (at(d, "encryption").is_some() && is_set(v1, legacy, Set::Present)).then(|| {
+        // VolumeConfig.Encryption() is nil unless a provider is named.
+        let encrypted = at(d, "encryption.provider")
+            .and_then(Value::as_str)
+            .is_some_and(|p| !p.is_empty() && p != "none");
+        return (encrypted && is_set(v1, legacy, Set::Present)).then(|| {
             conflict(
                 legacy,
                 format!("system disk encryption for {} is configured in both v1alpha1.Config and VolumeConfig", serde_json::json!(name)),
@@ -214,18 +232,28 @@ pub fn v1alpha1(docs: &[Value]) -> Option<&Value> {
     docs.iter().find(|d| d.get("kind").is_none())
 }
 
-/// Every rule `docs` breaks, in the order Talos reports them.
+/// Every rule `docs` breaks, in the order a Talos v1.14 node reports them.
 pub fn check(docs: &[Value]) -> Vec<Conflict> {
+    check_for(docs, crate::model::contract::DEFAULT)
+}
+
+/// [`check`] as the Talos release of contract `c` does: the container rules
+/// and the boot-timeout rule came with v1.14.
+pub fn check_for(docs: &[Value], c: crate::model::contract::Contract) -> Vec<Conflict> {
     let v1 = v1alpha1(docs);
+    let v114 = c.multidoc_kubernetes();
     let mut out: Vec<Conflict> = match v1 {
         Some(v1) => docs
             .iter()
             .filter(|d| kind(d).is_some())
             .filter_map(|d| document_rule(v1, d))
+            .filter(|x| v114 || x.field != "machine.time.bootTimeout")
             .collect(),
         None => Vec::new(),
     };
-    out.extend(container_rules(docs, v1));
+    if v114 {
+        out.extend(container_rules(docs, v1));
+    }
     out
 }
 
@@ -258,6 +286,18 @@ fn container_rules(docs: &[Value], v1: Option<&Value>) -> Vec<Conflict> {
         if !has_secret {
             out.push(conflict("DiscoveryIdentityConfig", "cluster secret (.cluster.secret or DiscoveryIdentityConfig) should be set when cluster discovery (DiscoveryServiceConfig) is enabled"));
         }
+    }
+    // KubeSpan needs discovery (the first KubeSpanConfig, else v1alpha1's).
+    let kubespan = docs
+        .iter()
+        .find(|d| kind(d) == Some("KubeSpanConfig"))
+        .map(|d| is_set(d, "enabled", Set::True))
+        .unwrap_or_else(|| is_set(v1, "machine.network.kubespan.enabled", Set::True));
+    if kubespan && !has_kind(docs, "DiscoveryServiceConfig") {
+        out.push(conflict(
+            "KubeSpanConfig",
+            "KubeSpan requires cluster discovery to be enabled",
+        ));
     }
     let machine_type = at(v1, "machine.type").and_then(Value::as_str).unwrap_or("");
     let control_plane = matches!(machine_type, "controlplane" | "init");
@@ -310,14 +350,19 @@ impl std::fmt::Display for Blamed {
 pub fn blame(
     mut docs: Vec<Value>,
     steps: &[(&crate::talos::patch::Patch, &str)],
+    c: crate::model::contract::Contract,
 ) -> Result<Vec<Blamed>, crate::talos::patch::PatchError> {
     let mut seen: Vec<Blamed> = Vec::new();
+    // Two documents can break rules with the same text: each occurrence counts.
     let mut note = |docs: &[Value], source: &str| {
-        for c in check(docs) {
-            if !seen.iter().any(|b| b.conflict == c) {
+        let now = check_for(docs, c);
+        for x in &now {
+            let n_now = now.iter().filter(|y| *y == x).count();
+            let n_seen = seen.iter().filter(|b| &b.conflict == x).count();
+            for _ in n_seen..n_now {
                 seen.push(Blamed {
                     source: source.to_string(),
-                    conflict: c,
+                    conflict: x.clone(),
                 });
             }
         }
@@ -327,11 +372,14 @@ pub fn blame(
         crate::talos::patch::apply(&mut docs, p, name)?;
         note(&docs, name);
     }
-    let last = check(&docs);
-    seen.retain(|b| last.contains(&b.conflict));
     // Talos's order (document order), not the order the steps caused them.
-    seen.sort_by_key(|b| last.iter().position(|c| c == &b.conflict));
-    Ok(seen)
+    let mut out = Vec::new();
+    for x in check_for(&docs, c) {
+        if let Some(i) = seen.iter().position(|b| b.conflict == x) {
+            out.push(seen.remove(i));
+        }
+    }
+    Ok(out)
 }
 
 /// What an operator reads when kiln refuses: each rule, where it came from, and the way out.
@@ -375,6 +423,54 @@ mod tests {
             "kubelet config is already set in v1alpha1 config (.machine.kubelet)",
             "cluster network config is already set in the v1alpha1 config (.machine.cluster.network). Please remove it and use only the new KubeNetworkConfig document to avoid conflicts",
         ]);
+    }
+
+    #[test]
+    fn review_cases_match_talos() {
+        // Two documents with the same message are two errors, each blamed.
+        let v1 = json!({ "machine": { "type": "controlplane" }, "cluster": { "apiServer": { "admissionControl": [{ "name": "PodSecurity" }] } } });
+        let docs = vec![
+            v1.clone(),
+            doc("KubeAdmissionControlConfig"),
+            doc("KubeAuthorizerConfig"),
+            doc("KubeEtcdEncryptionConfig"),
+        ];
+        assert_eq!(check(&docs).len(), 2);
+        let base = vec![
+            json!({ "machine": { "type": "controlplane" } }),
+            doc("KubeAdmissionControlConfig"),
+            doc("KubeAuthorizerConfig"),
+            doc("KubeEtcdEncryptionConfig"),
+        ];
+        let p = crate::talos::patch::Patch::Strategic(vec![
+            json!({ "cluster": { "apiServer": { "admissionControl": [{ "name": "PodSecurity" }] } } }),
+        ]);
+        let b = blame(base, &[(&p, "p.yaml")], crate::model::contract::DEFAULT).unwrap();
+        assert_eq!(
+            b.iter().filter(|x| x.source == "p.yaml").count(),
+            2,
+            "{b:?}"
+        );
+        // Zero durations, zoned IPv6 nameservers, an unencrypted volume, a
+        // hostDNS with only nulls: as Talos decides them.
+        let v1 = json!({ "machine": { "type": "worker", "time": { "bootTimeout": "0m0s" }, "network": { "nameservers": ["fe80::1%eth0"] }, "systemDiskEncryption": { "state": {} }, "features": { "hostDNS": { "enabled": true } } } });
+        let r = json!({ "apiVersion": "v1alpha1", "kind": "ResolverConfig", "hostDNS": { "enabled": null } });
+        let vol = json!({ "apiVersion": "v1alpha1", "kind": "VolumeConfig", "name": "STATE", "encryption": {} });
+        let got: Vec<String> = check(&[v1, doc("TimeSyncConfig"), r, vol])
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(got, ["machine.network.nameservers"]);
+        // KubeSpan without discovery; v1.13 has no container rules.
+        let ks = vec![
+            json!({ "machine": { "type": "worker" } }),
+            json!({ "apiVersion": "v1alpha1", "kind": "KubeSpanConfig", "enabled": true }),
+        ];
+        assert_eq!(
+            check(&ks)[0].message,
+            "KubeSpan requires cluster discovery to be enabled"
+        );
+        assert!(check_for(&ks, crate::model::contract::Contract { minor: 13 }).is_empty());
     }
 
     #[test]

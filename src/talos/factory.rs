@@ -67,6 +67,7 @@ impl Factory {
             .timeout_connect(Some(Duration::from_secs(15)))
             // A stalled transfer fails instead of hanging; a slow one goes on.
             .timeout_recv_body(None)
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .max_redirects(10)
             .build()
@@ -115,7 +116,9 @@ impl Factory {
     }
 
     /// Download `url` to `dest`: resume `dest.part` where an interrupted
-    /// download left it (Range), then fsync and rename into place.
+    /// download left it (Range; a 206 must start exactly there, else the
+    /// part is dropped and the file fetched whole), then fsync and rename
+    /// into place.
     pub fn download(
         &self,
         url: &str,
@@ -126,69 +129,112 @@ impl Factory {
             Some(e) => format!("{}.part", e.to_string_lossy()),
             None => "part".into(),
         });
-        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        let mut req = self.agent.get(url);
-        if have > 0 {
-            req = req.header("Range", &format!("bytes={have}-"));
-        }
-        let mut r = req.call().map_err(|e| http(url, e))?;
-        let status = r.status().as_u16();
-        let (append, from) = match status {
-            206 => (true, have),
-            200 => (false, 0),
-            // The part file already holds everything (or is stale): start over.
-            416 => {
-                std::fs::remove_file(&part).map_err(io(&part))?;
-                return self.download(url, dest, progress);
+        let mut have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        // At most one retry from zero: a stale part, or a range not honoured.
+        for _ in 0..2 {
+            let mut req = self.agent.get(url);
+            if have > 0 {
+                req = req.header("Range", &format!("bytes={have}-"));
             }
-            s => return Err(http(url, format!("HTTP {s}"))),
-        };
-        let total = r
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|n| n + from);
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        progress.start(&name, from, total);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(&part)
-            .map_err(io(&part))?;
-        let mut body = r.body_mut().with_config().limit(u64::MAX).reader();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut got = from;
-        loop {
-            let n = body.read(&mut buf).map_err(|e| http(url, e))?;
-            if n == 0 {
-                break;
+            let mut r = req.call().map_err(|e| http(url, e))?;
+            let status = r.status().as_u16();
+            let range = r
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let from = match (status, range.as_deref().and_then(content_range)) {
+                (200, _) => 0,
+                (206, Some((start, _))) if start == have => have,
+                // The part already holds the whole file.
+                (416, Some((_, Some(total)))) if have > 0 && total == have => {
+                    return self.finish(&part, dest, have, have, progress);
+                }
+                (206 | 416, _) if have > 0 => {
+                    std::fs::remove_file(&part).map_err(io(&part))?;
+                    have = 0;
+                    continue;
+                }
+                (s, _) => return Err(http(url, format!("HTTP {s}"))),
+            };
+            let total = r
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|n| n + from);
+            let name = file_name(dest);
+            progress.start(&name, from, total);
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(from > 0)
+                .truncate(from == 0)
+                .open(&part)
+                .map_err(io(&part))?;
+            let mut body = r.body_mut().with_config().limit(u64::MAX).reader();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut got = from;
+            loop {
+                let n = body.read(&mut buf).map_err(|e| http(url, e))?;
+                if n == 0 {
+                    break;
+                }
+                f.write_all(&buf[..n]).map_err(io(&part))?;
+                got += n as u64;
+                progress.advance(got);
             }
-            f.write_all(&buf[..n]).map_err(io(&part))?;
-            got += n as u64;
-            progress.advance(got);
-        }
-        if let Some(t) = total {
-            if got != t {
-                return Err(http(url, format!("transfer ended at {got} of {t} bytes (run kiln assets pull again to resume)")));
+            if let Some(t) = total {
+                if got != t {
+                    return Err(http(url, format!("transfer ended at {got} of {t} bytes (run kiln assets pull again to resume)")));
+                }
             }
+            f.sync_all().map_err(io(&part))?;
+            drop(f);
+            return self.finish(&part, dest, got, from, progress);
         }
-        f.sync_all().map_err(io(&part))?;
-        drop(f);
-        let sha256 = sha256_file(&part)?;
-        std::fs::rename(&part, dest).map_err(io(dest))?;
-        progress.finish(&name, &sha256, got);
+        Err(http(
+            url,
+            "the server does not honour ranges; giving up after a fresh start",
+        ))
+    }
+
+    fn finish(
+        &self,
+        part: &Path,
+        dest: &Path,
+        size: u64,
+        from: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<Fetched, FactoryError> {
+        let sha256 = sha256_file(part)?;
+        std::fs::rename(part, dest).map_err(io(dest))?;
+        progress.finish(&file_name(dest), &sha256, size);
         Ok(Fetched {
             sha256,
-            size: got,
+            size,
             resumed_from: from,
         })
     }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `bytes START-END/TOTAL` or `bytes */TOTAL` → (START, TOTAL); START is 0
+/// for the `*` form.
+fn content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let total = total.trim().parse::<u64>().ok();
+    if span.trim() == "*" {
+        return Some((0, total));
+    }
+    let start = span.split_once('-')?.0.trim().parse::<u64>().ok()?;
+    Some((start, total))
 }
 
 /// Hex sha256 of a file's contents.
@@ -204,4 +250,17 @@ pub fn sha256_file(path: &Path) -> Result<String, FactoryError> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            super::content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
+        assert_eq!(super::content_range("bytes */200"), Some((0, Some(200))));
+        assert_eq!(super::content_range("items 1-2/3"), None);
+    }
 }

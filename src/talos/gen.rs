@@ -117,8 +117,8 @@ pub(crate) fn render(
             patch::apply(&mut docs, p, name).map_err(msg)?;
         }
         // talosctl writes configs a node refuses at boot; kiln does not.
-        if !conflicts::check(&docs).is_empty() {
-            let blamed = conflicts::blame(base, &steps).map_err(msg)?;
+        if !conflicts::check_for(&docs, contract).is_empty() {
+            let blamed = conflicts::blame(base, &steps, contract).map_err(msg)?;
             refused.push(conflicts::report(file, &blamed));
         }
         out.push(docs);

@@ -233,7 +233,12 @@ fn install(v1: &mut Value, out: &mut Out) -> Result<(), MigrateError> {
         out.notes.push(format!("machine.install.extraKernelArgs {args} dropped: v1.14 installs take kernel arguments from the installer image's schematic (Image Factory customization.extraKernelArgs); kiln's stable_interface_names and the boot schematic carry them"));
     }
     if let Some(d) = i.remove("disk") {
-        let d = d.as_str().unwrap_or_default().to_string();
+        let Some(d) = d.as_str().map(String::from) else {
+            return Err(fail(
+                "machine.install.disk",
+                "is not a string (a device path like /dev/sda)",
+            ));
+        };
         out.put(
             "machine.install.disk",
             "UnattendedInstallConfig",
@@ -410,6 +415,13 @@ fn machine_misc(v1: &mut Value, out: &mut Out) -> Result<(), MigrateError> {
             );
         }
     }
+    resolver_and_hostname(v1, out);
+    Ok(())
+}
+
+/// `machine.features.hostDNS`, nameservers, search domains, hostname and
+/// stable hostname: ResolverConfig and HostnameConfig.
+fn resolver_and_hostname(v1: &mut Value, out: &mut Out) {
     if let Some(h) = take(v1, &["machine", "features", "hostDNS"]) {
         out.put("machine.features.hostDNS", "ResolverConfig", "hostDNS", h);
     }
@@ -450,7 +462,17 @@ fn machine_misc(v1: &mut Value, out: &mut Out) -> Result<(), MigrateError> {
         );
     }
     if let Some(s) = take(v1, &["machine", "features", "stableHostname"]) {
-        let auto = if s == json!(true) { "stable" } else { "off" };
+        if s != json!(true) {
+            // false = a hostname from the address (talos-addr), which
+            // HostnameConfig cannot say: without it Talos falls back to that.
+            out.push(
+                "machine.features.stableHostname: false",
+                "HostnameConfig ($patch: delete: the address-derived hostname)",
+                doc("HostnameConfig", json!({ "$patch": "delete" })),
+            );
+            return;
+        }
+        let auto = "stable";
         out.put(
             "machine.features.stableHostname",
             "HostnameConfig",
@@ -458,7 +480,30 @@ fn machine_misc(v1: &mut Value, out: &mut Out) -> Result<(), MigrateError> {
             json!(auto),
         );
     }
-    Ok(())
+}
+
+/// A migrated patch for one role: workers drop the control-plane-only
+/// documents the migration wrote (the v1alpha1 fields they came from were
+/// ignored on workers), each noted; documents the patch itself held stay, so
+/// Talos's rule still catches a mistake there.
+pub fn for_role(m: Migrated, role: crate::model::inventory::Role, input: &[Value]) -> Migrated {
+    if role == crate::model::inventory::Role::Controlplane {
+        return m;
+    }
+    let mut notes = m.notes;
+    let docs = m
+        .docs
+        .into_iter()
+        .filter(|d| {
+            let k = d.get("kind").and_then(Value::as_str).unwrap_or("");
+            let cp_only = super::conflicts::CONTROL_PLANE_ONLY.contains(&k) && !input.contains(d);
+            if cp_only {
+                notes.push(format!("{k} left out on workers (control planes only)"));
+            }
+            !cp_only
+        })
+        .collect();
+    Migrated { docs, notes }
 }
 
 /// Rewrite the v1alpha1 parts of `docs` (a strategic-merge patch) for Talos v1.14.
@@ -509,69 +554,6 @@ fn leftover(v1: &Value) -> Option<MigrateError> {
                 format!("has no automatic v1.14 rewrite ({})", c.message),
             )
         })
-}
-
-/// Why `kiln patch migrate` could not rewrite a file.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateFileError {
-    #[error("{}: {err}", path.display())]
-    Read {
-        path: std::path::PathBuf,
-        err: std::io::Error,
-    },
-    #[error(transparent)]
-    Parse(#[from] crate::model::patch::PatchError),
-    #[error("{0}")]
-    Version(String),
-    #[error("{}: {err}", path.display())]
-    Migrate {
-        path: std::path::PathBuf,
-        err: MigrateError,
-    },
-}
-
-/// `kiln patch migrate FILE --talos-version V`: the rewritten patch as YAML,
-/// what moved listed as comments at the top.
-pub fn migrate_file(
-    path: &std::path::Path,
-    talos_version: &str,
-) -> Result<String, MigrateFileError> {
-    let c = crate::model::contract::Contract::parse(talos_version)
-        .map_err(|e| MigrateFileError::Version(e.to_string()))?;
-    if !c.multidoc_kubernetes() {
-        return Err(MigrateFileError::Version(format!("Talos {talos_version} reads the v1alpha1 fields as they are: nothing to migrate (the move is Talos v1.14's)")));
-    }
-    let text = std::fs::read_to_string(path).map_err(|err| MigrateFileError::Read {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    let name = path.display().to_string();
-    let docs = match crate::model::patch::parse(&text, &name)? {
-        crate::model::patch::Patch::Strategic(d) => d,
-        crate::model::patch::Patch::Json6902(_) => {
-            return Err(MigrateFileError::Version(format!("{name}: JSON6902 patches are not supported for multi-document machine configuration (every Talos {talos_version} config is one): write it as a strategic-merge patch")))
-        }
-    };
-    let m = migrate(&docs).map_err(|err| MigrateFileError::Migrate {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    let mut out = format!("# {name} migrated for Talos {talos_version} by kiln patch migrate\n");
-    if m.notes.is_empty() {
-        out.push_str("# nothing to move: no field Talos v1.14 moved is set\n");
-    }
-    for n in &m.notes {
-        out.push_str(&format!("#   {n}\n"));
-    }
-    if m.docs.is_empty() {
-        out.push_str("# nothing is left for Talos v1.14: drop this patch\n");
-    } else {
-        out.push_str(&crate::model::yaml::to_yaml(&m.docs));
-        if !out.ends_with('\n') {
-            out.push('\n');
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub(crate) mod gen;
 pub mod generate;
 pub mod kubeconfig;
 pub mod migrate;
+pub mod migrate_file;
 pub mod multidoc;
 pub mod patch;
 pub mod proto;

@@ -360,6 +360,58 @@ pub fn script_from(http: u16, mac: &str, from: std::net::Ipv4Addr) -> String {
     curl::curl(&["--interface", &from.to_string(), &url]).text()
 }
 
+/// Headless Chromium (Debian's chromium) loads `url`, runs its scripts, and
+/// returns the DOM it ended with; with `screenshot`, also saves a PNG there.
+pub fn chromium(url: &str, screenshot: Option<&Path>) -> Option<String> {
+    chromium_in(None, url, screenshot)
+}
+
+/// [`chromium`], inside network namespace `ns` if given.
+pub fn chromium_in(ns: Option<&str>, url: &str, screenshot: Option<&Path>) -> Option<String> {
+    if skip_unless(have("chromium"), "chromium (Debian package chromium)") {
+        return None;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=5000",
+        "--window-size=1200,900",
+    ];
+    let run = |extra: &str| {
+        let mut c = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "chromium"]);
+                c
+            }
+            None => Command::new("chromium"),
+        };
+        c.args(flags)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(extra)
+            .arg(url)
+            .output()
+            .unwrap()
+    };
+    if let Some(p) = screenshot {
+        let o = run(&format!("--screenshot={}", p.display()));
+        assert!(
+            p.is_file(),
+            "no screenshot: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = run("--dump-dom");
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 /// `promtool check metrics` (Debian's prometheus package) accepts `text`.
 pub fn promtool_check(text: &str) {
     if skip_unless(have("promtool"), "promtool (Debian package prometheus)") {

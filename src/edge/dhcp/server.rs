@@ -94,6 +94,19 @@ pub(crate) fn destination(
     }
 }
 
+/// What a DHCP decision adds to the MAC's timeline and sightings.
+fn note_dhcp(p: &Provisioner, req: &crate::brain::dhcp::msg::Request, port: Port, what: String) {
+    let http = req.class == crate::brain::dhcp::msg::ClientClass::Http;
+    let fw = crate::brain::timeline::firmware(req.arch, http);
+    p.timeline.note(
+        req.mac,
+        "dhcp",
+        format!("{:?} on {} from {fw}: {what}", req.msg_type, port.as_str()),
+    );
+    p.timeline
+        .saw(req.mac, fw, req.vendor_class.as_deref().unwrap_or_default());
+}
+
 /// Handle one datagram; returns the bytes and the destination to send, if any.
 async fn handle(
     p: &Arc<Provisioner>,
@@ -116,19 +129,7 @@ async fn handle(
         match decision {
             Decision::Ignore(why) => {
                 crate::metrics::dhcp_decision("ignored", why.key());
-                p.timeline.note(
-                    req.mac,
-                    "dhcp",
-                    format!(
-                        "{:?} on {} from {}: ignored: {why}",
-                        req.msg_type,
-                        port.as_str(),
-                        crate::brain::timeline::firmware(
-                            req.arch,
-                            req.class == crate::brain::dhcp::msg::ClientClass::Http
-                        )
-                    ),
-                );
+                note_dhcp(p, &req, port, format!("ignored: {why}"));
                 if why.is_trouble() {
                     tracing::warn!(msg = ?req.msg_type, "ignored: {why}");
                 } else if p.inventory().machine(&req.mac).is_some() {
@@ -146,19 +147,7 @@ async fn handle(
                     }
                 }
                 tracing::info!(msg = ?req.msg_type, "{why}");
-                p.timeline.note(
-                    req.mac,
-                    "dhcp",
-                    format!(
-                        "{:?} on {} from {}: {why}",
-                        req.msg_type,
-                        port.as_str(),
-                        crate::brain::timeline::firmware(
-                            req.arch,
-                            req.class == crate::brain::dhcp::msg::ClientClass::Http
-                        )
-                    ),
-                );
+                note_dhcp(p, &req, port, why.to_string());
                 crate::metrics::dhcp_decision(
                     "answered",
                     &format!("{:?}", reply.msg_type).to_ascii_lowercase(),
