@@ -70,7 +70,7 @@ fn overview(p: &Provisioner) -> Value {
         .filter(|s| {
             s.mac
                 .parse::<crate::model::mac::Mac>()
-                .is_ok_and(|m| inv.machine(&m).is_none())
+                .is_ok_and(|m| inv.machine(&m).is_none() && inv.retired(&m).is_none())
         })
         .collect();
     json!({ "clusters": clusters, "machines": machines, "pending": pending })
