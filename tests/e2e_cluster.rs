@@ -501,6 +501,57 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         1.0,
         "{m}"
     );
+    // One machine's story, and its page: TFTP, the script, its config, its
+    // events, the kernel log it streamed; the bootstrap node's and the
+    // replacement's steps.
+    let explain = |id: &str| {
+        common::run_kiln(
+            None,
+            &[
+                "explain",
+                id,
+                "--config",
+                &lab.config().display().to_string(),
+            ],
+        )
+        .1
+    };
+    let cp2 = explain("cp-2");
+    for want in [
+        "tftp: ipxe.efi: sent",
+        "script: boot v1.14.0-rc.1 as cp-2",
+        "config: served to 10.99.0.12 as cp-2",
+        "event: ",
+        "state ready",
+    ] {
+        assert!(cp2.contains(want), "explain cp-2 lacks {want:?}:\n{cp2}");
+    }
+    let cp1 = explain("cp-1");
+    assert!(
+        cp1.contains("bootstrap: etcd bootstrapped")
+            || explain("cp-2").contains("bootstrap: etcd bootstrapped")
+            || explain("cp-3").contains("bootstrap: etcd bootstrapped"),
+        "{cp1}"
+    );
+    assert!(
+        explain(NEW_CP3).contains("replace: cp-3"),
+        "{}",
+        explain(NEW_CP3)
+    );
+    if let Some(dom) = common::chromium_in(
+        Some(&net.server),
+        &format!("http://10.99.0.1:8080/status/machine/{}", MS[1].mac),
+        None,
+    ) {
+        for want in [
+            "tftp",
+            "ipxe.efi: sent",
+            "fake-talos: kernel log from cp-2",
+            "served to 10.99.0.12 as cp-2",
+        ] {
+            assert!(dom.contains(want), "cp-2's page lacks {want:?}:\n{dom}");
+        }
+    }
     // The status page after a real netboot, in a real browser.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-e2e.png");
     if let Some(dom) = common::chromium_in(

@@ -204,6 +204,11 @@ impl Bootstrapper {
         };
         if candidate.as_ref().is_some_and(|c| c.mac == node.mac) && rec.attempts == 0 {
             tracing::info!(cluster, hostname = %node.hostname, ip = %node.ip, "bootstrap: decided on this node (proved and recorded before the first call)");
+            self.p.timeline.note(
+                node.mac,
+                "bootstrap",
+                format!("chosen as cluster {cluster}'s bootstrap node (its Talos API proved it)"),
+            );
         }
         // A node recorded earlier (before a restart) proves itself again; a
         // reset (`kiln bootstrap --reset`) ends the wait.
@@ -250,10 +255,20 @@ impl Bootstrapper {
             match outcome {
                 Ok(()) => {
                     tracing::info!(cluster, hostname = %node.hostname, "bootstrap: etcd bootstrapped");
+                    self.p.timeline.note(
+                        node.mac,
+                        "bootstrap",
+                        format!("etcd bootstrapped (cluster {cluster})"),
+                    );
                     return Ok(());
                 }
                 Err((Code::AlreadyExists, m)) => {
                     tracing::info!(cluster, hostname = %node.hostname, "bootstrap: already done ({m})");
+                    self.p.timeline.note(
+                        node.mac,
+                        "bootstrap",
+                        format!("already bootstrapped ({m})"),
+                    );
                     return Ok(());
                 }
                 Err((

@@ -337,6 +337,10 @@ async fn step_to(
     note: String,
 ) -> Result<(), BrainError> {
     tracing::info!(hostname = %r.hostname, step = ?step, "replace: {note}");
+    for mac in [r.old_mac, r.new_mac] {
+        p.timeline
+            .note(mac, "replace", format!("{}: {note}", r.hostname));
+    }
     r.step = step;
     r.updated = now();
     r.log.push(note);

@@ -65,7 +65,21 @@ pub(super) async fn spawn(
         dhcp_server::serve(proxy, Port::Proxy, p2, s).await;
         "the proxyDHCP server"
     });
-    let (server, s) = (tftp::Server::new(Arc::new(cfg.clone())), stop.clone());
+    // Each transfer goes on the timeline of the MAC that holds the address.
+    let p2 = p.clone();
+    let on_transfer: tftp::OnTransfer = Arc::new(move |ip, file, outcome| {
+        let ip = match ip {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        if let Some(mac) = ip.and_then(|ip| p2.mac_at(ip)) {
+            p2.timeline.note(mac, "tftp", format!("{file}: {outcome}"));
+        }
+    });
+    let (server, s) = (
+        tftp::Server::with_observer(Arc::new(cfg.clone()), Some(on_transfer)),
+        stop.clone(),
+    );
     tasks.spawn(async move {
         tftp::serve(tftp, server, s).await;
         "the TFTP server"

@@ -33,17 +33,23 @@ pub(crate) fn bind(addr: SocketAddrV4) -> std::io::Result<std::net::UdpSocket> {
 }
 
 /// What every transfer shares.
+/// Told of each finished transfer: (client address, file, outcome).
+pub(crate) type OnTransfer = Arc<dyn Fn(std::net::IpAddr, &str, &str) + Send + Sync>;
+
 pub(crate) struct Server {
     cfg: Arc<Config>,
+    on_transfer: Option<OnTransfer>,
     slots: Arc<Semaphore>,
     /// Peers with a transfer under way: a resent request is not a second one.
     active: Mutex<HashSet<SocketAddr>>,
 }
 
 impl Server {
-    pub(crate) fn new(cfg: Arc<Config>) -> Arc<Server> {
+    /// A server that reports each transfer's end to `on_transfer`.
+    pub(crate) fn with_observer(cfg: Arc<Config>, on_transfer: Option<OnTransfer>) -> Arc<Server> {
         Arc::new(Server {
             slots: Arc::new(Semaphore::new(cfg.limits.tftp_transfers.max(1))),
+            on_transfer,
             cfg,
             active: Mutex::new(HashSet::new()),
         })
@@ -136,7 +142,11 @@ pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch:
             _permit: permit,
         };
         tokio::spawn(async move {
-            transfer::run(&slot.server.cfg, local, peer, req).await;
+            let file = req.filename.clone();
+            let outcome = transfer::run(&slot.server.cfg, local, peer, req).await;
+            if let Some(f) = &slot.server.on_transfer {
+                f(peer.ip(), &file, outcome);
+            }
             drop(slot);
         });
     }

@@ -27,13 +27,22 @@ enum Ended {
 }
 
 /// Run one request to its end; every outcome is logged here.
-pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Request) {
+pub(super) async fn run(
+    cfg: &Config,
+    local: IpAddr,
+    peer: SocketAddr,
+    req: Request,
+) -> &'static str {
     let sock = match UdpSocket::bind(SocketAddr::new(local, 0)).await {
         Ok(s) => s,
-        Err(e) => return tracing::warn!(client = %peer, "tftp: no socket for the transfer: {e}"),
+        Err(e) => {
+            tracing::warn!(client = %peer, "tftp: no socket for the transfer: {e}");
+            return "failed";
+        }
     };
     if let Err(e) = sock.connect(peer).await {
-        return tracing::warn!(client = %peer, "tftp: {e}");
+        tracing::warn!(client = %peer, "tftp: {e}");
+        return "failed";
     }
     let refuse = |code, msg: &str| packet::error(code, msg);
     let not_found = || refuse(ErrorCode::FileNotFound, "file not found");
@@ -44,12 +53,13 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
         let _ = sock
             .send(&refuse(ErrorCode::AccessViolation, "read-only server"))
             .await;
-        return;
+        return "refused (write)";
     }
     let Some(file) = locate(cfg, &shown) else {
         let _ = sock.send(&not_found()).await;
         crate::metrics::tftp_transfer("not_found", 0);
-        return tracing::info!(client = %peer, path = %shown, "tftp: not found");
+        tracing::info!(client = %peer, path = %shown, "tftp: not found");
+        return "not found";
     };
     let (mut src, len) = match Source::open(&file, req.mode).await {
         Ok(x) => x,
@@ -57,7 +67,7 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
             tracing::warn!(client = %peer, path = %shown, "tftp: cannot open: {e}");
             crate::metrics::tftp_transfer("failed", 0);
             let _ = sock.send(&not_found()).await;
-            return;
+            return "failed";
         }
     };
     tracing::info!(client = %peer, path = %shown, from = %file.display(), mode = ?req.mode, "tftp: sending");
@@ -65,11 +75,13 @@ pub(super) async fn run(cfg: &Config, local: IpAddr, peer: SocketAddr, req: Requ
     match send_file(&sock, &mut src, &neg, cfg.limits.tftp_retries).await {
         Ok(bytes) => {
             crate::metrics::tftp_transfer("ok", bytes);
-            tracing::debug!(client = %peer, path = %shown, bytes, "tftp: sent")
+            tracing::debug!(client = %peer, path = %shown, bytes, "tftp: sent");
+            "sent"
         }
         Err(e) => {
             crate::metrics::tftp_transfer("failed", 0);
-            tracing::info!(client = %peer, path = %shown, "tftp: transfer ended: {e}")
+            tracing::info!(client = %peer, path = %shown, "tftp: transfer ended: {e}");
+            "ended early"
         }
     }
 }

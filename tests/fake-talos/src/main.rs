@@ -116,6 +116,28 @@ fn main() {
     say(&format!(
         "config role={role} hostname={hostname} vip={vip} disk={disk} sink={esink}"
     ));
+    // As Talos's kmsg delivery: JSON lines to talos.logging.kernel (the
+    // kernel line's, which KmsgLogConfig in the config must name too).
+    let kmsg = kind("KmsgLogConfig").and_then(|d| d["url"].as_str());
+    if let (Some(url), Some(want)) = (arg(&cmdline, "talos.logging.kernel"), kmsg) {
+        if url != want {
+            say(&format!(
+                "kmsg: the config names {want}, the kernel line {url}"
+            ));
+        }
+        let line = serde_json::json!({
+            "clock": 1, "facility": "kern", "priority": "info", "seq": 1,
+            "msg": format!("fake-talos: kernel log from {hostname}"),
+            "talos-level": "info", "talos-time": "2026-12-02T00:00:00Z",
+        });
+        match std::net::TcpStream::connect(url.trim_start_matches("tcp://")) {
+            Ok(mut s) => {
+                let _ = std::io::Write::write_all(&mut s, format!("{line}\n").as_bytes());
+                say("kmsg sent");
+            }
+            Err(e) => say(&format!("kmsg: {e}")),
+        }
+    }
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let sink_addr: SocketAddr = match sink.parse() {
