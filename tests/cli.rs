@@ -190,27 +190,37 @@ fn environment_overrides_and_live_reload() {
     assert!(k.logs().contains("shutting down"));
 }
 
-/// A v1.14 profile keeps its v1.13-style patch (migrated, each move listed by
-/// `kiln check`); what a Talos node would refuse, or what has no faithful
-/// rewrite, fails `kiln check` naming the profile, the patch and the field.
-#[test]
-fn v1_14_profiles_migrate_legacy_patches_and_refuse_conflicts() {
+/// A lab whose cluster runs Talos v1.14, with that release's boot files and
+/// iPXE stubs in place.
+fn v14_lab(machines: &str) -> Lab {
     let lab = Lab::new(
         &format!(
             "{}clusters:\n  lab:\n    endpoint: https://10.0.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
             yaml(free_port())
         ),
-        "machines:\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n",
+        machines,
     );
-    let p = lab.path();
-    let assets = p.join("boot-assets/talos/v1.14.0-rc.1");
+    let assets = lab.path().join("boot-assets/talos/v1.14.0-rc.1");
     std::fs::create_dir_all(&assets).unwrap();
     std::fs::write(assets.join("vmlinuz-amd64"), vec![0x4b; 4096]).unwrap();
     std::fs::write(assets.join("initramfs-amd64.xz"), vec![0x1f; 4096]).unwrap();
-    std::fs::create_dir_all(p.join("ipxe")).unwrap();
-    for f in ["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"] {
-        std::fs::write(p.join("ipxe").join(f), b"ipxe").unwrap();
-    }
+    lab.ipxe_stubs();
+    lab
+}
+
+/// `kiln check` on `lab`: (success, stdout + stderr).
+fn check(lab: &Lab) -> (bool, String) {
+    common::run_kiln(None, &["check", "--config", lab.config().to_str().unwrap()])
+}
+
+/// A v1.14 profile keeps its v1.13-style patch (migrated, each move listed by
+/// `kiln check`); what a Talos node would refuse, or what has no faithful
+/// rewrite, fails `kiln check` naming the profile, the patch and the field.
+#[test]
+fn v1_14_profiles_migrate_legacy_patches_and_refuse_conflicts() {
+    let lab =
+        v14_lab("machines:\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n");
+    let p = lab.path();
     let worker = |patch: &str| {
         std::fs::write(p.join("legacy.yaml"), patch).unwrap();
         std::fs::write(
@@ -218,17 +228,7 @@ fn v1_14_profiles_migrate_legacy_patches_and_refuse_conflicts() {
             "role: worker\ntalos_version: v1.14.0-rc.1\ninstall_disk: /dev/sda\npatches: [../legacy.yaml]\n",
         )
         .unwrap();
-        let out = Command::new(kiln_bin())
-            .args(["check", "--config"])
-            .arg(lab.config())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        check(&lab)
     };
     let (ok, out) = worker(
         "machine:\n  kubelet:\n    extraArgs:\n      max-pods: 250\n  nodeLabels:\n    rack: r1\n",
@@ -299,22 +299,8 @@ fn held_unknown_machines_boot_once_added() {
 /// migration leaves those documents out there.
 #[test]
 fn migrated_control_plane_documents_stay_off_workers() {
-    let lab = Lab::new(
-        &format!(
-            "{}clusters:\n  lab:\n    endpoint: https://10.0.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
-            yaml(free_port())
-        ),
-        "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n",
-    );
+    let lab = v14_lab("machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n");
     let p = lab.path();
-    let assets = p.join("boot-assets/talos/v1.14.0-rc.1");
-    std::fs::create_dir_all(&assets).unwrap();
-    std::fs::write(assets.join("vmlinuz-amd64"), vec![0x4b; 4096]).unwrap();
-    std::fs::write(assets.join("initramfs-amd64.xz"), vec![0x1f; 4096]).unwrap();
-    std::fs::create_dir_all(p.join("ipxe")).unwrap();
-    for f in ["undionly.kpxe", "ipxe.efi"] {
-        std::fs::write(p.join("ipxe").join(f), b"ipxe").unwrap();
-    }
     std::fs::write(
         p.join("cilium.yaml"),
         "cluster:\n  proxy:\n    disabled: true\n  network:\n    cni:\n      name: none\n",
@@ -327,17 +313,8 @@ fn migrated_control_plane_documents_stay_off_workers() {
         )
         .unwrap();
     }
-    let out = Command::new(kiln_bin())
-        .args(["check", "--config"])
-        .arg(lab.config())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = check(&lab);
+    assert!(ok, "{text}");
     assert!(
         text.contains("cluster.proxy.disabled → KubeProxyConfig.enabled"),
         "{text}"

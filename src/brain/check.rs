@@ -93,7 +93,7 @@ pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
                     p.name,
                     p.cluster.as_deref().unwrap_or_default(),
                     schematic.id(),
-                    schematic.installer(cfg.factory_host(), &p.talos_version, crate::brain::ipxe::parse_minor(&p.talos_version).unwrap_or(14)),
+                    p.installer(cfg.factory_host()),
                     describe(&schematic)
                 ));
             }
@@ -108,31 +108,29 @@ pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
 }
 
 /// For a v1.14+ profile, each of its patches that sets v1alpha1 fields Talos
-/// moved: kiln serves it migrated, and says what moved where.
+/// moved: kiln serves it migrated (`render::migrated_patches`), and says what
+/// moved where. A patch that cannot migrate is `render_all`'s to report.
 fn migration_notes(p: &crate::model::inventory::Profile) -> Vec<String> {
     let Ok(c) = crate::model::contract::Contract::for_release(&p.talos_version) else {
         return Vec::new();
     };
-    if !c.multidoc_kubernetes() {
+    let Ok(patches) = crate::brain::render::migrated_patches(p, c) else {
         return Vec::new();
-    }
-    let mut w = Vec::new();
-    for (patch, name) in &p.loaded_patches {
-        let crate::talos::patch::Patch::Strategic(docs) = patch else {
-            continue;
-        };
-        if let Ok(m) = crate::talos::migrate::migrate(docs) {
-            if !m.notes.is_empty() {
-                w.push(format!(
-                    "profile {}: {name} sets v1alpha1 fields Talos {} moved to documents of their own; kiln applies it migrated ({}); `kiln patch migrate {name} --talos-version v1.14` writes the new form",
-                    p.name,
-                    p.talos_version,
-                    m.notes.join("; ")
-                ));
-            }
-        }
-    }
-    w
+    };
+    patches
+        .into_iter()
+        .filter(|m| !m.moved.is_empty())
+        .map(|m| {
+            format!(
+                "profile {}: {} sets v1alpha1 fields Talos {} moved to documents of their own; kiln applies it migrated ({}); `kiln patch migrate {} --talos-version v1.14` writes the new form",
+                p.name,
+                m.name,
+                p.talos_version,
+                m.moved.join("; "),
+                m.name
+            )
+        })
+        .collect()
 }
 
 fn describe(s: &crate::model::schematic::Schematic) -> String {

@@ -18,10 +18,7 @@ impl Provisioner {
     /// None: a hostname kiln does not know.
     pub fn explain(&self, id: &str) -> Option<String> {
         let inv = self.inventory();
-        let mac: Mac = match id.parse::<Mac>() {
-            Ok(m) => m,
-            Err(_) => inv.machine_by_name(id).map(|m| m.mac)?,
-        };
+        let mac = inv.mac_of(id)?;
         let mut out = self.identity(&inv, mac);
         let timeline = self.timeline.of(&mac);
         let record = self.record(&mac).ok().flatten();
@@ -93,10 +90,14 @@ impl Provisioner {
         );
         let files = crate::brain::assets::boot_files(&self.cfg, p);
         let _ = writeln!(out, "  boots {} + {}", files.kernel, files.initramfs);
-        let s = p.schematic();
-        let minor = crate::brain::ipxe::parse_minor(&p.talos_version).unwrap_or(14);
-        let installer = s.installer(self.cfg.factory_host(), &p.talos_version, minor);
-        let _ = writeln!(out, "  image schematic {} (installer {installer})", s.id());
+        // The installer the config names: the cluster's install_image, if set.
+        let host = self.cfg.factory_host();
+        let installer = match p.cluster.as_ref().and_then(|c| self.cfg.clusters.get(c)) {
+            Some(c) => crate::brain::render::install_image(c, p, host),
+            None => p.installer(host),
+        };
+        let id = p.schematic().id();
+        let _ = writeln!(out, "  image schematic {id} (installer {installer})");
         if let Some(ip) = m.ip {
             let _ = writeln!(out, "  fixed address {ip} (machines.yaml)");
         }

@@ -177,6 +177,17 @@ mod tests {
     use super::*;
     use crate::model::inventory::Role;
 
+    fn cp1() -> Machine {
+        Machine {
+            mac: "52:54:00:aa:00:01".parse().unwrap(),
+            hostname: "cp-1".into(),
+            profile: "controlplane".into(),
+            ip: None,
+            uuid: None,
+            boot: Default::default(),
+        }
+    }
+
     fn profile() -> Profile {
         Profile {
             kernel_args: vec!["net.ifnames=0".into()],
@@ -187,14 +198,7 @@ mod tests {
 
     #[test]
     fn script_has_kernel_initrd_and_talos_args() {
-        let m = Machine {
-            mac: "52:54:00:aa:00:01".parse().unwrap(),
-            hostname: "cp-1".into(),
-            profile: "controlplane".into(),
-            ip: None,
-            uuid: None,
-            boot: Default::default(),
-        };
+        let m = cp1();
         let p = profile();
         let s = machine_script(&BootParams {
             http_base: "http://10.0.0.1:8080",
@@ -236,14 +240,7 @@ mod tests {
     /// schematic and kiln both add appears once.
     #[test]
     fn factory_cmdline_leads_and_nothing_repeats() {
-        let m = Machine {
-            mac: "52:54:00:aa:00:01".parse().unwrap(),
-            hostname: "cp-1".into(),
-            profile: "controlplane".into(),
-            ip: None,
-            uuid: None,
-            boot: Default::default(),
-        };
+        let m = cp1();
         let p = profile();
         let files = BootFiles {
             kernel: "factory/abc/v1.14.0/kernel-amd64".into(),

@@ -194,11 +194,7 @@ impl Provisioner {
     /// `id`'s kernel log from line `since` on, and the number of lines; None:
     /// no such machine.
     pub fn kernel_log_lines(&self, id: &str, since: usize) -> Option<(Vec<String>, usize)> {
-        let inv = self.inventory();
-        let mac = id
-            .parse::<Mac>()
-            .ok()
-            .or_else(|| inv.machine_by_name(id).map(|m| m.mac))?;
+        let mac = self.inventory().mac_of(id)?;
         Some(self.kernel_logs.read(&mac, since))
     }
 

@@ -120,6 +120,14 @@ fn provisioned(r: &crate::store::clusters::ClusterRecord) -> Option<String> {
         .map(|n| format!("bootstrap decided for {}", n.hostname))
 }
 
+/// The installer image `profile`'s machines get: the cluster's
+/// `install_image`, else the factory installer of the profile's schematic.
+pub fn install_image(c: &ClusterSpec, profile: &Profile, factory_host: &str) -> String {
+    c.install_image
+        .clone()
+        .unwrap_or_else(|| profile.installer(factory_host))
+}
+
 /// Generation options for `profile`'s machines. The installer is the
 /// factory's for the profile's schematic (so its extensions and kernel
 /// arguments reach the installed system), unless the cluster names one.
@@ -136,11 +144,7 @@ pub fn options(
     }
     o.additional_sans = c.additional_sans.clone();
     o.dns_domain = c.dns_domain.clone();
-    o.install_image = Some(c.install_image.clone().unwrap_or_else(|| {
-        profile
-            .schematic()
-            .installer(factory_host, &profile.talos_version, contract.minor)
-    }));
+    o.install_image = Some(install_image(c, profile, factory_host));
     if contract.unattended_install() {
         // The UnattendedInstallConfig (disk and installer image) is generated
         // where talosctl generates it: from the install disk.
@@ -181,7 +185,7 @@ pub fn render(
     let own = Patch::Strategic(own);
     let migrated = migrated_patches(profile, o.contract)?;
     let mut steps: Vec<(&Patch, &str)> = vec![(&own, src.as_str())];
-    steps.extend(migrated.iter().map(|(p, n)| (p, n.as_str())));
+    steps.extend(migrated.iter().map(|m| (&m.patch, m.name.as_str())));
     let mut docs = base.clone();
     for (p, name) in &steps {
         patch::apply(&mut docs, p, name).map_err(|e| RenderError::Invalid(e.to_string()))?;
@@ -198,13 +202,10 @@ pub fn render(
 /// The profile's own patches, as the machine's Talos reads them: from v1.14
 /// a patch written for the v1alpha1 fields Talos moved is rewritten into the
 /// new documents (`kiln patch migrate`; `kiln check` lists each move).
-pub fn migrated_patches(
-    profile: &Profile,
-    c: Contract,
-) -> Result<Vec<(Patch, String)>, RenderError> {
+pub fn migrated_patches(profile: &Profile, c: Contract) -> Result<Vec<ProfilePatch>, RenderError> {
     let mut out = Vec::new();
     for (p, name) in &profile.loaded_patches {
-        match p {
+        let (patch, moved) = match p {
             Patch::Strategic(docs) if c.multidoc_kubernetes() => {
                 let m = crate::talos::migrate::migrate(docs).map_err(|e| {
                     RenderError::Invalid(format!(
@@ -213,10 +214,24 @@ pub fn migrated_patches(
                     ))
                 })?;
                 let m = crate::talos::migrate::for_role(m, profile.role, docs);
-                out.push((Patch::Strategic(m.docs), name.clone()));
+                (Patch::Strategic(m.docs), m.notes)
             }
-            _ => out.push((p.clone(), name.clone())),
-        }
+            _ => (p.clone(), Vec::new()),
+        };
+        out.push(ProfilePatch {
+            patch,
+            name: name.clone(),
+            moved,
+        });
     }
     Ok(out)
+}
+
+/// One of a profile's patches as its machines get it.
+pub struct ProfilePatch {
+    pub patch: Patch,
+    /// The file it came from.
+    pub name: String,
+    /// What the v1.14 migration moved (empty when nothing did).
+    pub moved: Vec<String>,
 }

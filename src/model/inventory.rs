@@ -148,6 +148,14 @@ impl Inventory {
         self.retired.get(mac).map(String::as_str)
     }
 
+    /// The MAC `id` names: a MAC itself (any machine, known or not), or an
+    /// inventory hostname.
+    pub fn mac_of(&self, id: &str) -> Option<Mac> {
+        id.parse::<Mac>()
+            .ok()
+            .or_else(|| self.machine_by_name(id).map(|m| m.mac))
+    }
+
     pub fn machine_by_name(&self, hostname: &str) -> Option<&Machine> {
         let h = hostname.to_ascii_lowercase();
         self.machines.iter().find(|m| m.hostname == h)

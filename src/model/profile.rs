@@ -169,27 +169,6 @@ impl Profile {
         })
     }
 
-    /// The Image Factory schematic of this profile's image: its extensions,
-    /// kernel arguments (with `net.ifnames=0` for `stable_interface_names`)
-    /// and overlay.
-    pub fn schematic(&self) -> crate::model::schematic::Schematic {
-        let mut args = self.extra_kernel_args.clone();
-        if self.stable_interface_names && !args.iter().any(|a| a == "net.ifnames=0") {
-            args.push("net.ifnames=0".into());
-        }
-        crate::model::schematic::Schematic {
-            overlay: self.overlay.clone(),
-            extra_kernel_args: args,
-            meta: Vec::new(),
-            extensions: self.extensions.clone(),
-        }
-    }
-
-    /// Where `kiln assets pull` puts this profile's boot files under boot_assets.
-    pub fn factory_dir(&self) -> String {
-        format!("factory/{}/{}", self.schematic().id(), self.talos_version)
-    }
-
     pub fn settings(&self) -> Settings {
         Settings {
             install_disk: self.install_disk.clone(),

@@ -116,6 +116,38 @@ impl Schematic {
     }
 }
 
+/// The image a profile describes.
+impl crate::model::profile::Profile {
+    /// The Image Factory schematic of this profile's image: its extensions,
+    /// kernel arguments (with `net.ifnames=0` for `stable_interface_names`)
+    /// and overlay.
+    pub fn schematic(&self) -> Schematic {
+        let mut args = self.extra_kernel_args.clone();
+        if self.stable_interface_names && !args.iter().any(|a| a == "net.ifnames=0") {
+            args.push("net.ifnames=0".into());
+        }
+        Schematic {
+            overlay: self.overlay.clone(),
+            extra_kernel_args: args,
+            meta: Vec::new(),
+            extensions: self.extensions.clone(),
+        }
+    }
+
+    /// Where `kiln assets pull` puts this profile's boot files under boot_assets.
+    pub fn factory_dir(&self) -> String {
+        format!("factory/{}/{}", self.schematic().id(), self.talos_version)
+    }
+
+    /// The factory installer of this profile's schematic, for its release.
+    pub fn installer(&self, factory_host: &str) -> String {
+        let minor = crate::model::contract::Contract::for_release(&self.talos_version)
+            .map_or(crate::model::contract::DEFAULT.minor, |c| c.minor);
+        self.schematic()
+            .installer(factory_host, &self.talos_version, minor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,8 @@
 
 use serde_json::{json, Map, Value};
 
+use super::multidoc::doc;
+
 /// A migrated patch and what moved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Migrated {
@@ -98,16 +100,6 @@ fn args(v: Value) -> Value {
         ),
         other => other,
     }
-}
-
-fn doc(kind: &str, body: Value) -> Value {
-    let mut m = Map::new();
-    m.insert("apiVersion".into(), json!("v1alpha1"));
-    m.insert("kind".into(), json!(kind));
-    if let Value::Object(b) = body {
-        m.extend(b);
-    }
-    Value::Object(m)
 }
 
 /// A DNS-1123 name for an external manifest URL: the GitHub repository for

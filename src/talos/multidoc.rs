@@ -13,7 +13,9 @@ use super::secrets::{Bundle, CertAndKey};
 /// The Kubernetes API server's default anonymous-auth paths (k8s.DefaultAuthenticationConfig).
 const ANONYMOUS_PATHS: [&str; 3] = ["/livez", "/readyz", "/healthz"];
 
-fn doc(kind: &str, body: Value) -> Value {
+/// A v1alpha1 document of `kind` with `body`'s fields (generation, settings
+/// and migration all write them this way).
+pub(super) fn doc(kind: &str, body: Value) -> Value {
     let mut m = serde_json::Map::new();
     m.insert("apiVersion".into(), json!("v1alpha1"));
     m.insert("kind".into(), json!(kind));

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use crate::model::contract::Contract;
 use crate::model::inventory::Role;
 
+use super::multidoc::doc;
 use crate::model::settings::{Cni, Settings, CERT_APPROVER};
 
 impl Settings {
@@ -97,16 +98,6 @@ impl Settings {
     }
 }
 
-fn doc(kind: &str, body: Value) -> Value {
-    let mut m = Map::new();
-    m.insert("apiVersion".into(), json!("v1alpha1"));
-    m.insert("kind".into(), json!(kind));
-    if let Value::Object(b) = body {
-        m.extend(b);
-    }
-    Value::Object(m)
-}
-
 impl Settings {
     /// The same settings as v1.14 documents (V1_14.md §2.6): nothing lands in
     /// a v1alpha1 field a v1.14 document conflicts with. Flannel deletes and
@@ -183,10 +174,4 @@ pub fn hostname_patch(hostname: &str, c: Contract) -> Value {
     } else {
         json!({ "machine": { "network": { "hostname": hostname } } })
     }
-}
-
-/// The Image Factory schematic whose installer keeps `net.ifnames=0` after install
-/// (`POST https://factory.talos.dev/schematics` with this body returns its id).
-pub fn ifnames_schematic() -> &'static str {
-    "customization:\n    extraKernelArgs:\n        - net.ifnames=0\n"
 }

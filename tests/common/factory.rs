@@ -67,6 +67,17 @@ fn empty(v: &serde_json::Value) -> bool {
     }
 }
 
+/// schematic.Customization's fields, in struct order.
+const CUSTOMIZATION: [&str; 7] = [
+    "embeddedMachineConfiguration",
+    "extraKernelArgs",
+    "meta",
+    "systemExtensions",
+    "bootloader",
+    "secureboot",
+    "diskImage",
+];
+
 /// The factory's `Unmarshal` + `Marshal`: known fields only, struct order.
 fn canonical(body: &str) -> Result<String, String> {
     let v: serde_json::Value = serde_saphyr::from_str(body).map_err(|e| e.to_string())?;
@@ -96,34 +107,16 @@ fn canonical(body: &str) -> Result<String, String> {
         .cloned()
         .unwrap_or(serde_json::json!({}));
     let mut cm = serde_json::Map::new();
-    for k in [
-        "embeddedMachineConfiguration",
-        "extraKernelArgs",
-        "meta",
-        "systemExtensions",
-        "bootloader",
-        "secureboot",
-        "diskImage",
-    ] {
+    for k in CUSTOMIZATION {
         if let Some(x) = c.get(k).filter(|x| !empty(x)) {
             cm.insert(k.into(), x.clone());
         }
     }
     if let Some(obj) = c.as_object() {
-        if let Some(k) = obj.keys().find(|k| {
-            !cm.contains_key(*k)
-                && !c[*k].is_null()
-                && ![
-                    "embeddedMachineConfiguration",
-                    "extraKernelArgs",
-                    "meta",
-                    "systemExtensions",
-                    "bootloader",
-                    "secureboot",
-                    "diskImage",
-                ]
-                .contains(&k.as_str())
-        }) {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !CUSTOMIZATION.contains(&k.as_str()) && !c[*k].is_null())
+        {
             return Err(format!(
                 "field {k} not found in type schematic.Customization"
             ));

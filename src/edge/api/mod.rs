@@ -153,12 +153,7 @@ async fn clusters(State(ApiState { p, .. }): State<ApiState>) -> Json<serde_json
 }
 
 async fn reinstall(State(ApiState { p, .. }): State<ApiState>, Path(id): Path<String>) -> Response {
-    let inv = p.inventory();
-    let mac = id
-        .parse::<crate::model::mac::Mac>()
-        .ok()
-        .or_else(|| inv.machine_by_name(&id).map(|m| m.mac));
-    let Some(mac) = mac else {
+    let Some(mac) = p.inventory().mac_of(&id) else {
         return (StatusCode::NOT_FOUND, format!("no machine {id:?}\n")).into_response();
     };
     let p2 = p.clone();
