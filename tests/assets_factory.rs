@@ -26,11 +26,7 @@ fn files() -> BTreeMap<String, Vec<u8>> {
 fn lab(factory: &FakeFactory, worker: &str) -> Lab {
     let lab = Lab::new(
         &format!(
-            "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: {}, proxy_dhcp: {}, tftp: {}, http: {}}}\ndhcp:\n  mode: proxy\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nfactory_url: {}\nclusters:\n  lab:\n    endpoint: https://10.0.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
-            common::free_port(),
-            common::free_port(),
-            common::free_port(),
-            common::free_port(),
+            "interface: lo\nserver_address: 127.0.0.1\nports: {{dhcp: 0, proxy_dhcp: 0, tftp: 0, http: 0, events: 0, kmsg: 0}}\ndhcp:\n  mode: proxy\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nfactory_url: {}\nclusters:\n  lab:\n    endpoint: https://10.0.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
             factory.url()
         ),
         "machines:\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n",
@@ -235,14 +231,7 @@ fn the_kernel_line_is_the_factorys_cmdline_once() {
     let (ok, out) = kiln(&lab, &["assets", "pull"]);
     assert!(ok, "{out}");
     let mut k = common::Kiln::start(&lab.config(), None);
-    let http = text
-        .split("http: ")
-        .nth(1)
-        .unwrap()
-        .split('}')
-        .next()
-        .unwrap()
-        .to_string();
+    let http = k.ports.http;
     let body = ureq::get(&format!("http://127.0.0.1:{http}/ipxe/52-54-00-aa-00-02"))
         .call()
         .unwrap()

@@ -5,12 +5,12 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, have, kiln_bin, skip_unless, Kiln, Lab, LoPorts, Ports};
+use common::{have, kiln_bin, skip_unless, Kiln, Lab, LoPorts, Ports};
 
 fn yaml(http: u16) -> String {
     let ports = Ports {
         http,
-        ..Ports::free()
+        ..Ports::any()
     };
     format!("{}ipxe_dirs: [./ipxe]\n", ports.lo_yaml())
 }
@@ -66,7 +66,7 @@ fn shipped_example_pulls_and_checks_clean() {
 #[test]
 fn check_names_file_line_and_problem_and_serve_refuses() {
     let lab = Lab::new(
-        &format!("{}dhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n", yaml(free_port())).replace("server_address: 127.0.0.1", "server_address: 10.99.0.1"),
+        &format!("{}dhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n", yaml(0)).replace("server_address: 127.0.0.1", "server_address: 10.99.0.1"),
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52-54-00-AA-00-01\n    hostname: cp-1\n    profile: gpu\n    ip: 10.1.0.5\n  - mac: 52:54:00:aa:00\n    hostname: w-1\n    profile: worker\n",
     );
     // No iPXE binaries anywhere, no kernel for the worker profile.
@@ -143,15 +143,12 @@ fn environment_overrides_and_live_reload() {
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
     );
     lab.ipxe_stubs();
-    let http = free_port();
-    // KILN_PORTS__HTTP overrides ports.http (1 in the file).
+    // KILN_PORTS__HTTP overrides ports.http (1 in the file): 0, any port.
     // In the child's environment only: a process-wide set_var would reach the
     // kilns other tests in this binary start meanwhile.
-    let mut k = Kiln::start_env(
-        &lab.config(),
-        None,
-        &[("KILN_PORTS__HTTP", &http.to_string())],
-    );
+    let mut k = Kiln::start_env(&lab.config(), None, &[("KILN_PORTS__HTTP", "0")]);
+    let http = k.ports.http;
+    assert_ne!(http, 1, "the environment overrides the file");
     let get =
         |mac: &str| common::curl::curl(&[&format!("http://127.0.0.1:{http}/ipxe/{mac}")]).text();
     assert!(get("52-54-00-aa-00-02").contains("not in the inventory"));
@@ -196,7 +193,7 @@ fn v14_lab(machines: &str) -> Lab {
     let lab = Lab::new(
         &format!(
             "{}clusters:\n  lab:\n    endpoint: https://10.0.0.5:6443\n    talos_version: v1.14.0-rc.1\n",
-            yaml(free_port())
+            yaml(0)
         ),
         machines,
     );
@@ -265,13 +262,13 @@ fn held_unknown_machines_boot_once_added() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let http = free_port();
     let lab = Lab::new(
-        &format!("{}unknown_machines: hold\n", yaml(http)),
+        &format!("{}unknown_machines: hold\n", yaml(0)),
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
     );
     lab.ipxe_stubs();
     let mut k = Kiln::start(&lab.config(), None);
+    let http = k.ports.http;
     let get = |mac: &str| {
         common::curl::curl(&[&format!("http://127.0.0.1:{http}/ipxe/{mac}?platform=efi")]).text()
     };

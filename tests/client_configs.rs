@@ -45,7 +45,7 @@ fn one_context_per_cluster_chained_to_the_right_ca() {
     }
     let yaml = format!(
         "{}ipxe_dirs: [./ipxe]\nboot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n  prod:\n    endpoint: https://k8s.prod.example:6443\n",
-        Ports::free().lo_yaml()
+        Ports::any().lo_yaml()
     );
     let lab = Lab::new(&yaml, "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane, ip: 192.168.50.11}\n  - {mac: 52:54:00:bb:00:01, hostname: prod-cp-1, profile: prodcp, ip: 10.20.0.11}\n");
     std::fs::write(

@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::curl::curl;
 use common::{have, kiln_bin, skip_unless, Kiln, Lab, LoPorts, Ports};
@@ -19,8 +20,8 @@ const MACHINES: &str = "machines:
     profile: worker
 ";
 
-fn lab(extra: &str) -> (Lab, Ports) {
-    let ports = Ports::free();
+fn lab(extra: &str) -> Lab {
+    let ports = Ports::any();
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n{extra}",
         ports.lo_yaml()
@@ -32,7 +33,7 @@ fn lab(extra: &str) -> (Lab, Ports) {
         "role: controlplane\ntalos_version: v1.13.9\ninstall_disk: /dev/sda\ndhcp_interfaces: [eth0]\nvip: 192.168.50.200\nallow_workloads: true\nkubelet_serving_certs: true\nstable_interface_names: true\n",
     )
     .unwrap();
-    (lab, ports)
+    lab
 }
 
 /// The talos.config= URL from a machine script, with iPXE's variables filled.
@@ -54,9 +55,10 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, ports) = lab("");
+    let lab = lab("");
     // Debug level everywhere: even there no token may reach the log.
     let mut k = Kiln::start_logging(&lab.config(), None, "debug");
+    let ports = k.ports;
     let base = format!("http://127.0.0.1:{}", ports.http);
     // Secrets were generated on first start, private.
     let secrets = lab.path().join("state/lab/secrets.yaml");
@@ -267,6 +269,14 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     assert_eq!(curl(&[&format!("{base}/healthz")]).text(), "ok\n");
     assert_eq!(curl(&[&format!("{base}/readyz")]).text(), "ready\n");
 
+    // The status page, open in a real browser before the stranger shows up.
+    let browser = common::browser::Browser::start(None);
+    if let Some(b) = &browser {
+        b.goto(&format!("{base}/status"));
+        let t = b.wait_for("cp-1", Duration::from_secs(10));
+        assert!(!t.contains("52:54:00:aa:00:99"), "{t}");
+    }
+
     // `kiln explain`: a booted machine, a refused fetch, a stranger.
     let stranger = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
     let opts = vec![
@@ -325,33 +335,57 @@ fn each_machine_gets_its_own_config_and_nobody_else_does() {
     assert!(st.contains("next boot: no network boot"), "{st}");
     assert!(explain("nosuch").contains("no machine \"nosuch\""));
 
-    // The status page, as a person sees it in a real browser.
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status.png");
-    if let Some(dom) = common::chromium(&format!("{base}/status"), Some(&shot)) {
+    // The status page, as a person sees it in a real browser: the stranger
+    // appears without a reload, and a click leads to cp-1's refusals.
+    if let Some(b) = &browser {
+        let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status.png");
+        let t = b.wait_for("52:54:00:aa:00:99", Duration::from_secs(10));
         for want in [
             "cp-1",
             "w-1",
             "config_served",
             "192.168.50.200:6443",
-            "52:54:00:aa:00:99",
+            "v1.13.9",
             "x86-64 UEFI (arch 7)",
             "PXEClient:Arch:00007",
         ] {
-            assert!(dom.contains(want), "status page lacks {want:?}:\n{dom}");
+            assert!(t.contains(want), "status page lacks {want:?}:\n{t}");
         }
-        assert!(!dom.contains("token="), "no token on the page");
-        let dom =
-            common::chromium(&format!("{base}/status/machine/52:54:00:aa:00:01"), None).unwrap();
+        assert!(!t.contains("token="), "no token on the page");
+        b.screenshot(&shot);
+        eprintln!("status page screenshot: {}", shot.display());
+        b.click_link("cp-1");
+        let t = b.wait_for("cp-1 (52:54:00:aa:00:01)", Duration::from_secs(10));
+        assert!(
+            b.url()
+                .ends_with("/status/machine/52%3A54%3A00%3Aaa%3A00%3A01"),
+            "{}",
+            b.url()
+        );
         for want in [
-            "cp-1 (52:54:00:aa:00:01)",
             "refused to 127.0.0.2: request from 127.0.0.2",
             "served to 127.0.1.1 as cp-1",
             "Kernel log",
         ] {
-            assert!(dom.contains(want), "machine page lacks {want:?}:\n{dom}");
+            assert!(t.contains(want), "machine page lacks {want:?}:\n{t}");
         }
-        eprintln!("status page screenshot: {}", shot.display());
+        assert!(!t.contains("token="), "no token on the machine page");
     }
+    // On a phone the page fits the screen: nothing to scroll sideways.
+    if let Some(phone) = common::browser::Browser::phone(None) {
+        phone.goto(&format!("{base}/status"));
+        let t = phone.wait_for("cp-1", Duration::from_secs(10));
+        assert!(t.contains("config_served"), "{t}");
+        let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-phone.png");
+        phone.screenshot(&shot);
+        let w = phone.eval("[document.documentElement.scrollWidth, window.innerWidth]");
+        assert!(
+            w[0].as_u64() <= w[1].as_u64(),
+            "the page scrolls sideways on a phone: {w} (page, window); {}",
+            shot.display()
+        );
+    }
+    drop(browser);
     k.stop();
 
     // The operator's talosconfig: one context per cluster, control-plane
@@ -405,8 +439,9 @@ fn unknown_machines_never_get_control_plane_configs() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, ports) = lab("unknown_machines: boot\ndefault_profile: controlplane\n");
+    let lab = lab("unknown_machines: boot\ndefault_profile: controlplane\n");
     let _k = Kiln::start(&lab.config(), None);
+    let ports = _k.ports;
     let base = format!("http://127.0.0.1:{}", ports.http);
     let me = common::lo_ip(21);
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:bb:00:01", me);
@@ -420,8 +455,9 @@ fn unknown_machines_never_get_control_plane_configs() {
     let url = config_url(&script, "52:54:00:bb:00:01");
     assert_eq!(status(&["--interface", &from, &url]), "403");
     drop(_k);
-    let (lab, ports) = lab_worker_default();
+    let lab = lab_worker_default();
     let _k = Kiln::start(&lab.config(), None);
+    let ports = _k.ports;
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:bb:00:01", me);
     let script = curl(&[
         "--interface",
@@ -440,7 +476,7 @@ fn unknown_machines_never_get_control_plane_configs() {
     assert_eq!(docs[0]["machine"]["type"], "worker");
 }
 
-fn lab_worker_default() -> (Lab, Ports) {
+fn lab_worker_default() -> Lab {
     lab("unknown_machines: boot\ndefault_profile: worker\n")
 }
 
@@ -448,7 +484,7 @@ fn lab_worker_default() -> (Lab, Ports) {
 /// v1.14 accepts) with the v1.14 installer, and `kiln check` says so.
 #[test]
 fn a_v1_14_release_gets_its_own_multi_document_contract() {
-    let (lab, _) = lab("");
+    let lab = lab("");
     std::fs::write(
         lab.path().join("profiles/worker.yaml"),
         "role: worker\ntalos_version: v1.14.2\ninstall_disk: /dev/sda\n",
@@ -539,7 +575,7 @@ fn tokens_expire_and_a_pinned_uuid_must_match() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, ports) = lab("boot_token_ttl: 1m\n");
+    let lab = lab("boot_token_ttl: 1m\n");
     std::fs::write(
         lab.path().join("machines.yaml"),
         format!("{MACHINES}  - mac: 52:54:00:aa:00:12\n    hostname: w-2\n    profile: worker\n    uuid: 4C4C4544-0033-3910-8052-B4C04F4C4D31\n"),
@@ -559,6 +595,7 @@ fn tokens_expire_and_a_pinned_uuid_must_match() {
         .unwrap();
     drop(store);
     let mut k = Kiln::start(&lab.config(), None);
+    let ports = k.ports;
     let from = common::lo_ip(12);
     let f = from.to_string();
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:12", from);

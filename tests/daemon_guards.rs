@@ -84,7 +84,7 @@ fn a_dhcp_server_already_on_the_interface_is_refused() {
 
 #[test]
 fn the_watchdog_is_pinged_after_store_checks() {
-    let ports = Ports::free();
+    let ports = Ports::any();
     let lab = Lab::new(
         &format!("{}state_dir: ./state\n", ports.lo_yaml()),
         "machines: []\n",
@@ -129,7 +129,7 @@ fn the_watchdog_is_pinged_after_store_checks() {
 
 #[test]
 fn a_patch_that_parses_but_cannot_apply_is_found_at_start_and_on_reload() {
-    let ports = Ports::free();
+    let ports = Ports::any();
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
         ports.lo_yaml()

@@ -538,34 +538,28 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         "{}",
         explain(NEW_CP3)
     );
-    if let Some(dom) = common::chromium_in(
-        Some(&net.server),
-        &format!("http://10.99.0.1:8080/status/machine/{}", MS[1].mac),
-        None,
-    ) {
-        for want in [
-            "tftp",
-            "ipxe.efi: sent",
-            "fake-talos: kernel log from cp-2",
-            "served to 10.99.0.12 as cp-2",
-        ] {
-            assert!(dom.contains(want), "cp-2's page lacks {want:?}:\n{dom}");
+    // The status page after a real netboot, in a real browser inside the
+    // boot network's server namespace.
+    if let Some(b) = common::browser::Browser::start(Some(&net.server)) {
+        b.goto(&format!(
+            "http://10.99.0.1:8080/status/machine/{}",
+            MS[1].mac
+        ));
+        let t = b.wait_for("fake-talos: kernel log from cp-2", Duration::from_secs(10));
+        for want in ["tftp", "ipxe.efi: sent", "served to 10.99.0.12 as cp-2"] {
+            assert!(t.contains(want), "cp-2's page lacks {want:?}:\n{t}");
         }
-    }
-    // The status page after a real netboot, in a real browser.
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-e2e.png");
-    if let Some(dom) = common::chromium_in(
-        Some(&net.server),
-        "http://10.99.0.1:8080/status",
-        Some(&shot),
-    ) {
-        for want in ["cp-1", "cp-2", "cp-3", "w-1", "done", "3/3"] {
-            assert!(dom.contains(want), "status page lacks {want:?}:\n{dom}");
+        b.click_link("← all machines");
+        let t = b.wait_for("3/3", Duration::from_secs(10));
+        for want in ["cp-1", "cp-2", "cp-3", "w-1", "done"] {
+            assert!(t.contains(want), "status page lacks {want:?}:\n{t}");
         }
         assert!(
-            dom.contains(STRANGER),
-            "the stranger is on the pending list:\n{dom}"
+            t.contains(STRANGER),
+            "the stranger is on the pending list:\n{t}"
         );
+        let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-e2e.png");
+        b.screenshot(&shot);
         eprintln!("status page screenshot: {}", shot.display());
     }
     k.stop();

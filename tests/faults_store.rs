@@ -160,7 +160,7 @@ fn a_corrupted_record_stops_startup_naming_it() {
 
 #[test]
 fn a_provisioned_clusters_secrets_must_be_its_own() {
-    let ports = <common::Ports as common::LoPorts>::free();
+    let ports = <common::Ports as common::LoPorts>::any();
     let yaml = format!(
         "{}state_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
         common::LoPorts::lo_yaml(&ports)

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::{have, skip_unless, Kiln, Lab, LoPorts, Ports};
 
 /// A lab with tight limits; returns it and its ports.
-fn lab() -> (Lab, Ports) {
-    let ports = Ports::free();
+fn lab() -> Lab {
+    let ports = Ports::any();
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nlimits:\n  tftp_transfers: 2\n  tftp_retries: 2\n  tftp_timeout: 1s\n  tftp_max_client_timeout: 3s\n  http_connections: 2\n  http_header_timeout: 2s\n  http_stall_timeout: 2s\n",
         ports.lo_yaml()
@@ -22,7 +22,7 @@ fn lab() -> (Lab, Ports) {
     let mut text = b"line one\nline two\r\nbare CR\rend".repeat(300);
     text.extend((0..=255u8).cycle().take(5000));
     std::fs::write(lab.path().join("boot-assets/notes.txt"), &text).unwrap();
-    (lab, ports)
+    lab
 }
 
 fn rrq(file: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
@@ -53,8 +53,9 @@ fn tftp_netascii_is_translated_for_tftp_hpa() {
     if skip_unless(have("tftp"), "tftp-hpa's tftp client") {
         return;
     }
-    let (lab, ports) = lab();
+    let lab = lab();
     let _k = Kiln::start(&lab.config(), None);
+    let ports = _k.ports;
     let mut files = vec![lab.path().join("boot-assets/notes.txt")];
     let system = std::path::Path::new("/usr/lib/ipxe/undionly.kpxe");
     if system.exists() {
@@ -87,8 +88,9 @@ fn tftp_netascii_is_translated_for_tftp_hpa() {
 
 #[test]
 fn tftp_silent_clients_cost_capped_resends_and_slots() {
-    let (lab, ports) = lab();
+    let lab = lab();
     let mut k = Kiln::start(&lab.config(), None);
+    let ports = k.ports;
     let server = ("127.0.0.1", ports.tftp);
 
     // A client that never ACKs: block 1 is sent 1 + tftp_retries times, then
@@ -195,8 +197,9 @@ fn send_and_read(addr: (&str, u16), bytes: &[u8]) -> (Vec<u8>, Duration) {
 
 #[test]
 fn http_slow_headers_are_dropped_and_connections_capped() {
-    let (lab, ports) = lab();
+    let lab = lab();
     let _k = Kiln::start(&lab.config(), None);
+    let ports = _k.ports;
     let addr = ("127.0.0.1", ports.http);
 
     // Headers trickled and never finished: dropped after the 2 s timeout.

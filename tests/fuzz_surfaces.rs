@@ -25,8 +25,8 @@ fn cases() -> u32 {
         .unwrap_or(150)
 }
 
-fn lab() -> (Lab, Ports) {
-    let p = Ports::free();
+fn lab() -> Lab {
+    let p = Ports::any();
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
         p.lo_yaml()
@@ -36,7 +36,7 @@ fn lab() -> (Lab, Ports) {
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n  - mac: 52:54:00:aa:00:02\n    hostname: w-1\n    profile: worker\n",
     );
     lab.ipxe_stubs();
-    (lab, p)
+    lab
 }
 
 /// One HTTP exchange over a raw socket: the status code, if any came back.
@@ -134,8 +134,9 @@ fn http_request() -> impl Strategy<Value = Vec<u8>> {
 
 #[test]
 fn arbitrary_input_on_every_port_never_panics_and_service_goes_on() {
-    let (lab, p) = lab();
+    let lab = lab();
     let mut k = Kiln::start(&lab.config(), None);
+    let p = k.ports;
     alive(&mut k, &p);
 
     // HTTP: structured requests (must never be a 5xx) and raw bytes.

@@ -7,18 +7,16 @@ use std::process::Command;
 use common::curl::curl;
 use common::{have, skip_unless, Kiln, Lab, LoPorts, Ports};
 
-fn lab() -> (Lab, u16, u16, u16) {
-    let ports = Ports::free();
-    let (http, tftp) = (ports.http, ports.tftp);
+fn lab() -> Lab {
+    let ports = Ports::any();
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n",
         ports.lo_yaml()
     );
-    let lab = Lab::new(
+    Lab::new(
         &yaml,
         "machines:\n  - mac: 52:54:00:aa:00:01\n    hostname: cp-1\n    profile: controlplane\n",
-    );
-    (lab, http, tftp, ports.proxy_dhcp)
+    )
 }
 
 #[test]
@@ -26,8 +24,9 @@ fn http_scripts_and_assets_with_range_and_head() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, http, _, proxy) = lab();
-    let _k = Kiln::start(&lab.config(), None);
+    let lab = lab();
+    let k = Kiln::start(&lab.config(), None);
+    let (http, proxy) = (k.ports.http, k.ports.proxy_dhcp);
     // The machine did proxyDHCP from 127.0.0.1: its script carries its config.
     common::dhcp_claim(proxy, "52:54:00:aa:00:01", std::net::Ipv4Addr::LOCALHOST);
     let base = format!("http://127.0.0.1:{http}");
@@ -107,15 +106,15 @@ fn tftp_serves_ipxe_with_options_and_refuses_traversal() {
     ) {
         return;
     }
-    let (lab, _, tftp, _) = lab();
+    let lab = lab();
     // A file of our own in boot_assets, larger than one window of blocks.
     let data: Vec<u8> = (0..850_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(lab.path().join("boot-assets/ipxe.efi"), &data).unwrap();
-    let _k = Kiln::start(&lab.config(), None);
+    let k = Kiln::start(&lab.config(), None);
     let out = lab.path().join("got");
-    let port = tftp.to_string();
+    let port = k.ports.tftp.to_string();
 
     // atftp negotiates blksize and windowsize (RFC 7440).
     let st = Command::new("atftp")

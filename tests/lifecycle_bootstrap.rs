@@ -15,15 +15,13 @@ use kiln::talos::secrets::Bundle;
 
 struct Setup {
     lab: Lab,
-    http: u16,
-    events: u16,
     talos_port: u16,
-    proxy_dhcp: u16,
-    kmsg: u16,
+    /// What the running kiln bound (port 0 in its config), set by [`start`].
+    bound: std::cell::Cell<Ports>,
 }
 
 fn setup(auto: bool) -> Setup {
-    let p = Ports::free();
+    let p = Ports::any();
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://lab.example:6443\n    auto_bootstrap: {auto}\n",
         p.lo_yaml()
@@ -32,18 +30,16 @@ fn setup(auto: bool) -> Setup {
     lab.ipxe_stubs();
     Setup {
         lab,
-        http: p.http,
-        events: p.events,
         talos_port: p.talos_api,
-        proxy_dhcp: p.proxy_dhcp,
-        kmsg: p.kmsg,
+        bound: std::cell::Cell::new(p),
     }
 }
 
 /// kiln on the lab, with every machine's address proven by its proxyDHCP request.
 fn start(s: &Setup) -> Kiln {
     let k = Kiln::start(&s.lab.config(), None);
-    common::claim_loopback_machines(s.proxy_dhcp);
+    s.bound.set(k.ports);
+    common::claim_loopback_machines(k.ports.proxy_dhcp);
     k
 }
 
@@ -115,7 +111,7 @@ fn not_ready(ns: &[talos::Running], calls: u32) {
 }
 
 fn check_in_all(rt: &tokio::runtime::Runtime, s: &Setup, which: &[u8]) {
-    let sink = SocketAddr::from(([127, 0, 0, 1], s.events));
+    let sink = SocketAddr::from(([127, 0, 0, 1], s.bound.get().events));
     rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for &i in which {
@@ -154,7 +150,7 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     assert_eq!(state_of(&s, "cp-1"), "discovered", "DHCP saw it");
     // The worker installs first: the lifecycle moves, no bootstrap for workers.
     rt.block_on(talos::publish(
-        SocketAddr::from(([127, 0, 0, 1], s.events)),
+        SocketAddr::from(([127, 0, 0, 1], s.bound.get().events)),
         ip(11),
         vec![ev::stage(MachineStage::Booting, false), ev::install_start()],
     ))
@@ -212,7 +208,7 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     }
     // Ready, then the next PXE boot of an installed machine goes to its disk.
     rt.block_on(talos::publish(
-        SocketAddr::from(([127, 0, 0, 1], s.events)),
+        SocketAddr::from(([127, 0, 0, 1], s.bound.get().events)),
         ip(1),
         vec![ev::stage(MachineStage::Running, true)],
     ))
@@ -220,14 +216,17 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
     wait("cp-1 ready", Duration::from_secs(10), || {
         state_of(&s, "cp-1") == "ready"
     });
-    let script = common::script_from(s.http, "52:54:00:aa:00:01", ip(1));
+    let script = common::script_from(s.bound.get().http, "52:54:00:aa:00:01", ip(1));
     assert!(
         script.contains("sanboot") && script.contains("installed"),
         "{script}"
     );
     // UEFI firmware (iPXE's ${platform} is efi) leaves with `exit` by default.
     let efi = |q: &str| {
-        let url = format!("http://127.0.0.1:{}/ipxe/52-54-00-aa-00-01?{q}", s.http);
+        let url = format!(
+            "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-01?{q}",
+            s.bound.get().http
+        );
         let c = common::curl::curl(&["--interface", &ip(1).to_string(), &url]);
         format!("{}\n{}", c.text(), c.code)
     };
@@ -270,7 +269,7 @@ fn events_drive_the_lifecycle_and_three_control_planes_bootstrap_once() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let script = common::script_from(s.http, "52:54:00:aa:00:01", ip(1));
+    let script = common::script_from(s.bound.get().http, "52:54:00:aa:00:01", ip(1));
     assert!(
         script.contains("kernel ") && !script.contains("sanboot"),
         "{script}"
@@ -421,7 +420,7 @@ fn forged_events_and_impostor_nodes_never_get_bootstrap() {
     let s = setup(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut k = start(&s);
-    let sink = SocketAddr::from(([127, 0, 0, 1], s.events));
+    let sink = SocketAddr::from(([127, 0, 0, 1], s.bound.get().events));
     // Events from an address DHCP gave no machine: counted, dropped.
     rt.block_on(talos::publish(sink, ip(40), ev::first_boot()))
         .unwrap();
@@ -606,7 +605,7 @@ fn kernel_logs_are_kept_per_machine_from_its_own_address_only() {
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         sock.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-        sock.connect(&SocketAddr::from(([127, 0, 0, 1], s.kmsg)).into())
+        sock.connect(&SocketAddr::from(([127, 0, 0, 1], s.bound.get().kmsg)).into())
             .unwrap();
         let mut t: std::net::TcpStream = sock.into();
         t.write_all(text.as_bytes()).unwrap();
@@ -659,7 +658,8 @@ fn kernel_logs_are_kept_per_machine_from_its_own_address_only() {
         seen.contains("talos: booted") && seen.contains("Linux version"),
         "{seen}"
     );
-    let m = common::curl::curl(&[&format!("http://127.0.0.1:{}/metrics", s.http)]).text();
+    let m =
+        common::curl::curl(&[&format!("http://127.0.0.1:{}/metrics", s.bound.get().http)]).text();
     assert!(
         common::metric(&m, "kiln_kmsg_lines_total{result=\"stored\"}") >= 3.0,
         "{m}"

@@ -11,15 +11,15 @@ use common::{have, is_root, run_kiln, skip_unless, Kiln, Lab, LoPorts, Ports};
 const MACHINES: &str =
     "machines:\n  - {mac: 52:54:00:aa:00:01, hostname: cp-1, profile: controlplane}\n";
 
-fn lab(extra: &str) -> (Lab, Ports) {
-    let ports = Ports::free();
+fn lab(extra: &str) -> Lab {
+    let ports = Ports::any();
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://10.99.0.5:6443\n{extra}",
         ports.lo_yaml()
     );
     let lab = Lab::new(&yaml, MACHINES);
     lab.ipxe_stubs();
-    (lab, ports)
+    lab
 }
 
 /// curl ARGS against the socket: (HTTP status, body).
@@ -44,8 +44,9 @@ fn the_socket_is_the_owners_and_no_web_page_can_drive_it() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, ports) = lab("");
+    let lab = lab("");
     let mut k = Kiln::start(&lab.config(), None);
+    let ports = k.ports;
     let sock = lab.path().join("state/kiln.sock");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&sock), 0o600, "the API socket is owner-only");
@@ -54,8 +55,17 @@ fn the_socket_is_the_owners_and_no_web_page_can_drive_it() {
         0o700,
         "state_dir is owner-only"
     );
-    // No TCP listener unless opted in.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", ports.api)).is_err());
+    // No TCP API listener unless opted in: HTTP, events and kernel logs only.
+    let mut want = vec![ports.http, ports.events, ports.kmsg];
+    want.sort();
+    assert_eq!(common::tcp_listeners(k.child.id()), want);
+    // Port 0 everywhere: the ready line names what was bound.
+    assert!(
+        k.logs()
+            .contains(&format!("HTTP :{}, events :{}", ports.http, ports.events)),
+        "{}",
+        k.logs()
+    );
 
     common::dhcp_claim(ports.proxy_dhcp, "52:54:00:aa:00:01", common::lo_ip(1));
     let before = last_event(&lab);
@@ -155,8 +165,9 @@ fn the_opt_in_tcp_api_needs_the_bearer_token() {
     if skip_unless(have("curl"), "curl") {
         return;
     }
-    let (lab, ports) = lab("api_tcp: true\n");
-    let _k = Kiln::start(&lab.config(), None);
+    let lab = lab("api_tcp: true\n");
+    let k = Kiln::start(&lab.config(), None);
+    let ports = k.ports;
     let token_file = lab.path().join("state/api-token");
     assert_eq!(
         std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,

@@ -20,16 +20,14 @@ const NEW_MAC: &str = "52:54:00:aa:00:22";
 
 struct World {
     lab: Lab,
-    dhcp: u16,
-    http: u16,
-    events: u16,
     talos_port: u16,
-    proxy_dhcp: u16,
+    /// What the running kiln bound (port 0 in its config), set at its start.
+    bound: std::cell::Cell<Ports>,
     kube: SocketAddr,
 }
 
 fn world() -> World {
-    let p = Ports::free();
+    let p = Ports::any();
     let kube = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let yaml = format!(
         "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://{kube}\n",
@@ -39,11 +37,8 @@ fn world() -> World {
     lab.ipxe_stubs();
     World {
         lab,
-        dhcp: p.dhcp,
-        http: p.http,
-        events: p.events,
         talos_port: p.talos_api,
-        proxy_dhcp: p.proxy_dhcp,
+        bound: std::cell::Cell::new(p),
         kube,
     }
 }
@@ -80,7 +75,8 @@ struct Running {
 fn bring_up(w: &World) -> Running {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let kiln = Kiln::start(&w.lab.config(), None);
-    common::claim_loopback_machines(w.proxy_dhcp);
+    w.bound.set(kiln.ports);
+    common::claim_loopback_machines(w.bound.get().proxy_dhcp);
     let etcd = etcd::Cluster::start(w.lab.path().join("etcd"), &["cp-1", "cp-2", "cp-3"]);
     let bundle = Bundle::load(&w.lab.path().join("state/lab/secrets.yaml")).unwrap();
     let shared = Arc::new(Shared::default());
@@ -98,7 +94,7 @@ fn bring_up(w: &World) -> Running {
         })
         .collect();
     let kube = common::kube::start(&rt, &bundle, w.kube, &["cp-1", "cp-2", "cp-3", "w-1"]);
-    let sink = SocketAddr::from(([127, 0, 0, 1], w.events));
+    let sink = SocketAddr::from(([127, 0, 0, 1], w.bound.get().events));
     rt.block_on(async {
         for i in 1..=3 {
             talos::publish(sink, ip(i), ev::first_boot()).await.unwrap();
@@ -153,13 +149,10 @@ fn replacing_a_control_plane_keeps_quorum_and_ends_with_three_members() {
     let (s2, f2, w2) = (stop.clone(), failures.clone(), writes.clone());
     let writer = std::thread::spawn(move || {
         while !s2.load(Ordering::SeqCst) {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={url}"))
-                .args(["--command-timeout=3s", "put", "canary", "x"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
+            let ok = matches!(
+                common::talos::etcdctl_with(&url, "3s", &["put", "canary", "x"]),
+                Ok(Ok(_))
+            );
             w2.fetch_add(1, Ordering::SeqCst);
             if !ok {
                 f2.fetch_add(1, Ordering::SeqCst);
@@ -202,15 +195,15 @@ fn replacing_a_control_plane_keeps_quorum_and_ends_with_three_members() {
     );
     let old = get(&format!(
         "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-02",
-        w.http
+        w.bound.get().http
     ));
     assert!(
         old.contains("not in the inventory") && !old.contains("kernel "),
         "{old}"
     );
     // The new box does DHCP from cp-2's address, as it would get it.
-    common::dhcp_claim(w.proxy_dhcp, NEW_MAC, ip(2));
-    let new = common::script_from(w.http, NEW_MAC, ip(2));
+    common::dhcp_claim(w.bound.get().proxy_dhcp, NEW_MAC, ip(2));
+    let new = common::script_from(w.bound.get().http, NEW_MAC, ip(2));
     assert!(
         new.contains("talos.config=") && new.contains("cp-2"),
         "{new}"
@@ -241,7 +234,7 @@ fn replacing_a_control_plane_keeps_quorum_and_ends_with_three_members() {
     );
     *n.node.etcd.lock().unwrap() = Some(r.etcd.client_url(j));
     r.rt.block_on(talos::publish(
-        SocketAddr::from(([127, 0, 0, 1], w.events)),
+        SocketAddr::from(([127, 0, 0, 1], w.bound.get().events)),
         ip(2),
         ev::first_boot(),
     ))
@@ -302,7 +295,7 @@ fn a_replace_that_would_break_quorum_is_refused_and_changes_nothing() {
     assert!(!w.lab.path().join("state/inventory-overrides.yaml").exists());
     let old = get(&format!(
         "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-02",
-        w.http
+        w.bound.get().http
     ));
     assert!(
         old.contains("cp-2") && !old.contains("not in the inventory"),
@@ -344,9 +337,10 @@ fn a_crash_between_removal_and_identity_move_resumes_without_a_second_removal() 
     let _ = cli.join();
     r.kube.delay_ms.store(0, Ordering::SeqCst);
     let mut k = Kiln::start(&w.lab.config(), None);
+    w.bound.set(k.ports);
     // (cp-2's old MAC is retired once the identity moves: it gets no answer.)
     for (mac, n) in [("52:54:00:aa:00:01", 1), ("52:54:00:aa:00:03", 3)] {
-        common::dhcp_claim(w.proxy_dhcp, mac, ip(n));
+        common::dhcp_claim(w.bound.get().proxy_dhcp, mac, ip(n));
     }
     let ov = w.lab.path().join("state/inventory-overrides.yaml");
     wait("the identity move", Duration::from_secs(30), || ov.exists());
@@ -355,8 +349,8 @@ fn a_crash_between_removal_and_identity_move_resumes_without_a_second_removal() 
     assert_eq!(r.etcd.member_names(0), vec!["cp-1", "cp-3"]);
     assert!(k.logs().contains("replace: resuming"), "{}", k.logs());
     // The identity moved after the restart.
-    common::dhcp_claim(w.proxy_dhcp, NEW_MAC, ip(2));
-    let new = common::script_from(w.http, NEW_MAC, ip(2));
+    common::dhcp_claim(w.bound.get().proxy_dhcp, NEW_MAC, ip(2));
+    let new = common::script_from(w.bound.get().http, NEW_MAC, ip(2));
     assert!(new.contains("kernel ") && new.contains("cp-2"), "{new}");
     k.stop();
 }
@@ -387,15 +381,16 @@ fn an_adopted_box_gets_the_failed_machines_config_and_the_old_mac_nothing() {
         ],
     );
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.send_to(&discover, ("127.0.0.1", w.dhcp)).unwrap();
+    sock.send_to(&discover, ("127.0.0.1", w.bound.get().dhcp))
+        .unwrap();
     let ov = w.lab.path().join("state/inventory-overrides.yaml");
     wait("the adoption", Duration::from_secs(40), || {
         std::fs::read_to_string(&ov).is_ok_and(|t| t.contains("52:54:00:aa:00:33"))
     });
     assert_eq!(r.etcd.member_names(0), vec!["cp-1", "cp-2"]);
     // The adopted MAC boots as cp-3 and gets cp-3's config.
-    common::dhcp_claim(w.proxy_dhcp, "52:54:00:aa:00:33", ip(3));
-    let script = common::script_from(w.http, "52:54:00:aa:00:33", ip(3));
+    common::dhcp_claim(w.bound.get().proxy_dhcp, "52:54:00:aa:00:33", ip(3));
+    let script = common::script_from(w.bound.get().http, "52:54:00:aa:00:33", ip(3));
     let url = script
         .split_whitespace()
         .find_map(|x| x.strip_prefix("talos.config="))
@@ -416,7 +411,7 @@ fn an_adopted_box_gets_the_failed_machines_config_and_the_old_mac_nothing() {
     // The old MAC gets nothing, not even with a script.
     let old = get(&format!(
         "http://127.0.0.1:{}/ipxe/52-54-00-aa-00-03",
-        w.http
+        w.bound.get().http
     ));
     assert!(
         old.contains("not in the inventory") && !old.contains("talos.config"),

@@ -78,6 +78,16 @@ pub(crate) fn render_all(
 /// Warnings that do not stop kiln but an operator should read.
 pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
     let mut w = Vec::new();
+    let ports = &cfg.ports;
+    for (key, port, fixed) in [
+        ("dhcp", ports.dhcp, 67),
+        ("proxy_dhcp", ports.proxy_dhcp, 4011),
+        ("tftp", ports.tftp, 69),
+    ] {
+        if port == 0 {
+            w.push(format!("ports.{key}: 0 binds any port, but firmware sends to {fixed}: only a test rig wants this"));
+        }
+    }
     for p in inv.profiles.values() {
         w.extend(migration_notes(p));
         let explicit = p

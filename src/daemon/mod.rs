@@ -51,10 +51,9 @@ pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let start::Prepared {
         p,
         store,
-        api_socket,
+        listeners,
         lock,
-    } = start::prepare(config_path)?;
-    let listeners = start::Listeners::bind(&p.cfg, api_socket).await?;
+    } = start::prepare(config_path).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let boot = Bootstrapper::new(p.clone());
     let mut running = tasks::spawn(&p, &boot, listeners, &stop_rx).await?;

@@ -1,5 +1,6 @@
 //! Start-up: load and check everything, claim the state_dir (the API socket
-//! first), open the store, load or make the secrets, bind every listener.
+//! first), open the store, load or make the secrets, bind every listener,
+//! then build the brain with the ports actually bound (port 0 is any port).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -15,8 +16,8 @@ use crate::edge::tftp;
 use crate::model::config::Config;
 use crate::store::Store;
 
-/// Load, check and claim: the brain, ready to be served.
-pub(super) fn prepare(config_path: &Path) -> Result<Prepared, DaemonError> {
+/// Load, check and claim, bind: the brain, ready to be served.
+pub(super) async fn prepare(config_path: &Path) -> Result<Prepared, DaemonError> {
     let (cfg, inv) = load(config_path)?;
     for w in warnings(&cfg, &inv) {
         tracing::warn!("{w}");
@@ -36,11 +37,17 @@ pub(super) fn prepare(config_path: &Path) -> Result<Prepared, DaemonError> {
         .map_err(|e| DaemonError::Setup(format!("writing talosconfig: {e}")))?;
     crate::talos::clientconfig::write_kubeconfig(&cfg, &secrets)
         .map_err(|e| DaemonError::Setup(format!("writing kubeconfig: {e}")))?;
+    let listeners = Listeners::bind(&cfg, api_socket).await?;
+    // Everything kiln tells machines (URLs, the events sink) and operators
+    // names the ports it holds, not the zeros the config may have asked for.
+    let mut cfg = cfg;
+    cfg.ports = listeners.ports(&cfg.ports)?;
+    write_ports(&cfg)?;
     let p = Provisioner::new(cfg, inv, store.clone())?.with_secrets(secrets);
     Ok(Prepared {
         p: Arc::new(p),
         store,
-        api_socket,
+        listeners,
         lock,
     })
 }
@@ -49,8 +56,20 @@ pub(super) fn prepare(config_path: &Path) -> Result<Prepared, DaemonError> {
 pub(super) struct Prepared {
     pub(super) p: Arc<Provisioner>,
     pub(super) store: Store,
-    pub(super) api_socket: UnixListener,
+    pub(super) listeners: Listeners,
     pub(super) lock: std::fs::File,
+}
+
+/// `state_dir/ports.json`: the ports this kiln bound, for scripts and tests
+/// that ran it on port 0 (replaced atomically; no secret in it).
+fn write_ports(cfg: &Config) -> Result<(), DaemonError> {
+    let path = cfg.state_dir.join("ports.json");
+    let tmp = cfg.state_dir.join("ports.json.tmp");
+    let what = format!("writing {}", path.display());
+    let json = serde_json::to_vec_pretty(&cfg.ports).expect("ports serialise");
+    std::fs::write(&tmp, json)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(DaemonError::io(what))
 }
 
 /// Hold an exclusive lock on `state_dir/kiln.lock` for the daemon's life (the
@@ -108,6 +127,31 @@ pub(super) struct Listeners {
 }
 
 impl Listeners {
+    /// `asked` with every port as bound (a 0 becomes the kernel's pick).
+    fn ports(
+        &self,
+        asked: &crate::model::config::Ports,
+    ) -> Result<crate::model::config::Ports, DaemonError> {
+        let io = |what: &str| DaemonError::io(format!("reading the {what} socket's address"));
+        let udp = |s: &std::net::UdpSocket, what: &str| {
+            s.local_addr().map(|a| a.port()).map_err(io(what))
+        };
+        let tcp = |s: &TcpListener, what: &str| s.local_addr().map(|a| a.port()).map_err(io(what));
+        Ok(crate::model::config::Ports {
+            dhcp: udp(&self.dhcp, "DHCP")?,
+            proxy_dhcp: udp(&self.proxy, "proxyDHCP")?,
+            tftp: udp(&self.tftp, "TFTP")?,
+            http: tcp(&self.http, "HTTP")?,
+            events: tcp(&self.events, "events")?,
+            kmsg: tcp(&self.kmsg, "kernel log")?,
+            api: match &self.api_tcp {
+                Some((l, _)) => tcp(l, "API")?,
+                None => asked.api,
+            },
+            talos_api: asked.talos_api,
+        })
+    }
+
     pub(super) async fn bind(cfg: &Config, api_socket: UnixListener) -> Result<Self, DaemonError> {
         let l = cfg.listen_address;
         let at = |what: &str, port: u16| format!("binding {what} on {l}:{port}");

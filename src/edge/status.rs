@@ -54,7 +54,9 @@ fn overview(p: &Provisioner) -> Value {
             json!({
                 "name": c.name,
                 "endpoint": spec.map(|s| s.endpoint.clone()).unwrap_or_default(),
-                "talos_version": spec.and_then(|s| s.talos_version.clone()),
+                "talos_version": spec
+                    .and_then(|s| s.talos_version.clone())
+                    .unwrap_or_else(|| talos_versions(&inv, &c.name)),
                 "bootstrap": bootstrap,
                 "bootstrap_node": c.bootstrap_node.as_ref().map(|n| n.hostname.clone()),
                 "control_planes": cps.len(),
@@ -117,4 +119,17 @@ pub(crate) async fn machine_route(
         Ok(None) => (StatusCode::NOT_FOUND, "no such machine\n").into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// The Talos releases a cluster's machines boot (their profiles'), when the
+/// cluster pins none: "v1.13.9", or "v1.13.9, v1.14.0" mid-upgrade.
+fn talos_versions(inv: &crate::model::inventory::Inventory, cluster: &str) -> String {
+    let versions: std::collections::BTreeSet<&str> = inv
+        .machines()
+        .iter()
+        .filter_map(|m| inv.profile(&m.profile))
+        .filter(|p| p.cluster.as_deref() == Some(cluster))
+        .map(|p| p.talos_version.as_str())
+        .collect();
+    versions.into_iter().collect::<Vec<_>>().join(", ")
 }

@@ -231,11 +231,10 @@ fn check_basics(path: &Path, wire: &Wire, problems: &mut Problems) {
         );
     }
     let p = wire.ports;
-    if p.dhcp == p.proxy_dhcp && matches!(wire.dhcp.mode, DhcpModeName::Proxy) {
+    // Port 0 is any port: kiln binds what the kernel gives and reports it
+    // (its ready line, state_dir/ports.json). Two zeros never clash.
+    if p.dhcp == p.proxy_dhcp && p.dhcp != 0 && matches!(wire.dhcp.mode, DhcpModeName::Proxy) {
         problems.push(path, "ports.proxy_dhcp", "must differ from ports.dhcp");
-    }
-    if p.http == 0 || p.tftp == 0 || p.dhcp == 0 {
-        problems.push(path, "ports", "ports must be non-zero");
     }
 }
 

@@ -1,11 +1,13 @@
-//! A real etcd cluster on loopback (Debian's etcd-server), one member per
-//! stand-in control plane, for the replacement tests.
+//! A real etcd cluster (Debian's etcd-server), one member per stand-in
+//! control plane, for the replacement tests. Members talk over Unix sockets
+//! in the cluster's directory (etcd's `unix://` URLs), so no TCP port is
+//! picked and handed to etcd: nothing else can take one first.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, have, skip_unless};
+use super::{have, skip_unless};
 
 pub fn skip() -> bool {
     skip_unless(
@@ -16,9 +18,17 @@ pub fn skip() -> bool {
 
 pub struct Member {
     pub name: String,
-    pub client: u16,
-    pub peer: u16,
+    /// This member's sockets are `<name>.<generation>.{client,peer}` (a
+    /// member that rejoins after a kill gets fresh ones and a fresh data dir).
+    pub generation: usize,
     pub child: Option<Child>,
+}
+
+impl Member {
+    /// The URL etcd is given (relative to the cluster's directory, its cwd).
+    fn url(&self, what: &str) -> String {
+        format!("unix://{}.{}.{what}:0", self.name, self.generation)
+    }
 }
 
 pub struct Cluster {
@@ -27,25 +37,33 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Member `i`'s client endpoint, as [`super::talos::etcdctl_with`] takes it.
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        let m = &self.members[i];
+        format!(
+            "unix://{}",
+            self.dir
+                .join(format!("{}.{}.client:0", m.name, m.generation))
+                .display()
+        )
     }
 
     fn spawn(&self, m: &Member, initial: &str, state: &str) -> Child {
-        let data = self.dir.join(&m.name).join(format!("{}", m.peer));
+        let data = self.dir.join(&m.name).join(format!("{}", m.generation));
         Command::new("etcd")
+            .current_dir(&self.dir)
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&data)
             .arg("--listen-client-urls")
-            .arg(format!("http://127.0.0.1:{}", m.client))
+            .arg(m.url("client"))
             .arg("--advertise-client-urls")
-            .arg(format!("http://127.0.0.1:{}", m.client))
+            .arg(m.url("client"))
             .arg("--listen-peer-urls")
-            .arg(format!("http://127.0.0.1:{}", m.peer))
+            .arg(m.url("peer"))
             .arg("--initial-advertise-peer-urls")
-            .arg(format!("http://127.0.0.1:{}", m.peer))
+            .arg(m.url("peer"))
             .arg("--initial-cluster")
             .arg(initial)
             .arg("--initial-cluster-state")
@@ -64,14 +82,14 @@ impl Cluster {
             .iter()
             .map(|n| Member {
                 name: n.to_string(),
-                client: free_port(),
-                peer: free_port(),
+                generation: 0,
                 child: None,
             })
             .collect();
+        std::fs::create_dir_all(&dir).unwrap();
         let initial = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .map(|m| format!("{}={}", m.name, m.url("peer")))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = Cluster {
@@ -87,18 +105,7 @@ impl Cluster {
     }
 
     pub fn ctl(&self, via: usize, args: &[&str]) -> Result<String, String> {
-        let o = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.client_url(via)))
-            .arg("--command-timeout=5s")
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if o.status.success() {
-            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&o.stderr).into_owned())
-        }
+        super::talos::etcdctl_with(&self.client_url(via), "5s", args).map_err(|e| e.to_string())?
     }
 
     pub fn wait_healthy(&self, via: usize) {
@@ -137,8 +144,7 @@ impl Cluster {
     pub fn join(&mut self, name: &str, via: usize) -> usize {
         let m = Member {
             name: name.into(),
-            client: free_port(),
-            peer: free_port(),
+            generation: self.members.iter().filter(|x| x.name == name).count(),
             child: None,
         };
         // etcd refuses to add a member until every member has been connected for a
@@ -150,7 +156,7 @@ impl Cluster {
                 "member",
                 "add",
                 name,
-                &format!("--peer-urls=http://127.0.0.1:{}", m.peer),
+                &format!("--peer-urls={}", m.url("peer")),
             ],
         ) {
             assert!(t0.elapsed() < Duration::from_secs(30), "member add: {e}");
@@ -160,9 +166,9 @@ impl Cluster {
             .members
             .iter()
             .filter(|x| x.child.is_some())
-            .map(|x| format!("{}=http://127.0.0.1:{}", x.name, x.peer))
+            .map(|x| format!("{}={}", x.name, x.url("peer")))
             .collect();
-        initial.push(format!("{name}=http://127.0.0.1:{}", m.peer));
+        initial.push(format!("{name}={}", m.url("peer")));
         let child = self.spawn(&m, &initial.join(","), "existing");
         self.members.push(Member {
             child: Some(child),

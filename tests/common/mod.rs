@@ -1,6 +1,7 @@
 //! Shared test harness: skip rules, the kiln process, network namespaces.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod curl;
 pub mod etcd;
 pub mod factory;
@@ -43,8 +44,11 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// An unused TCP/UDP port, never the same one twice in a test process (tests
-/// run in parallel and bind their ports later). Picked below the kernel's
+/// An unused TCP/UDP port for a socket this test process binds itself (the
+/// stand-in Talos nodes and Kubernetes API, which all share one port on
+/// their own addresses), never the same one twice in a test process (tests
+/// run in parallel and bind their ports later). Never handed to another
+/// process: kiln binds port 0 and reports what it got. Picked below the kernel's
 /// ephemeral range (`ip_local_port_range`), so no outgoing connection or
 /// port-0 bind (an etcd member's client, a TFTP transfer, curl) can take it
 /// between the pick and the bind: only another test's pick could, and the
@@ -87,6 +91,57 @@ pub fn kiln_bin() -> PathBuf {
 pub struct Kiln {
     pub child: Child,
     pub log: PathBuf,
+    /// The ports it bound, from `state_dir/ports.json`.
+    pub ports: Ports,
+}
+
+/// The TCP ports process `pid` listens on (`ss -ltnp`), sorted.
+pub fn tcp_listeners(pid: u32) -> Vec<u16> {
+    let out = Command::new("ss")
+        .args(["-Hltnp"])
+        .output()
+        .expect("ss (iproute2)");
+    let me = format!("pid={pid},");
+    let mut ports: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&me))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+/// The ports the kiln serving `config` bound, as it reports them in
+/// `state_dir/ports.json`.
+pub fn bound_ports(config: &Path) -> Ports {
+    let cfg = kiln::model::config::Config::load(config).expect("the config kiln runs");
+    let path = cfg.state_dir.join("ports.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
+}
+
+/// After the first start on port 0, write the ports kiln bound into the
+/// config, so a restart keeps them (the URLs in configs already served, the
+/// stand-in nodes' events sink).
+fn pin_ports(config: &Path, p: &Ports) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let Some(line) = text
+        .lines()
+        .find(|l| l.starts_with("ports: {") && l.contains("dhcp: 0"))
+    else {
+        return;
+    };
+    let pinned = p.lo_yaml();
+    let pinned = pinned.lines().find(|l| l.starts_with("ports: {")).unwrap();
+    std::fs::write(config, text.replace(line, pinned)).unwrap();
 }
 
 impl Kiln {
@@ -122,8 +177,14 @@ impl Kiln {
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         let child = cmd.spawn().expect("spawn kiln");
-        let mut k = Kiln { child, log };
+        let mut k = Kiln {
+            child,
+            log,
+            ports: Ports::default(),
+        };
         k.wait_for("kiln ready", Duration::from_secs(20));
+        k.ports = bound_ports(config);
+        pin_ports(config, &k.ports);
         k
     }
 
@@ -208,22 +269,24 @@ pub use kiln::model::config::Ports;
 
 /// Loopback ports for a kiln on `lo` (and the Talos API port it dials).
 pub trait LoPorts {
-    /// A free loopback port for every listener kiln opens.
-    fn free() -> Self;
+    /// Port 0 for every listener kiln opens: kiln binds what the kernel
+    /// gives and reports it ([`Kiln::ports`]). Only `talos_api`, where the
+    /// stand-in nodes of this process listen and kiln dials, is picked here.
+    fn any() -> Self;
     /// The head of a kiln.yaml on loopback: interface, address and ports.
     fn lo_yaml(&self) -> String;
 }
 
 impl LoPorts for Ports {
-    fn free() -> Ports {
+    fn any() -> Ports {
         Ports {
-            dhcp: free_port(),
-            proxy_dhcp: free_port(),
-            tftp: free_port(),
-            http: free_port(),
-            events: free_port(),
-            kmsg: free_port(),
-            api: free_port(),
+            dhcp: 0,
+            proxy_dhcp: 0,
+            tftp: 0,
+            http: 0,
+            events: 0,
+            kmsg: 0,
+            api: 0,
             talos_api: free_port(),
         }
     }
@@ -358,58 +421,6 @@ pub fn claim_loopback_machines(proxy_port: u16) {
 pub fn script_from(http: u16, mac: &str, from: std::net::Ipv4Addr) -> String {
     let url = format!("http://127.0.0.1:{http}/ipxe/{}", mac.replace(':', "-"));
     curl::curl(&["--interface", &from.to_string(), &url]).text()
-}
-
-/// Headless Chromium (Debian's chromium) loads `url`, runs its scripts, and
-/// returns the DOM it ended with; with `screenshot`, also saves a PNG there.
-pub fn chromium(url: &str, screenshot: Option<&Path>) -> Option<String> {
-    chromium_in(None, url, screenshot)
-}
-
-/// [`chromium`], inside network namespace `ns` if given.
-pub fn chromium_in(ns: Option<&str>, url: &str, screenshot: Option<&Path>) -> Option<String> {
-    if skip_unless(have("chromium"), "chromium (Debian package chromium)") {
-        return None;
-    }
-    let profile = tempfile::tempdir().unwrap();
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=5000",
-        "--window-size=1200,900",
-    ];
-    let run = |extra: &str| {
-        let mut c = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "chromium"]);
-                c
-            }
-            None => Command::new("chromium"),
-        };
-        c.args(flags)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(extra)
-            .arg(url)
-            .output()
-            .unwrap()
-    };
-    if let Some(p) = screenshot {
-        let o = run(&format!("--screenshot={}", p.display()));
-        assert!(
-            p.is_file(),
-            "no screenshot: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    let o = run("--dump-dom");
-    Some(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// `promtool check metrics` (Debian's prometheus package) accepts `text`.

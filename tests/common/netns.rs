@@ -180,16 +180,23 @@ impl Drop for Net {
     }
 }
 
+/// Move the calling thread (only) into network namespace `ns`: sockets it
+/// opens from now on live there.
+pub fn enter(ns: &str) {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    let f = std::fs::File::open(&path).unwrap();
+    // SAFETY: setns on this thread only, with a namespace fd we opened.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {path}");
+}
+
 /// Create a UDP socket inside namespace `ns` (on a helper thread that enters it);
 /// the socket stays in that namespace wherever it is used from.
 pub fn udp_socket_in(ns: &str, bind: std::net::SocketAddr) -> std::net::UdpSocket {
-    let path = format!("/var/run/netns/{ns}");
+    let ns = ns.to_string();
     std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on this thread only, with a namespace fd we opened.
-        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}");
+        enter(&ns);
         let s = socket2::Socket::new(
             socket2::Domain::IPV4,
             socket2::Type::DGRAM,

@@ -48,12 +48,24 @@ pub struct Node {
 
 /// `etcdctl` against `endpoint` (v3 API), each command bounded by `timeout`
 /// (e.g. "5s"). Outer error: it did not run; inner: its stderr when it failed.
+/// An endpoint `unix:///dir/name` is etcd's `unix://name` socket in `dir`
+/// (etcd takes a socket's path from the URL's host, so only relative to its
+/// working directory): etcdctl runs there.
 pub fn etcdctl_with(
     endpoint: &str,
     timeout: &str,
     args: &[&str],
 ) -> std::io::Result<Result<String, String>> {
-    let o = std::process::Command::new("etcdctl")
+    let mut c = std::process::Command::new("etcdctl");
+    let endpoint = match endpoint.strip_prefix("unix://").map(std::path::Path::new) {
+        Some(path) if path.is_absolute() => {
+            c.current_dir(path.parent().unwrap_or(path));
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            format!("unix://{name}")
+        }
+        _ => endpoint.to_string(),
+    };
+    let o = c
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg(format!("--command-timeout={timeout}"))
