@@ -98,6 +98,135 @@ fn http_scripts_and_assets_with_range_and_head() {
     assert_ne!(code, "200");
 }
 
+/// Plain asset GETs and HEADs go out by sendfile (kiln's zero-copy path);
+/// the same request with a condition goes through axum's ServeDir. A client
+/// sees the same answer from both: status, bytes, headers, ranges, 416.
+#[test]
+fn the_sendfile_path_and_servedir_answer_alike() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let lab = lab();
+    let data: Vec<u8> = (0..3_000_001u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let asset = lab
+        .path()
+        .join("boot-assets/talos/v1.13.9/initramfs-amd64.xz");
+    std::fs::write(&asset, &data).unwrap();
+    std::fs::write(lab.path().join("boot-assets/snp.efi"), &data[..5000]).unwrap();
+    let k = Kiln::start(&lab.config(), None);
+    let url = format!(
+        "http://127.0.0.1:{}/assets/talos/v1.13.9/initramfs-amd64.xz",
+        k.ports.http
+    );
+    // ServeDir ignores If-None-Match (it sends no ETag); kiln's fast path
+    // leaves every conditional request to it.
+    let slow = ["-H", "If-None-Match: \"x\""];
+    let get = |extra: &[&str]| {
+        let headers = lab.path().join("headers");
+        let out = curl(&[extra, &["-D", headers.to_str().unwrap(), url.as_str()]].concat());
+        let h = std::fs::read_to_string(&headers)
+            .unwrap()
+            .to_ascii_lowercase();
+        let mut keep: Vec<String> = h
+            .lines()
+            .filter(|l| {
+                [
+                    "content-type:",
+                    "content-length:",
+                    "content-range:",
+                    "accept-ranges:",
+                    "last-modified:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .map(|l| l.trim().to_string())
+            .collect();
+        keep.sort();
+        let status = h.lines().next().unwrap_or_default().trim().to_string();
+        (status, keep, out.body)
+    };
+    for range in [
+        None,
+        Some("0-0"),
+        Some("5-"),
+        Some("-7"),
+        Some("2999990-99999999"),
+        Some("3000001-"),
+    ] {
+        let r: Vec<&str> = range.map(|r| vec!["-r", r]).unwrap_or_default();
+        let fast = get(&r);
+        let servedir = get(&[r.as_slice(), &slow].concat());
+        assert_eq!(
+            (&fast.0, &fast.1),
+            (&servedir.0, &servedir.1),
+            "range {range:?}"
+        );
+        assert!(fast.2 == servedir.2, "range {range:?}: the bodies differ");
+        if range.is_none() {
+            assert!(fast.2 == data, "the whole file");
+            assert!(fast.0.contains("200"), "{fast:?}");
+        }
+    }
+    let fast = get(&["-r", "10-19"]);
+    assert_eq!(
+        (fast.0.as_str(), &fast.2[..]),
+        ("http/1.1 206 partial content", &data[10..20])
+    );
+    assert!(get(&["-r", "3000001-"]).0.contains("416"));
+    // HEAD: the length, no body, from both.
+    let (fast, servedir) = (get(&["-I"]), get(&[&["-I"][..], &slow].concat()));
+    assert_eq!((&fast.0, &fast.1), (&servedir.0, &servedir.1));
+    // (curl -I prints the headers as its output: no file bytes follow them.)
+    assert!(fast.2.len() < 1000 && servedir.2.len() < 1000);
+    assert!(get(&["-I"])
+        .1
+        .contains(&format!("content-length: {}", data.len())));
+    // One connection, two assets (keep-alive), then a script: the script
+    // closes the connection, so iPXE's next asset fetch starts a fresh one.
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-v",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &url,
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("Re-using existing connection"),
+        "{err}"
+    );
+    let script = curl(&[
+        "-D",
+        "-",
+        &format!("http://127.0.0.1:{}/boot.ipxe", k.ports.http),
+    ])
+    .text();
+    assert!(
+        script.to_ascii_lowercase().contains("connection: close"),
+        "{script}"
+    );
+    // UEFI HTTP Boot firmware wants application/efi, from either path.
+    let efi = format!("http://127.0.0.1:{}/assets/snp.efi", k.ports.http);
+    for extra in [&[][..], &slow[..]] {
+        let h = curl(&[extra, &["-I", efi.as_str()]].concat())
+            .text()
+            .to_ascii_lowercase();
+        assert!(
+            h.contains("content-type: application/efi") && h.contains("content-length: 5000"),
+            "{h}"
+        );
+    }
+}
+
 #[test]
 fn tftp_serves_ipxe_with_options_and_refuses_traversal() {
     if skip_unless(

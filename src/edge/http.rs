@@ -1,5 +1,7 @@
-//! HTTP edge: iPXE scripts and boot assets. Assets stream from disk with Range and
-//! HEAD support (tower-http's ServeDir), never loaded whole into memory.
+//! HTTP edge: iPXE scripts and boot assets. Plain asset GETs and HEADs go out
+//! by sendfile(2) (`zerocopy`); everything else, including assets asked for
+//! with conditions or several ranges, through axum and tower-http's ServeDir,
+//! never loaded whole into memory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +17,17 @@ use crate::brain::ipxe;
 use crate::brain::Provisioner;
 use crate::model::mac::Mac;
 
+/// A script, and the end of its connection: iPXE then fetches the kernel and
+/// initramfs on a fresh one, whose first request takes the sendfile path.
 fn ipxe_text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CONNECTION, "close"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn boot_ipxe(
@@ -200,13 +211,24 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
-/// Count every request by route and status, and the asset bytes sent.
+/// Count every request by route and status, and the asset bytes sent (a
+/// HEAD sends none).
 async fn count(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = route_of(req.uri().path());
+    let path = req.uri().path().to_string();
+    let head = req.method() == axum::http::Method::HEAD;
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     crate::metrics::http_request(route, status);
-    if route == "/assets" && matches!(status, 200 | 206) {
+    let mut resp = resp;
+    if route == "/assets" && path.ends_with(".efi") {
+        // As the sendfile path sends it: UEFI HTTP Boot firmware checks it.
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/efi"),
+        );
+    }
+    if route == "/assets" && matches!(status, 200 | 206) && !head {
         let len = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -277,6 +299,13 @@ pub(crate) async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     let limits = p.cfg.limits;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.http_connections.max(1)));
+    let roots = Arc::new(super::zerocopy::Roots {
+        dirs: std::iter::once(p.cfg.boot_assets.clone())
+            .chain(p.cfg.ipxe_dirs.first().cloned())
+            .collect(),
+        header_timeout: limits.http_header_timeout,
+        stall_timeout: limits.http_stall_timeout,
+    });
     let app = router(p);
     tokio::pin!(shutdown);
     loop {
@@ -300,11 +329,16 @@ pub(crate) async fn serve(
             _ = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(limits.http_stall_timeout));
-        let stream = Box::pin(stream);
         let app = app.clone();
+        let roots = roots.clone();
         tokio::spawn(async move {
+            let stream = match super::zerocopy::serve(stream, &roots).await {
+                super::zerocopy::Next::Hyper(s) => s,
+                super::zerocopy::Next::Done => return drop(permit),
+            };
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(limits.http_stall_timeout));
+            let stream = Box::pin(stream);
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));

@@ -10,3 +10,4 @@ pub(crate) mod kmsg;
 pub(crate) mod ra;
 pub(crate) mod status;
 pub(crate) mod tftp;
+pub(crate) mod zerocopy;
