@@ -633,3 +633,46 @@ fn tokens_expire_and_a_pinned_uuid_must_match() {
         "{out}"
     );
 }
+
+/// `/config?mac=` (a UKI's `talos.config=`, no token) answers only a
+/// machine whose profile boots a UKI, and only from the address DHCP proved
+/// is that MAC's.
+#[test]
+fn a_token_less_config_needs_a_uki_profile_and_the_proven_address() {
+    if skip_unless(have("curl"), "curl") {
+        return;
+    }
+    let lab = lab("");
+    let worker = lab.path().join("profiles/worker.yaml");
+    let w = std::fs::read_to_string(&worker).unwrap();
+    std::fs::write(&worker, format!("{w}http_boot: uki\nuki: guest/uki.efi\n")).unwrap();
+    std::fs::create_dir_all(lab.path().join("boot-assets/guest")).unwrap();
+    std::fs::write(lab.path().join("boot-assets/guest/uki.efi"), b"uki").unwrap();
+    let k = Kiln::start(&lab.config(), None);
+    let url = |mac: &str| {
+        format!(
+            "http://127.0.0.1:{}/config?mac={}&uuid=",
+            k.ports.http,
+            mac.replace(':', "%3A")
+        )
+    };
+    let from =
+        |ip: std::net::Ipv4Addr, mac: &str| curl(&["--interface", &ip.to_string(), &url(mac)]);
+    // Before any DHCP: nobody has proved to be w-1.
+    assert_eq!(from(common::lo_ip(11), "52:54:00:aa:00:11").code, "403");
+    common::dhcp_claim(k.ports.proxy_dhcp, "52:54:00:aa:00:11", common::lo_ip(11));
+    common::dhcp_claim(k.ports.proxy_dhcp, "52:54:00:aa:00:01", common::lo_ip(1));
+    // w-1 from its address: its config.
+    let got = from(common::lo_ip(11), "52:54:00:aa:00:11");
+    assert_eq!(got.code, "200", "{}", got.text());
+    assert!(got.text().contains("hostname: w-1"), "{}", got.text());
+    // Anyone else asking for w-1's: refused.
+    assert_eq!(from(common::lo_ip(12), "52:54:00:aa:00:11").code, "403");
+    // cp-1 boots iPXE: its config needs its token, even from its own address.
+    assert_eq!(from(common::lo_ip(1), "52:54:00:aa:00:01").code, "403");
+    assert!(
+        k.logs().contains("does not boot a UKI (http_boot: uki)"),
+        "{}",
+        k.logs()
+    );
+}

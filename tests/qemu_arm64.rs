@@ -1,8 +1,11 @@
 //! arm64 netboots in QEMU (AAVMF, TCG), as ../shared/e2e/ARM64.md proved
 //! them: one machine by UEFI PXE (arch 11: TFTP ipxe-arm64.efi, then iPXE's
 //! script), one by UEFI HTTP Boot (arch 19: kiln's URL to the same iPXE,
-//! fetched with HEAD then GET). Each boots Debian's arm64 kernel with a
-//! busybox initramfs that fetches its config from kiln and prints it.
+//! fetched with HEAD then GET), and one by HTTP Boot straight to a UKI (no
+//! iPXE, no token: the UKI's command line is the one kiln computes, and kiln
+//! releases the config to the machine's leased address only). Each boots
+//! Debian's arm64 kernel with a busybox initramfs that fetches its config
+//! from kiln and prints it.
 
 mod common;
 
@@ -17,6 +20,7 @@ const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
 const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 const PXE: &str = "52:54:00:64:00:01";
 const HTTP: &str = "52:54:00:64:00:02";
+const UKI: &str = "52:54:00:64:00:03";
 
 fn skip() -> bool {
     netns::skip(&[])
@@ -146,9 +150,10 @@ fn arm64_machines_boot_by_pxe_and_by_http_boot_and_fetch_their_own_configs() {
     let net = Net::new("qa", "10.98.0.1/24");
     net.add_tap("tap0");
     net.add_tap("tap1");
+    net.add_tap("tap2");
     let lab = Lab::new(
         "interface: br0\nserver_address: 10.98.0.1\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\ndhcp:\n  mode: full\n  subnet: 10.98.0.0/24\n  range: [10.98.0.100, 10.98.0.200]\n  router: 10.98.0.1\nclusters:\n  lab:\n    endpoint: https://10.98.0.5:6443\n",
-        &format!("machines:\n  - mac: {PXE}\n    hostname: a64-pxe\n    profile: arm\n    ip: 10.98.0.11\n  - mac: {HTTP}\n    hostname: a64-http\n    profile: arm\n    ip: 10.98.0.12\n"),
+        &format!("machines:\n  - mac: {PXE}\n    hostname: a64-pxe\n    profile: arm\n    ip: 10.98.0.11\n  - mac: {HTTP}\n    hostname: a64-http\n    profile: arm\n    ip: 10.98.0.12\n  - mac: {UKI}\n    hostname: a64-uki\n    profile: arm-uki\n    ip: 10.98.0.13\n"),
     );
     lab.ipxe_stubs();
     std::fs::copy(
@@ -161,24 +166,62 @@ fn arm64_machines_boot_by_pxe_and_by_http_boot_and_fetch_their_own_configs() {
         "role: worker\narch: arm64\ntalos_version: v1.13.9\nconsole: [console=ttyAMA0]\nkernel_args: [panic=-1]\nkernel: guest/vmlinuz-arm64\ninitramfs: guest/initramfs-arm64.gz\ninstall_disk: /dev/vda\n",
     )
     .unwrap();
+    std::fs::write(
+        lab.path().join("profiles/arm-uki.yaml"),
+        "role: worker\narch: arm64\ntalos_version: v1.13.9\nhttp_boot: uki\nuki: guest/uki.efi\nkernel: guest/vmlinuz-arm64\ninitramfs: guest/initramfs-arm64.gz\ninstall_disk: /dev/vda\n",
+    )
+    .unwrap();
     let g = lab.path().join("boot-assets/guest");
     std::fs::create_dir_all(&g).unwrap();
     for f in ["vmlinuz-arm64", "initramfs-arm64.gz"] {
         std::fs::copy(guest.join(f), g.join(f)).unwrap();
     }
+    // kiln checks the UKI is there; the real one is built once kiln says
+    // what its command line must carry.
+    std::fs::write(g.join("uki.efi"), b"placeholder").unwrap();
     let mut k = Kiln::start(&lab.config(), Some(&net.server));
+    let (ok, explained) = common::run_kiln(
+        None,
+        &[
+            "explain",
+            "a64-uki",
+            "--config",
+            lab.config().to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{explained}");
+    let args = explained
+        .split("whose command line carries: ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap_or_else(|| panic!("explain names no UKI command line:\n{explained}"))
+        .to_string();
+    assert!(
+        args.contains("talos.config=http://10.98.0.1:8080/config?mac=${mac}&uuid=${uuid}"),
+        "{args}"
+    );
+    let uki = build(Some(&format!("console=ttyAMA0 panic=-1 {args}")));
+    std::fs::copy(uki.join("uki.efi"), g.join("uki.efi")).unwrap();
     let booted = Instant::now();
     let vms = vec![
         spawn(&net.server, "tap0", PXE, false, lab.path()),
         spawn(&net.server, "tap1", HTTP, true, lab.path()),
+        spawn(&net.server, "tap2", UKI, true, lab.path()),
     ];
     let serials = wait_all(vms, Duration::from_secs(300));
     let boots = booted.elapsed();
+    // The token-less URL answers nobody else: not another address.
+    let stranger = common::curl::curl_in(
+        &net.server,
+        &["http://10.98.0.1:8080/config?mac=52%3A54%3A00%3A64%3A00%3A03&uuid="],
+    );
+    assert_eq!(stranger.code, "403", "{}", stranger.text());
     k.stop();
     let logs = k.logs();
     for ((mac, host, ip, other), serial) in [
         (PXE, "a64-pxe", "10.98.0.11", "a64-http"),
         (HTTP, "a64-http", "10.98.0.12", "a64-pxe"),
+        (UKI, "a64-uki", "10.98.0.13", "a64-pxe"),
     ]
     .iter()
     .zip(&serials)
@@ -195,11 +238,26 @@ fn arm64_machines_boot_by_pxe_and_by_http_boot_and_fetch_their_own_configs() {
             .unwrap_or_else(|| panic!("{mac} fetched no config:\n{serial}\n--- kiln ---\n{logs}"));
         assert!(config.contains(&format!("hostname: {host}")), "{config}");
         assert!(!config.contains(other), "{mac} got {other}'s config");
-        assert!(
-            logs.contains(&format!("machine script: boot v1.13.9 as {host}")),
-            "{logs}"
-        );
+        let script = logs.contains(&format!("machine script: boot v1.13.9 as {host}"));
+        assert_eq!(script, *mac != UKI, "an iPXE script for {host}:\n{logs}");
     }
+    // The UKI booted without iPXE, on the UKI's own command line, and kiln
+    // served its config to its leased address.
+    let uki_serial = &serials[2];
+    assert!(
+        uki_serial.contains("KILN-GUEST: cmdline console=ttyAMA0 panic=-1 talos.config="),
+        "{uki_serial}"
+    );
+    assert!(
+        logs.contains("method=HEAD path=/assets/guest/uki.efi"),
+        "{logs}"
+    );
+    assert!(
+        logs.lines().any(|l| l.contains("config served")
+            && l.contains("a64-uki")
+            && l.contains("peer=10.98.0.13")),
+        "{logs}"
+    );
     // The PXE machine took iPXE over TFTP; the HTTP Boot one from kiln's URL,
     // HEAD first (the firmware wants the length), as application/efi.
     assert!(logs.contains("ipxe-arm64.efi"), "{logs}");
@@ -212,7 +270,7 @@ fn arm64_machines_boot_by_pxe_and_by_http_boot_and_fetch_their_own_configs() {
         "{logs}"
     );
     eprintln!(
-        "arm64 guest build {:.1}s; both VMs from power-on to config and power-off {:.1}s",
+        "arm64 guest build {:.1}s; three VMs from power-on to config and power-off {:.1}s",
         built.as_secs_f64(),
         boots.as_secs_f64()
     );

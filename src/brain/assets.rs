@@ -118,6 +118,7 @@ pub(crate) fn check(cfg: &Config, inv: &Inventory) -> Problems {
     }
     for p in inv.profiles.values() {
         let f = &cfg.profiles.join(format!("{}.yaml", p.name));
+        check_uki(cfg, p, f, &mut problems);
         let files = boot_files(cfg, p);
         if files.kernel.starts_with("factory/") {
             let d = cfg.boot_assets.join(p.factory_dir());
@@ -147,6 +148,34 @@ pub(crate) fn check(cfg: &Config, inv: &Inventory) -> Problems {
         }
     }
     problems
+}
+
+/// `http_boot: uki` needs its UKI: the `uki:` path, or the pulled one.
+fn check_uki(cfg: &Config, p: &Profile, f: &Path, problems: &mut Problems) {
+    use crate::model::boot::HttpBoot;
+    if p.http_boot != HttpBoot::Uki {
+        return;
+    }
+    let present = crate::brain::uki::file(cfg, p)
+        .and_then(|r| clean_relative(&r))
+        .is_some_and(|rel| cfg.boot_assets.join(rel).is_file());
+    if present {
+        return;
+    }
+    let why = match &p.uki {
+        Some(u) => format!(
+            "http_boot: uki, but the UKI {} is missing",
+            cfg.boot_assets.join(u.trim_start_matches('/')).display()
+        ),
+        None => format!(
+            "http_boot: uki, but no UKI is pulled: kiln assets pull --profile {} fetches {} of schematic {} (it carries {})",
+            p.name,
+            crate::brain::uki::factory_file(p),
+            crate::brain::uki::schematic(cfg, p).id(),
+            crate::brain::uki::kernel_args(cfg, p).join(" ")
+        ),
+    };
+    problems.push(f, "uki", why);
 }
 
 #[cfg(test)]

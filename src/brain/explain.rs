@@ -98,6 +98,16 @@ impl Provisioner {
         };
         let id = p.schematic().id();
         let _ = writeln!(out, "  image schematic {id} (installer {installer})");
+        if p.http_boot == crate::model::boot::HttpBoot::Uki {
+            let uki =
+                crate::brain::uki::file(&self.cfg, p).unwrap_or_else(|| "none pulled yet".into());
+            let _ = writeln!(
+                out,
+                "  UEFI HTTP Boot: the UKI {uki} (schematic {}), whose command line carries: {}",
+                crate::brain::uki::schematic(&self.cfg, p).id(),
+                crate::brain::uki::kernel_args(&self.cfg, p).join(" ")
+            );
+        }
         if let Some(ip) = m.ip {
             let _ = writeln!(out, "  fixed address {ip} (machines.yaml)");
         }

@@ -170,11 +170,31 @@ pub struct Want {
     pub schematic_yaml: String,
     pub arches: Vec<Arch>,
     pub profiles: Vec<String>,
+    /// The boot UKI (`metal-<arch>-uki.efi`) of an `http_boot: uki`
+    /// profile's UKI schematic, instead of kernel, initramfs and cmdline.
+    pub uki: bool,
+}
+
+impl Want {
+    /// The factory file names this pull fetches.
+    pub fn files(&self) -> Vec<String> {
+        self.arches
+            .iter()
+            .flat_map(|a| {
+                if self.uki {
+                    vec![format!("metal-{}-uki.efi", a.as_str())]
+                } else {
+                    files_for(*a).to_vec()
+                }
+            })
+            .collect()
+    }
 }
 
 /// What `kiln assets pull` fetches: the named profile, or every profile that
 /// names no kernel of its own; `arches` replaces the profiles' own.
 pub fn wanted(
+    cfg: &Config,
     inv: &Inventory,
     profile: Option<&str>,
     arches: &[Arch],
@@ -193,8 +213,17 @@ pub fn wanted(
             .collect(),
     };
     let mut out: Vec<Want> = Vec::new();
-    for p in chosen {
-        let s = p.schematic();
+    let boots: Vec<(&Profile, crate::model::schematic::Schematic, bool)> = chosen
+        .into_iter()
+        .flat_map(|p| {
+            let mut v = vec![(p, p.schematic(), false)];
+            if p.http_boot == crate::model::boot::HttpBoot::Uki && p.uki.is_none() {
+                v.push((p, crate::brain::uki::schematic(cfg, p), true));
+            }
+            v
+        })
+        .collect();
+    for (p, s, uki) in boots {
         let id = s.id();
         let arch_list = if arches.is_empty() {
             vec![p.arch]
@@ -203,7 +232,7 @@ pub fn wanted(
         };
         match out
             .iter_mut()
-            .find(|w| w.id == id && w.version == p.talos_version)
+            .find(|w| w.id == id && w.version == p.talos_version && w.uki == uki)
         {
             Some(w) => {
                 for a in arch_list {
@@ -219,6 +248,7 @@ pub fn wanted(
                 schematic_yaml: s.canonical_yaml(),
                 arches: arch_list,
                 profiles: vec![p.name.clone()],
+                uki,
             }),
         }
     }
@@ -257,8 +287,8 @@ pub fn pull(
         _ => new_manifest(cfg, w),
     };
     let mut lines = Vec::new();
-    for a in &w.arches {
-        for name in files_for(*a) {
+    {
+        for name in w.files() {
             let path = d.join(&name);
             if let Some(e) = m.files.get(&name) {
                 if path.is_file() && sha256_file(&path)? == e.sha256 {

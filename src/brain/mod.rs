@@ -16,9 +16,11 @@ pub(crate) mod lifecycle;
 pub(crate) mod manual;
 pub(crate) mod owner;
 pub(crate) mod ratelog;
+pub(crate) mod release;
 pub mod render;
 pub(crate) mod replace;
 pub(crate) mod timeline;
+pub(crate) mod uki;
 
 pub use crate::store::machines::{Record, State};
 
@@ -463,68 +465,6 @@ impl Provisioner {
             self.cfg.http_base(),
             mac.hyphenated()
         ))
-    }
-
-    /// The rendered config for `mac`, if `token` and `peer` entitle it: the
-    /// token was minted for `mac`, is unexpired, and `peer` is both the address
-    /// it was minted for and the one DHCP proves is `mac`'s now.
-    pub fn config(&self, mac: Mac, token: &str, peer: Ipv4Addr, uuid: &str) -> ConfigDecision {
-        use ConfigDecision::*;
-        let t = match self.store.tokens().get(token) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Forbidden("unknown boot token".into()),
-            Err(e) => return Forbidden(format!("token lookup failed: {e}")),
-        };
-        if t.mac != mac {
-            return Forbidden(format!("token belongs to {}", t.mac));
-        }
-        if t.expires <= now() {
-            return Forbidden("token expired".into());
-        }
-        let owner = self.owner_address(&mac);
-        if Some(peer) != owner || Some(peer) != t.ip {
-            return Forbidden(format!(
-                "request from {peer}, but {mac} holds {}",
-                owner
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "no DHCP-proven address".into())
-            ));
-        }
-        let inv = self.inventory();
-        let in_inventory = inv.machine(&mac).is_some();
-        let Some(machine) = self.machine_for(&inv, mac) else {
-            return NotFound("not in the inventory".into());
-        };
-        if let Some(want) = &machine.uuid {
-            if !want.eq_ignore_ascii_case(uuid) {
-                return Forbidden(format!("SMBIOS UUID {uuid:?} is not the pinned {want}"));
-            }
-        }
-        let Some(profile) = inv.profile(&machine.profile) else {
-            return NotFound(format!("profile {:?} is gone", machine.profile));
-        };
-        if !in_inventory && profile.role == crate::model::inventory::Role::Controlplane {
-            // Control-plane configs carry the cluster's CA keys.
-            return Forbidden("control-plane configs go only to machines in the inventory".into());
-        }
-        match render::render(&self.cfg, &self.secrets, &machine, profile) {
-            Ok(docs) => {
-                if let Err(e) = self.note(
-                    mac,
-                    &machine.hostname,
-                    State::ConfigServed,
-                    Some("config served".into()),
-                    Some(peer),
-                ) {
-                    return Forbidden(format!("cannot record the config fetch: {e}"));
-                }
-                Serve {
-                    body: crate::model::yaml::to_yaml(&docs),
-                    hostname: machine.hostname,
-                }
-            }
-            Err(e) => NotFound(format!("cannot render: {e}")),
-        }
     }
 }
 

@@ -118,7 +118,7 @@ fn pull(
     arch: &[String],
 ) -> anyhow::Result<String> {
     let (cfg, inv) = load(config)?;
-    let wants = factory::wanted(&inv, profile, &arches(arch)?)?;
+    let wants = factory::wanted(&cfg, &inv, profile, &arches(arch)?)?;
     if wants.is_empty() {
         return Ok("no profile uses factory assets (each names its own kernel:)\n".into());
     }

@@ -104,18 +104,42 @@ struct ConfigQuery {
     token: String,
     #[serde(default)]
     uuid: String,
+    /// `/config?mac=`: the MAC, as a UKI's `talos.config=` names it.
+    #[serde(default)]
+    mac: String,
 }
 
+/// `/config/<mac>?token=`: the iPXE line's URL.
 async fn machine_config(
     State(p): State<Arc<Provisioner>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(mac): Path<String>,
     Query(q): Query<ConfigQuery>,
 ) -> Response {
+    config_answer(p, peer, &mac, q, false).await
+}
+
+/// `/config?mac=${mac}&uuid=${uuid}`: a UKI's (no token; see `brain::uki`).
+async fn lease_config(
+    State(p): State<Arc<Provisioner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<ConfigQuery>,
+) -> Response {
+    let mac = q.mac.clone();
+    config_answer(p, peer, &mac, q, true).await
+}
+
+async fn config_answer(
+    p: Arc<Provisioner>,
+    peer: SocketAddr,
+    mac: &str,
+    q: ConfigQuery,
+    by_lease: bool,
+) -> Response {
     use crate::brain::owner::CONFIG_REFUSALS;
     use crate::brain::ConfigDecision;
     let Ok(mac) = mac.parse::<Mac>() else {
-        crate::refusal!(CONFIG_REFUSALS, %peer, "config refused: malformed MAC in the path");
+        crate::refusal!(CONFIG_REFUSALS, %peer, "config refused: malformed MAC");
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let ip = match peer.ip() {
@@ -127,7 +151,14 @@ async fn machine_config(
     };
     let p2 = p.clone();
     let (token, uuid) = (q.token.clone(), q.uuid.clone());
-    let d = match tokio::task::spawn_blocking(move || p2.config(mac, &token, ip, &uuid)).await {
+    let decide = move || {
+        if by_lease {
+            p2.config_by_lease(mac, ip, &uuid)
+        } else {
+            p2.config(mac, &token, ip, &uuid)
+        }
+    };
+    let d = match tokio::task::spawn_blocking(decide).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(%mac, "config: {e}");
@@ -206,6 +237,7 @@ fn route_of(path: &str) -> &'static str {
         p if p.starts_with("/status/") => "/status/machine/{mac}",
         p if p.starts_with("/ipxe/") => "/ipxe/{mac}",
         p if p.starts_with("/config/") => "/config/{mac}",
+        "/config" => "/config",
         p if p.starts_with("/assets/") => "/assets",
         _ => "other",
     }
@@ -257,6 +289,7 @@ pub(crate) fn router(p: Arc<Provisioner>) -> Router {
         .route("/boot.ipxe", get(boot_ipxe))
         .route("/ipxe/{mac}", get(machine_ipxe))
         .route("/config/{mac}", get(machine_config))
+        .route("/config", get(lease_config))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -40,6 +40,21 @@ pub enum UefiBinary {
     Snponly,
 }
 
+/// What a UEFI HTTP Boot client (arch 16, 19) is sent: iPXE, which then
+/// fetches the machine's script as PXE clients' iPXE does, or the Talos UKI
+/// of the profile's schematic straight away. A UKI has no kernel line for a
+/// per-boot token: its embedded command line names
+/// `/config?mac=${mac}&uuid=${uuid}`, which kiln answers only from the
+/// address DHCP proved is that MAC's.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum HttpBoot {
+    #[default]
+    #[serde(rename = "ipxe")]
+    Ipxe,
+    #[serde(rename = "uki")]
+    Uki,
+}
+
 /// Per-machine boot choices (machines.yaml), over the profile's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct BootChoices {

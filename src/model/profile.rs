@@ -47,7 +47,7 @@ impl Arch {
     }
 }
 
-pub use crate::model::boot::{BootChoices, LocalBoot, UefiBinary};
+pub use crate::model::boot::{BootChoices, HttpBoot, LocalBoot, UefiBinary};
 
 /// A role profile as written in `profiles/<name>.yaml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -101,6 +101,14 @@ pub struct Profile {
     /// The UEFI iPXE binary (default `ipxe.efi`).
     #[serde(default)]
     pub uefi_binary: Option<UefiBinary>,
+    /// What UEFI HTTP Boot clients get: `ipxe` (default) or `uki`.
+    #[serde(default)]
+    pub http_boot: HttpBoot,
+    /// With `http_boot: uki`, the UKI: a path under boot_assets. Default: the
+    /// factory's `metal-<arch>-uki.efi` of the profile's UKI schematic, as
+    /// `kiln assets pull` fetched it.
+    #[serde(default)]
+    pub uki: Option<String>,
     /// Console arguments; default Talos's (`console=tty0` on amd64).
     #[serde(default)]
     pub console: Option<Vec<String>>,
@@ -142,6 +150,8 @@ impl Profile {
             overlay: None,
             local_boot: None,
             uefi_binary: None,
+            http_boot: HttpBoot::Ipxe,
+            uki: None,
             console: None,
             kernel: None,
             initramfs: None,

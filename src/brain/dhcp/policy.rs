@@ -57,8 +57,23 @@ pub(crate) fn uefi_binary(inv: &Inventory, mac: &crate::model::mac::Mac) -> Uefi
         .unwrap_or_default()
 }
 
-/// The boot file for a PXE/HTTP firmware (option 93) or for iPXE itself.
-pub(crate) fn boot_for(req: &Request, cfg: &Config, uefi: UefiBinary) -> Result<Boot, Reason> {
+/// The UKI (path under boot_assets) an HTTP Boot client `mac` is sent, when
+/// its profile says `http_boot: uki`.
+pub(crate) fn uki(cfg: &Config, inv: &Inventory, mac: &crate::model::mac::Mac) -> Option<String> {
+    let p = inv.machine(mac).and_then(|m| inv.profile(&m.profile))?;
+    (p.http_boot == crate::model::boot::HttpBoot::Uki)
+        .then(|| crate::brain::uki::file(cfg, p))
+        .flatten()
+}
+
+/// The boot file for a PXE/HTTP firmware (option 93) or for iPXE itself;
+/// `uki`, for an HTTP Boot client whose profile boots one, instead of iPXE.
+pub(crate) fn boot_for(
+    req: &Request,
+    cfg: &Config,
+    uefi: UefiBinary,
+    uki: Option<&str>,
+) -> Result<Boot, Reason> {
     let http = cfg.http_base();
     let pxe = req.class == ClientClass::Pxe;
     let vendor_class = match req.class {
@@ -80,6 +95,9 @@ pub(crate) fn boot_for(req: &Request, cfg: &Config, uefi: UefiBinary) -> Result<
         UefiBinary::Ipxe => (X64_EFI_IPXE, ARM64_EFI_IPXE),
         UefiBinary::Snponly => (X64_EFI_SNPONLY, ARM64_EFI_SNPONLY),
     };
+    if let (ClientClass::Http, 16 | 19, Some(uki)) = (req.class, req.arch.unwrap_or(0), uki) {
+        return Ok(mk(format!("{http}/assets/{uki}")));
+    }
     match (req.class, req.arch.unwrap_or(0)) {
         (ClientClass::Pxe, 0) => Ok(mk(BIOS_IPXE.into())),
         (ClientClass::Pxe, 7 | 9) => Ok(mk(x64.into())),
@@ -139,7 +157,13 @@ fn proxy(ctx: &Ctx<'_>, req: &Request, port: Port) -> Decision {
         (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,
         (port, msg) => return Decision::Ignore(Reason::NotAnswered { msg, port }),
     };
-    match boot_for(req, ctx.cfg, uefi_binary(ctx.inventory, &req.mac)) {
+    let uki = uki(ctx.cfg, ctx.inventory, &req.mac);
+    match boot_for(
+        req,
+        ctx.cfg,
+        uefi_binary(ctx.inventory, &req.mac),
+        uki.as_deref(),
+    ) {
         Ok(boot) => Decision::Reply {
             why: format!("proxy {msg_type:?}: boot {}", boot.file),
             reply: Box::new(Reply {
@@ -207,7 +231,14 @@ fn full(
     // Boot information only for firmware that asks for it; an OS's DHCP client
     // (Talos after boot) gets an address and nothing else.
     let boot = if req.is_pxe() || req.ipxe {
-        boot_for(req, ctx.cfg, uefi_binary(ctx.inventory, &req.mac)).ok()
+        let uki = uki(ctx.cfg, ctx.inventory, &req.mac);
+        boot_for(
+            req,
+            ctx.cfg,
+            uefi_binary(ctx.inventory, &req.mac),
+            uki.as_deref(),
+        )
+        .ok()
     } else {
         None
     };

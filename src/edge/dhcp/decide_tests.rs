@@ -22,11 +22,11 @@ const KNOWN: &str = "52:54:00:aa:00:01";
 const FIXED: &str = "52:54:00:aa:00:02";
 const UNKNOWN: &str = "52:54:00:ff:ff:ff";
 
-fn ip(s: &str) -> Ipv4Addr {
+pub(super) fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-fn cfg(full: bool) -> Config {
+pub(super) fn cfg(full: bool) -> Config {
     Config {
         file: "kiln.yaml".into(),
         interface: "br0".into(),
@@ -139,7 +139,7 @@ fn uefi_binary_per_machine() {
     );
 }
 
-fn pxe(arch: u16) -> Vec<DhcpOption> {
+pub(super) fn pxe(arch: u16) -> Vec<DhcpOption> {
     vec![
         DhcpOption::ClassIdentifier(format!("PXEClient:Arch:{arch:05}:UNDI:002001").into_bytes()),
         DhcpOption::ClientSystemArchitecture(Architecture(arch)),
@@ -149,7 +149,7 @@ fn pxe(arch: u16) -> Vec<DhcpOption> {
     ]
 }
 
-fn req(mac: &str, t: MessageType, opts: Vec<DhcpOption>) -> Request {
+pub(super) fn req(mac: &str, t: MessageType, opts: Vec<DhcpOption>) -> Request {
     let m: Mac = mac.parse().unwrap();
     decode(&build_request(m, t, 0x1234, opts)).unwrap()
 }
@@ -169,7 +169,7 @@ fn run(c: &Config, r: &Request, port: Port, pool: &mut Pool) -> Decision {
     )
 }
 
-fn reply(d: Decision) -> (Reply, Option<LeaseChange>) {
+pub(super) fn reply(d: Decision) -> (Reply, Option<LeaseChange>) {
     match d {
         Decision::Reply { reply, changes, .. } => (*reply, changes.last().cloned()),
         Decision::Ignore(why) => panic!("ignored: {why}"),

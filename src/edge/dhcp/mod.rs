@@ -8,3 +8,5 @@ pub(crate) mod server;
 
 #[cfg(test)]
 mod decide_tests;
+#[cfg(test)]
+mod http_boot_tests;
