@@ -110,8 +110,13 @@ pub(crate) fn check(cfg: &Config, inv: &Inventory) -> Problems {
                 &cfg.file,
                 "boot_assets",
                 format!(
-                    "missing iPXE binary {f} (looked in {}; Debian: apt-get install ipxe)",
-                    dirs.join(", ")
+                    "missing iPXE binary {f} (looked in {}; {})",
+                    dirs.join(", "),
+                    if f.contains("arm64") {
+                        "Debian trixie's ipxe package ships ipxe-arm64.efi in /usr/lib/ipxe; bookworm's has none"
+                    } else {
+                        "Debian: apt-get install ipxe"
+                    }
                 ),
             );
         }

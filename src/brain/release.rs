@@ -28,12 +28,7 @@ impl Provisioner {
         }
         let owner = self.owner_address(&mac);
         if Some(peer) != owner || Some(peer) != t.ip {
-            return Forbidden(format!(
-                "request from {peer}, but {mac} holds {}",
-                owner
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "no DHCP-proven address".into())
-            ));
+            return not_the_owner(mac, peer, owner);
         }
         self.release(mac, peer, uuid)
     }
@@ -58,12 +53,7 @@ impl Provisioner {
         }
         let owner = self.owner_address(&mac);
         if Some(peer) != owner {
-            return Forbidden(format!(
-                "request from {peer}, but {mac} holds {}",
-                owner
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "no DHCP-proven address".into())
-            ));
+            return not_the_owner(mac, peer, owner);
         }
         self.release(mac, peer, uuid)
     }
@@ -107,4 +97,14 @@ impl Provisioner {
             Err(e) => NotFound(format!("cannot render: {e}")),
         }
     }
+}
+
+/// Refused: `peer` is not the address DHCP proved is `mac`'s.
+fn not_the_owner(mac: Mac, peer: Ipv4Addr, owner: Option<Ipv4Addr>) -> ConfigDecision {
+    ConfigDecision::Forbidden(format!(
+        "request from {peer}, but {mac} holds {}",
+        owner
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "no DHCP-proven address".into())
+    ))
 }
