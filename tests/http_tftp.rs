@@ -204,15 +204,17 @@ fn the_sendfile_path_and_servedir_answer_alike() {
         o.status.success() && err.contains("Re-using existing connection"),
         "{err}"
     );
-    let script = curl(&[
-        "-D",
-        "-",
-        &format!("http://127.0.0.1:{}/boot.ipxe", k.ports.http),
-    ])
-    .text();
+    // To iPXE only (other clients keep their connection).
+    let boot = format!("http://127.0.0.1:{}/boot.ipxe", k.ports.http);
+    let as_ipxe = curl(&["-D", "-", "-A", "iPXE/1.21.1+ (g0123)", &boot]).text();
     assert!(
-        script.to_ascii_lowercase().contains("connection: close"),
-        "{script}"
+        as_ipxe.to_ascii_lowercase().contains("connection: close"),
+        "{as_ipxe}"
+    );
+    let as_curl = curl(&["-D", "-", &boot]).text();
+    assert!(
+        !as_curl.to_ascii_lowercase().contains("connection: close"),
+        "{as_curl}"
     );
     // UEFI HTTP Boot firmware wants application/efi, from either path.
     let efi = format!("http://127.0.0.1:{}/assets/snp.efi", k.ports.http);

@@ -252,6 +252,15 @@ fn arm64_machines_boot_by_pxe_and_by_http_boot_and_fetch_their_own_configs() {
         logs.contains("method=HEAD path=/assets/guest/uki.efi"),
         "{logs}"
     );
+    // iPXE's script ended its connection, so its kernel fetch went out by
+    // sendfile (kiln's fast path), not through hyper.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("path=/assets/guest/vmlinuz-arm64")
+                && l.contains("finished processing request")
+                && l.contains("sendfile=true")),
+        "{logs}"
+    );
     assert!(
         logs.lines().any(|l| l.contains("config served")
             && l.contains("a64-uki")

@@ -17,25 +17,33 @@ use crate::brain::ipxe;
 use crate::brain::Provisioner;
 use crate::model::mac::Mac;
 
-/// A script, and the end of its connection: iPXE then fetches the kernel and
-/// initramfs on a fresh one, whose first request takes the sendfile path.
-fn ipxe_text(body: String) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CONNECTION, "close"),
-        ],
-        body,
-    )
-        .into_response()
+/// A script. To iPXE (`User-Agent: iPXE/...`) it also ends the connection:
+/// iPXE then fetches the kernel and initramfs on a fresh one, whose first
+/// request takes the sendfile path. Other clients keep theirs (closing them
+/// too cost the 1,000-machine storm 3x at p50 and 10x at p99: its client
+/// reconnects for the config).
+fn ipxe_text(body: String, headers: &axum::http::HeaderMap) -> Response {
+    let ipxe = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("iPXE/"));
+    let mut r = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    if ipxe {
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 async fn boot_ipxe(
     State(p): State<Arc<Provisioner>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     tracing::debug!(%peer, "boot.ipxe");
-    ipxe_text(ipxe::boot_script(&p.cfg.http_base()))
+    ipxe_text(ipxe::boot_script(&p.cfg.http_base()), &headers)
 }
 
 #[derive(serde::Deserialize)]
@@ -50,6 +58,7 @@ async fn machine_ipxe(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(mac): Path<String>,
     Query(q): Query<ScriptQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let mac: Mac = match mac.parse() {
         Ok(m) => m,
@@ -95,7 +104,7 @@ async fn machine_ipxe(
     if s.not_found {
         return (StatusCode::NOT_FOUND, "installed: boot from disk\n").into_response();
     }
-    ipxe_text(s.body)
+    ipxe_text(s.body, &headers)
 }
 
 #[derive(serde::Deserialize)]
