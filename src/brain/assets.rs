@@ -52,17 +52,8 @@ pub(crate) fn boot_files(cfg: &Config, p: &Profile) -> BootFiles {
         let d = p.factory_dir();
         let [kernel, initramfs, cmdline] = crate::brain::factory::files_for(p.arch);
         let dir = cfg.boot_assets.join(&d);
-        // All three landed and recorded: a pull still under way (or one that
-        // failed half-way) is not served.
-        let complete = crate::brain::factory::load_manifest(&dir)
-            .ok()
-            .flatten()
-            .is_some_and(|m| {
-                [&kernel, &initramfs, &cmdline]
-                    .iter()
-                    .all(|f| m.files.contains_key(f.as_str()) && dir.join(f).is_file())
-            });
-        if complete {
+        // All three landed and recorded: a half-pulled image is not served.
+        if crate::brain::factory::pulled(&dir, &[&kernel, &initramfs, &cmdline]) {
             let cmdline = std::fs::read_to_string(dir.join(cmdline)).ok();
             return BootFiles {
                 kernel: format!("{d}/{kernel}"),

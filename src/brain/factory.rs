@@ -66,6 +66,21 @@ pub fn files_for(arch: Arch) -> [String; 3] {
     ]
 }
 
+/// The factory's name for the boot UKI of `arch`.
+pub fn uki_file(arch: Arch) -> String {
+    format!("metal-{}-uki.efi", arch.as_str())
+}
+
+/// Every one of `names` landed in `dir` and is recorded in its manifest: a
+/// pull still under way (or one that failed half-way) does not count.
+pub fn pulled(dir: &Path, names: &[&str]) -> bool {
+    load_manifest(dir).ok().flatten().is_some_and(|m| {
+        names
+            .iter()
+            .all(|f| m.files.contains_key(*f) && dir.join(f).is_file())
+    })
+}
+
 pub fn dir(cfg: &Config, id: &str, version: &str) -> PathBuf {
     cfg.boot_assets.join("factory").join(id).join(version)
 }
@@ -182,7 +197,7 @@ impl Want {
             .iter()
             .flat_map(|a| {
                 if self.uki {
-                    vec![format!("metal-{}-uki.efi", a.as_str())]
+                    vec![uki_file(*a)]
                 } else {
                     files_for(*a).to_vec()
                 }
@@ -287,37 +302,35 @@ pub fn pull(
         _ => new_manifest(cfg, w),
     };
     let mut lines = Vec::new();
-    {
-        for name in w.files() {
-            let path = d.join(&name);
-            if let Some(e) = m.files.get(&name) {
-                if path.is_file() && sha256_file(&path)? == e.sha256 {
-                    lines.push(format!("{}: cached ({} bytes)", path.display(), e.size));
-                    continue;
-                }
+    for name in w.files() {
+        let path = d.join(&name);
+        if let Some(e) = m.files.get(&name) {
+            if path.is_file() && sha256_file(&path)? == e.sha256 {
+                lines.push(format!("{}: cached ({} bytes)", path.display(), e.size));
+                continue;
             }
-            let url = f.asset_url(&w.id, &w.version, &name);
-            let got = f.download(&url, &path, progress)?;
-            let resumed = if got.resumed_from > 0 {
-                format!(", resumed at {}", got.resumed_from)
-            } else {
-                String::new()
-            };
-            lines.push(format!(
-                "{}: {} bytes{resumed}, sha256 {}",
-                path.display(),
-                got.size,
-                got.sha256
-            ));
-            m.files.insert(
-                name,
-                crate::brain::factory::FileEntry {
-                    sha256: got.sha256,
-                    size: got.size,
-                },
-            );
-            save_manifest(&d, &m)?;
         }
+        let url = f.asset_url(&w.id, &w.version, &name);
+        let got = f.download(&url, &path, progress)?;
+        let resumed = if got.resumed_from > 0 {
+            format!(", resumed at {}", got.resumed_from)
+        } else {
+            String::new()
+        };
+        lines.push(format!(
+            "{}: {} bytes{resumed}, sha256 {}",
+            path.display(),
+            got.size,
+            got.sha256
+        ));
+        m.files.insert(
+            name,
+            crate::brain::factory::FileEntry {
+                sha256: got.sha256,
+                size: got.size,
+            },
+        );
+        save_manifest(&d, &m)?;
     }
     save_manifest(&d, &m)?;
     Ok(lines)

@@ -38,7 +38,7 @@ pub(crate) fn schematic(cfg: &Config, p: &Profile) -> Schematic {
 
 /// The factory's name for the UKI of `p`'s architecture.
 pub(crate) fn factory_file(p: &Profile) -> String {
-    format!("metal-{}-uki.efi", p.arch.as_str())
+    crate::brain::factory::uki_file(p.arch)
 }
 
 /// The UKI of `p` under boot_assets: its `uki:` path, or the pulled one
@@ -51,9 +51,5 @@ pub(crate) fn file(cfg: &Config, p: &Profile) -> Option<String> {
     let rel = format!("factory/{}/{}", s.id(), p.talos_version);
     let dir = cfg.boot_assets.join(&rel);
     let name = factory_file(p);
-    let recorded = crate::brain::factory::load_manifest(&dir)
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.files.contains_key(&name));
-    (recorded && dir.join(&name).is_file()).then(|| format!("{rel}/{name}"))
+    crate::brain::factory::pulled(&dir, &[&name]).then(|| format!("{rel}/{name}"))
 }

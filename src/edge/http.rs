@@ -256,18 +256,16 @@ fn route_of(path: &str) -> &'static str {
 /// HEAD sends none).
 async fn count(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = route_of(req.uri().path());
-    let path = req.uri().path().to_string();
+    // `.efi` as application/efi, as the sendfile path sends it (UEFI HTTP
+    // Boot firmware checks it): one rule for both paths.
+    let efi = (route == "/assets" && req.uri().path().ends_with(".efi"))
+        .then(|| super::zerocopy::content_type(req.uri().path()));
     let head = req.method() == axum::http::Method::HEAD;
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     crate::metrics::http_request(route, status);
-    let mut resp = resp;
-    if route == "/assets" && path.ends_with(".efi") {
-        // As the sendfile path sends it: UEFI HTTP Boot firmware checks it.
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/efi"),
-        );
+    if let Some(t) = efi.and_then(|t| header::HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, t);
     }
     if route == "/assets" && matches!(status, 200 | 206) && !head {
         let len = resp

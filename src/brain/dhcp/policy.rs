@@ -57,13 +57,31 @@ pub(crate) fn uefi_binary(inv: &Inventory, mac: &crate::model::mac::Mac) -> Uefi
         .unwrap_or_default()
 }
 
-/// The UKI (path under boot_assets) an HTTP Boot client `mac` is sent, when
-/// its profile says `http_boot: uki`.
-pub(crate) fn uki(cfg: &Config, inv: &Inventory, mac: &crate::model::mac::Mac) -> Option<String> {
-    let p = inv.machine(mac).and_then(|m| inv.profile(&m.profile))?;
+/// The UKI (path under boot_assets) an HTTP Boot request is sent, when its
+/// machine's profile says `http_boot: uki`. Other requests never look (the
+/// lookup reads the pulled UKI's manifest).
+pub(crate) fn uki(cfg: &Config, inv: &Inventory, req: &Request) -> Option<String> {
+    if req.class != ClientClass::Http || req.ipxe {
+        return None;
+    }
+    let p = inv
+        .machine(&req.mac)
+        .and_then(|m| inv.profile(&m.profile))?;
     (p.http_boot == crate::model::boot::HttpBoot::Uki)
         .then(|| crate::brain::uki::file(cfg, p))
         .flatten()
+}
+
+/// [`boot_for`] with the requesting machine's own choices (`uefi_binary`,
+/// `http_boot`).
+fn boot_for_machine(ctx: &Ctx<'_>, req: &Request) -> Result<Boot, Reason> {
+    let uki = uki(ctx.cfg, ctx.inventory, req);
+    boot_for(
+        req,
+        ctx.cfg,
+        uefi_binary(ctx.inventory, &req.mac),
+        uki.as_deref(),
+    )
 }
 
 /// The boot file for a PXE/HTTP firmware (option 93) or for iPXE itself;
@@ -157,13 +175,7 @@ fn proxy(ctx: &Ctx<'_>, req: &Request, port: Port) -> Decision {
         (Port::Proxy, MessageType::Request | MessageType::Inform) => MessageType::Ack,
         (port, msg) => return Decision::Ignore(Reason::NotAnswered { msg, port }),
     };
-    let uki = uki(ctx.cfg, ctx.inventory, &req.mac);
-    match boot_for(
-        req,
-        ctx.cfg,
-        uefi_binary(ctx.inventory, &req.mac),
-        uki.as_deref(),
-    ) {
+    match boot_for_machine(ctx, req) {
         Ok(boot) => Decision::Reply {
             why: format!("proxy {msg_type:?}: boot {}", boot.file),
             reply: Box::new(Reply {
@@ -231,14 +243,7 @@ fn full(
     // Boot information only for firmware that asks for it; an OS's DHCP client
     // (Talos after boot) gets an address and nothing else.
     let boot = if req.is_pxe() || req.ipxe {
-        let uki = uki(ctx.cfg, ctx.inventory, &req.mac);
-        boot_for(
-            req,
-            ctx.cfg,
-            uefi_binary(ctx.inventory, &req.mac),
-            uki.as_deref(),
-        )
-        .ok()
+        boot_for_machine(ctx, req).ok()
     } else {
         None
     };
