@@ -27,18 +27,21 @@ impl Browser {
     /// A desktop browser window of 1200 x 900 CSS pixels, or `None` (skipped)
     /// where Chromium or ChromeDriver is missing.
     pub fn start(ns: Option<&str>) -> Option<Browser> {
-        Browser::launch(ns, serde_json::json!({}))
+        Browser::launch(ns, None)
     }
 
     /// A phone: Chromium's mobile emulation of a 390 x 844 screen at 3x.
     pub fn phone(ns: Option<&str>) -> Option<Browser> {
         Browser::launch(
             ns,
-            serde_json::json!({"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 3.0}}),
+            Some(
+                serde_json::json!({"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 3.0}}),
+            ),
         )
     }
 
-    fn launch(ns: Option<&str>, mobile: serde_json::Value) -> Option<Browser> {
+    /// `mobile`: Chromium's `mobileEmulation` capability, if any.
+    fn launch(ns: Option<&str>, mobile: Option<serde_json::Value>) -> Option<Browser> {
         if super::skip_unless(
             super::have("chromium") && super::have("chromedriver"),
             "chromium and chromedriver (Debian packages chromium, chromium-driver)",
@@ -87,14 +90,11 @@ impl Browser {
                 .unwrap();
             rt.block_on(async move {
                 let mut caps = serde_json::Map::new();
-                caps.insert(
-                    "goog:chromeOptions".into(),
-                    if mobile.as_object().is_some_and(|m| m.is_empty()) {
-                        serde_json::json!({"binary": "/usr/bin/chromium", "args": args})
-                    } else {
-                        serde_json::json!({"binary": "/usr/bin/chromium", "args": args, "mobileEmulation": mobile})
-                    },
-                );
+                let mut options = serde_json::json!({"binary": "/usr/bin/chromium", "args": args});
+                if let Some(m) = mobile {
+                    options["mobileEmulation"] = m;
+                }
+                caps.insert("goog:chromeOptions".into(), options);
                 let client =
                     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
                         .capabilities(caps)

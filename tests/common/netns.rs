@@ -230,17 +230,30 @@ pub fn udhcpc(
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Never the default hook (it would rewrite the host's resolv.conf through
+    // the namespace): a caller cannot name another script, and ours comes last.
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("-s") || a.starts_with("--script")),
+        "udhcpc runs only with kiln's recording hook: {args:?}"
+    );
+    assert!(
+        std::path::Path::new(&format!("/etc/netns/{ns}/resolv.conf")).exists(),
+        "{ns} has no resolv.conf of its own"
+    );
     let out = dir.join(format!("bound-{ns}"));
     let _ = std::fs::remove_file(&out);
     let st = Command::new("ip")
         .args(["netns", "exec", ns, "env"])
         .arg(format!("OUT={}", out.display()))
-        .args(["busybox", "udhcpc"]) // -s our script below, never the default hook (it would rewrite resolv.conf)
+        .args(["busybox", "udhcpc"])
         .args([
-            "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1", "-s",
+            "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1",
         ])
-        .arg(&script)
         .args(args)
+        .arg("-s")
+        .arg(&script)
         .output()
         .unwrap();
     if !st.status.success() {

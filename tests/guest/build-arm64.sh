@@ -12,6 +12,8 @@
 #   as ukify would), as the Image Factory's metal-arm64-uki.efi is.
 # Needs: dpkg --add-architecture arm64 && apt-get update; binutils-aarch64-linux-gnu.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 out=$1
 cmdline=${2:-}
 mkdir -p "$out"
@@ -19,7 +21,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 if ! { [ -s "$out/vmlinuz-arm64" ] && [ -s "$out/initramfs-arm64.gz" ] && [ -s "$out/ipxe-arm64.efi" ] \
-  && [ -s "$out/linuxaa64.efi.stub" ] && [ "$out/initramfs-arm64.gz" -nt "$0" ]; }; then
+  && [ -s "$out/linuxaa64.efi.stub" ] && [ "$out/initramfs-arm64.gz" -nt "$0" ] && [ "$out/initramfs-arm64.gz" -nt "$here/lib.sh" ]; }; then
   pkg=$(apt-cache depends linux-image-arm64:arm64 | awk '/Depends: linux-image-/{print $2; exit}')
   [ -n "$pkg" ] || { echo "cannot resolve linux-image-arm64:arm64 (dpkg --add-architecture arm64 && apt-get update?)" >&2; exit 1; }
   apt-get download -q "${pkg%:arm64}:arm64" busybox-static:arm64 systemd-boot-efi:arm64 >/dev/null
@@ -35,26 +37,8 @@ if ! { [ -s "$out/vmlinuz-arm64" ] && [ -s "$out/initramfs-arm64.gz" ] && [ -s "
   dpkg-deb -x ipxe.deb ipxe
   mkdir -p root/bin root/lib/modules root/proc root/sys root/dev root/tmp
   cp bb/bin/busybox root/bin/busybox
-  mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
-  for m in $mods; do
-    f=$(find kernel/lib/modules -name "$m.ko*" | head -1)
-    [ -n "$f" ] || continue
-    case "$f" in
-      *.xz) xz -dc "$f" > "root/lib/modules/$m.ko" ;;
-      *.zst) zstd -qdc "$f" > "root/lib/modules/$m.ko" ;;
-      *) cp "$f" "root/lib/modules/$m.ko" ;;
-    esac
-  done
-  cat > root/dhcp.sh <<'S'
-#!/bin/sh
-case "$1" in
-  bound|renew)
-    ip addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface"
-    echo "KILN-GUEST: dhcp $ip" ;;
-esac
-exit 0
-S
+  guest_modules kernel root
+  guest_dhcp_hook root
   cat > root/init <<S
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -63,7 +47,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 # The last console= is tty0: report on the serial port itself.
 exec > /dev/ttyAMA0 2>&1
-for m in $mods; do
+for m in $GUEST_MODULES; do
   [ -f /lib/modules/\$m.ko ] && insmod /lib/modules/\$m.ko 2>/dev/null
 done
 echo "KILN-GUEST: booted \$(uname -m) \$(uname -r)"
@@ -87,7 +71,7 @@ fi
 echo "KILN-GUEST: done"
 poweroff -f
 S
-  chmod +x root/init root/dhcp.sh
+  chmod +x root/init
   (cd root && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initramfs-arm64.gz.tmp"
   cp kernel/boot/vmlinuz-* "$out/vmlinuz-arm64"
   cp ipxe/usr/lib/ipxe/ipxe-arm64.efi "$out/ipxe-arm64.efi"

@@ -6,6 +6,7 @@
 #   -> OUTDIR/vmlinuz, OUTDIR/initramfs.gz (cached); with FAKE_TALOS (a static
 #   binary) also OUTDIR/initramfs-talos.gz, whose /init runs it after DHCP.
 set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 out=$1
 fake=${2:-}
 if [ -n "$fake" ]; then
@@ -25,26 +26,8 @@ bb=$(command -v busybox)
 file "$bb" | grep -q 'statically linked' || bb=/bin/busybox
 mkdir -p root/bin root/lib/modules root/proc root/sys root/dev root/tmp root/etc
 cp "$bb" root/bin/busybox
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
-  f=$(find kernel/lib/modules -name "$m.ko*" | head -1)
-  [ -n "$f" ] || continue
-  case "$f" in
-    *.xz) xz -dc "$f" > "root/lib/modules/$m.ko" ;;
-    *.zst) zstd -qdc "$f" > "root/lib/modules/$m.ko" ;;
-    *) cp "$f" "root/lib/modules/$m.ko" ;;
-  esac
-done
-cat > root/dhcp.sh <<'S'
-#!/bin/sh
-case "$1" in
-  bound|renew)
-    ip addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface"
-    [ -n "$router" ] && ip route add default via "${router%% *}" 2>/dev/null
-    echo "KILN-GUEST: dhcp $ip" ;;
-esac
-exit 0
-S
+guest_modules kernel root
+guest_dhcp_hook root
 cat > root/init <<'S'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -72,7 +55,7 @@ fi
 echo "KILN-GUEST: done"
 poweroff -f
 S
-chmod +x root/init root/dhcp.sh
+chmod +x root/init
 (cd root && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initramfs.gz.tmp"
 cp kernel/boot/vmlinuz-* "$out/vmlinuz.tmp"
 mv "$out/initramfs.gz.tmp" "$out/initramfs.gz"
