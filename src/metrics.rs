@@ -139,7 +139,7 @@ fn build() -> Metrics {
         store_batch_size: histogram(
             &r,
             "store_lease_batch_size",
-            "Lease decisions made durable by one group commit.",
+            "Writes (lease decisions, lifecycle notes, boot tokens, ...) made durable by one group commit.",
             sizes,
         ),
         machine_state: gauge(
@@ -219,8 +219,8 @@ pub fn store_commit(seconds: f64) {
     METRICS.store_commit_seconds.observe(seconds);
 }
 
-/// Lease jobs made durable by one group commit.
-pub fn lease_batch(jobs: usize) {
+/// Writes made durable by one group commit.
+pub fn store_batch(jobs: usize) {
     METRICS.store_batch_size.observe(jobs as f64);
 }
 

@@ -3,7 +3,7 @@
 //! bounded (entries per MAC, MACs in all, the longest-unseen dropped first),
 //! for `kiln explain`; the durable lifecycle lives in the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use crate::model::mac::Mac;
@@ -41,8 +41,11 @@ pub(crate) struct Seen {
 struct Inner {
     by_mac: HashMap<Mac, VecDeque<Entry>>,
     seen: HashMap<Mac, Seen>,
-    /// MACs, least recently noted first.
-    order: VecDeque<Mac>,
+    /// MACs by when they were last noted (a counter), least recent first,
+    /// and each MAC's place in it: O(log n) a note.
+    order: BTreeMap<u64, Mac>,
+    stamp: HashMap<Mac, u64>,
+    clock: u64,
 }
 
 impl Timeline {
@@ -52,15 +55,19 @@ impl Timeline {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = g.order.iter().position(|m| *m == mac) {
-            g.order.remove(i);
+        if let Some(old) = g.stamp.get(&mac).copied() {
+            g.order.remove(&old);
         } else if g.order.len() >= MACS {
-            if let Some(old) = g.order.pop_front() {
+            if let Some((_, old)) = g.order.pop_first() {
                 g.by_mac.remove(&old);
                 g.seen.remove(&old);
+                g.stamp.remove(&old);
             }
         }
-        g.order.push_back(mac);
+        g.clock += 1;
+        let now = g.clock;
+        g.order.insert(now, mac);
+        g.stamp.insert(mac, now);
         let e = g.by_mac.entry(mac).or_default();
         if e.len() >= PER_MAC {
             e.pop_front();
@@ -161,6 +168,12 @@ mod tests {
             t.note(Mac([2, 0, b[0], b[1], b[2], b[3]]), "dhcp", "x");
         }
         assert!(t.of(&m).is_empty(), "the longest-unseen MAC went first");
+        // Noting a MAC again makes it the most recent: the next to go is another.
+        let second = Mac([2, 0, 0, 0, 0, 2]);
+        t.note(second, "dhcp", "again");
+        t.note(m, "dhcp", "new");
+        assert_eq!(t.of(&second).len(), 2, "kept: noted recently");
+        assert_eq!(t.of(&Mac([2, 0, 0, 0, 0, 3])), vec![], "the oldest went");
         assert_eq!(firmware(Some(7), false), "x86-64 UEFI (arch 7)");
         assert_eq!(firmware(Some(16), true), "x86-64 UEFI HTTP boot (arch 16)");
     }

@@ -40,19 +40,22 @@ impl Leases<'_> {
     /// Apply lease changes in one durable transaction.
     pub fn apply(&self, changes: &[LeaseChange]) -> Result<(), StoreError> {
         let s = self.0;
+        // Encoded first: a write that fails before the store is touched leaves nothing.
+        let mut rows = Vec::with_capacity(changes.len());
+        for c in changes {
+            rows.push(match c {
+                LeaseChange::Bind(l) => (l.ip, Some(s.encode("leases", &l.ip.to_string(), l)?)),
+                LeaseChange::Free(ip) => (*ip, None),
+            });
+        }
         s.write(|tx| {
             let mut t = tx.open_table(TABLE).map_err(|e| s.db_err(e))?;
-            for c in changes {
-                match c {
-                    LeaseChange::Bind(l) => {
-                        let v = s.encode("leases", &l.ip.to_string(), l)?;
-                        t.insert(u32::from(l.ip), v.as_slice())
-                            .map_err(|e| s.db_err(e))?;
-                    }
-                    LeaseChange::Free(ip) => {
-                        t.remove(u32::from(*ip)).map_err(|e| s.db_err(e))?;
-                    }
+            for (ip, v) in &rows {
+                match v {
+                    Some(v) => t.insert(u32::from(*ip), v.as_slice()),
+                    None => t.remove(u32::from(*ip)),
                 }
+                .map_err(|e| s.db_err(e))?;
             }
             Ok(())
         })
@@ -124,7 +127,6 @@ impl LeaseWriter {
                     }
                     let changes: Vec<LeaseChange> =
                         batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
-                    crate::metrics::lease_batch(batch.len());
                     let res = store.leases().apply(&changes).map_err(std::sync::Arc::new);
                     for (_, done) in batch {
                         let _ = done.send(res.clone());

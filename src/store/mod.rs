@@ -1,10 +1,12 @@
 //! Durable state in one redb file under `state_dir` (mode 0600), behind typed
 //! repositories: `leases`, `tokens`, `machines`, `clusters`, `replacements`,
-//! `adoption`. Every write is one committed, fsynced transaction before the
-//! caller acts on it. May import: model.
+//! `adoption`. Every write is committed and fsynced before the caller acts on
+//! it; writes made at the same time share one commit (`group`). May import:
+//! model.
 
 pub mod adoption;
 pub mod clusters;
+mod group;
 pub mod leases;
 pub mod machines;
 pub mod replacements;
@@ -56,6 +58,9 @@ pub enum StoreError {
     /// The blocking task that ran a write died before it answered.
     #[error("store write did not finish: {0}")]
     Interrupted(String),
+    /// The shared commit that held this write failed (nothing of it was kept).
+    #[error("store write not committed: {0}")]
+    Commit(String),
 }
 
 #[derive(Clone)]
@@ -64,6 +69,10 @@ pub struct Store {
     path: PathBuf,
     /// The first storage failure, once there was one.
     failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// The open batch every write joins.
+    group: Arc<group::Group>,
+    /// Its committer thread, stopped when the last handle goes.
+    _committer: Arc<group::Committer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -114,10 +123,22 @@ impl Store {
             path: path.clone(),
             source: e.into(),
         })?;
+        let db = Arc::new(db);
+        let failure = Arc::new(tokio::sync::watch::Sender::new(None));
+        let group = group::Group::new(db.clone());
+        let (f, p) = (failure.clone(), path.clone());
+        let latch: group::Latch = Box::new(move |e| latch(&f, &p, &e));
+        let committer =
+            group::Committer::start(group.clone(), latch).map_err(|source| StoreError::Dir {
+                path: path.clone(),
+                source,
+            })?;
         let s = Store {
-            db: Arc::new(db),
+            db,
             path,
-            failure: Arc::new(tokio::sync::watch::Sender::new(None)),
+            failure,
+            group,
+            _committer: Arc::new(committer),
         };
         // Make sure the tables exist so readers never fail on a fresh file.
         s.write(|tx| {
@@ -131,7 +152,7 @@ impl Store {
             ] {
                 tx.open_table(t).map_err(|e| s.db_err(e))?;
             }
-            Ok(())
+            s.index_tokens(tx)
         })?;
         s.verify()?;
         Ok(s)
@@ -204,17 +225,7 @@ impl Store {
     /// Wrap redb's error; a storage failure also latches the store.
     fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
         let source: redb::Error = e.into();
-        if is_storage_failure(&source) {
-            let first = source.to_string();
-            self.failure.send_if_modified(|f| {
-                if f.is_some() {
-                    return false;
-                }
-                tracing::error!(store = %self.path.display(), "store failed: {first}; kiln stops serving");
-                *f = Some(first.clone());
-                true
-            });
-        }
+        latch(&self.failure, &self.path, &source);
         StoreError::Db {
             path: self.path.clone(),
             source,
@@ -259,20 +270,16 @@ impl Store {
         })
     }
 
-    /// One durable transaction: `f`'s writes are committed (fsynced) or none are.
+    /// One durable write: `f`'s writes are committed (fsynced) or none are.
+    /// `f` joins the open batch (see `group`): if it fails with anything but
+    /// a storage error it must have written nothing, so it reads, decodes
+    /// and encodes before it writes.
     fn write<R>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         self.alive()?;
-        let t0 = std::time::Instant::now();
-        let mut tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        tx.set_durability(redb::Durability::Immediate)
-            .map_err(|e| self.db_err(redb::Error::from(e)))?;
-        let r = f(&tx)?;
-        tx.commit().map_err(|e| self.db_err(e))?;
-        crate::metrics::store_commit(t0.elapsed().as_secs_f64());
-        Ok(r)
+        self.group.write(&|e| self.db_err(e), f)
     }
 
     /// Read-modify-write one JSON record in one durable transaction; `f` sees
@@ -344,6 +351,26 @@ where
 
 /// The watchdog's table: one row, the time of the last health check.
 const HEALTH: TableDefinition<'static, &'static str, u64> = TableDefinition::new("health");
+
+/// Latch the store's first storage failure (logged once); returns the error's text.
+fn latch(
+    failure: &tokio::sync::watch::Sender<Option<String>>,
+    path: &Path,
+    source: &redb::Error,
+) -> String {
+    let text = source.to_string();
+    if is_storage_failure(source) {
+        failure.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            tracing::error!(store = %path.display(), "store failed: {text}; kiln stops serving");
+            *f = Some(text.clone());
+            true
+        });
+    }
+    text
+}
 
 /// Errors after which redb's file can no longer be trusted in this process
 /// (redb itself latches `PreviousIo` after an I/O error).

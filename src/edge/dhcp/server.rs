@@ -152,8 +152,12 @@ async fn handle(
                     "answered",
                     &format!("{:?}", reply.msg_type).to_ascii_lowercase(),
                 );
+                // Recorded beside the reply, not before it: the lease is what
+                // must be durable first, and the script's note records the
+                // machine too if this one is lost to a crash.
                 if let Some(f) = p.first_sight(&req, &reply) {
-                    tokio::task::block_in_place(|| p.record_first_sight(f));
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || p.record_first_sight(f));
                 }
                 if !policy::sends(&reply) {
                     return None;
