@@ -19,6 +19,10 @@ bench_pair() {
 }
 
 bench_cleanup() {
+  # Put back the host's neighbour table limits (neigh_room).
+  if [ -s "${work:-/nonexistent}/neigh" ]; then
+    while read -r k v; do sysctl -qw "$k=$v" || true; done < "$work/neigh"
+  fi
   for ns in $NS_S $NS_C; do
     for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
     ip netns del $ns 2>/dev/null || true
@@ -36,3 +40,17 @@ stop_server() {
 
 # median of the numbers on stdin, one per line ("-" for none).
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else print a[int((NR+1)/2)]}'; }
+
+# neigh_room N: room for N neighbours (one per simulated machine). Linux keeps
+# at most gc_thresh3 (1,024 by default) and that limit is the host's, not a
+# namespace's: past it the server's sends to new clients fail with "neighbor
+# table overflow" (dmesg). Raised for the run, put back by bench_cleanup.
+neigh_room() {
+  local n=$1 k
+  for k in gc_thresh1 gc_thresh2 gc_thresh3; do
+    echo "net.ipv4.neigh.default.$k $(sysctl -n net.ipv4.neigh.default.$k)" >> "$work/neigh"
+  done
+  sysctl -qw net.ipv4.neigh.default.gc_thresh1=$((n + 1024)) \
+    net.ipv4.neigh.default.gc_thresh2=$((2 * n + 2048)) \
+    net.ipv4.neigh.default.gc_thresh3=$((4 * n + 4096))
+}

@@ -10,6 +10,8 @@
 #                                       and 10 % RELEASE one before booting
 #   sudo PING=300ms bench/storm.sh      with dhcp.ping_check (its cost: every
 #                                       fresh OFFER waits for the ping)
+#   sudo KILN_WRAP="valgrind --tool=massif --massif-out-file=/tmp/m.out" bench/storm.sh
+#                                       run kiln under a wrapper (a heap profile)
 #   sudo KILL=1 bench/storm.sh          kill -9 kiln at a random moment of the
 #                                       storm and restart it; the storm must
 #                                       still complete with no lease lost or
@@ -19,6 +21,7 @@ cd "$(dirname "$0")/.."
 N=${N:-1000}; RAMP=${RAMP:-10}; KILL=${KILL:-0}
 . bench/lib.sh
 bench_pair ks-srv ks-cli ks0 ks1 10.95.0.1/16 10.95.255.254/16
+neigh_room "$N"
 
 cargo build --release -q -p kiln -p kiln-storm
 KILN=$PWD/target/release/kiln
@@ -45,8 +48,8 @@ clusters:
     endpoint: https://10.95.0.5:6443
 Y
 start() { # writes kiln's pid to $work/pid
-  (cd "$d" && KILN_LOG=warn exec ip netns exec $NS_S "$KILN" serve --config kiln.yaml >> "$work/kiln.log" 2>&1 < /dev/null) &
-  for _ in $(seq 100); do
+  (cd "$d" && KILN_LOG=warn exec ip netns exec $NS_S ${KILN_WRAP:-} "$KILN" serve --config kiln.yaml >> "$work/kiln.log" 2>&1 < /dev/null) &
+  for _ in $(seq 1200); do
     ip netns exec $NS_S ss -lun | grep -q ':67 ' && break
     sleep 0.1
   done
@@ -86,4 +89,6 @@ mismatch = sum(1 for m in ms if m["mac"] in mine and m.get("ip") != mine[m["mac"
 print(f"kiln: {len(ms)} machines, {ready} ready, {dup} duplicate addresses, {mismatch} whose address differs from the client's ACK")
 sys.exit(0 if ready == n and dup == 0 and mismatch == 0 else 1)
 P
+# A wrapped kiln (a profiler) gets TERM and time to write its output.
+if [ -n "${KILN_WRAP:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; sleep 20; fi
 exit $rc

@@ -96,7 +96,7 @@ fn build() -> Metrics {
         tftp_transfers: counter(
             &r,
             "tftp_transfers_total",
-            "TFTP read requests, by result (ok, not_found, refused, failed).",
+            "TFTP read requests, by result (ok, not_found, refused, failed, busy: left unanswered at the transfer cap).",
             &["result"],
         ),
         tftp_bytes: plain(&r, "tftp_sent_bytes_total", "TFTP payload bytes sent."),

@@ -10,9 +10,20 @@ use anyhow::anyhow;
 use super::args::{ClientArgs, GenCmd};
 use crate::brain::check;
 
+/// Most threads in the runtime's blocking pool.
+const BLOCKING_THREADS: usize = 64;
+
 pub(super) fn serve(config: &Path) -> ExitCode {
     init_logging();
-    let rt = match tokio::runtime::Runtime::new() {
+    // The blocking pool runs store writes (each waits for its group commit)
+    // and file reads: 64 threads keep a 10,000-machine storm's queue short,
+    // where tokio's default (512) let it grow one thread, stack and malloc
+    // cache per waiting write (docs/benchmarks.md).
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kiln: cannot start the runtime: {e}");

@@ -2,7 +2,8 @@
 //! directories. blksize, tsize, timeout (RFC 2347-2349) and windowsize (RFC
 //! 7440) are negotiated; netascii is translated; writes are refused; paths
 //! cannot leave the asset directories. Bounded: at most `limits.tftp_transfers`
-//! at once (more get "busy" at once), a few resends per block, a client's
+//! at once (more wait a moment for a slot, then go unanswered so the client
+//! resends: a TFTP error would end a PXE ROM's boot), a few resends per block, a client's
 //! timeout accepted only up to a cap, so a spoofed request costs seconds, not
 //! minutes. Each transfer is a tokio task on its own socket (its TID).
 //!
@@ -12,6 +13,7 @@
 //! socket error.
 
 pub(crate) mod packet;
+mod source;
 mod transfer;
 
 use std::collections::HashSet;
@@ -23,7 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 
 use crate::model::config::Config;
-use packet::{BadRequest, ErrorCode};
+use packet::BadRequest;
 
 /// Bind the TFTP port: a plain bind, so a port in use is an error.
 pub(crate) fn bind(addr: SocketAddrV4) -> std::io::Result<std::net::UdpSocket> {
@@ -40,9 +42,15 @@ pub(crate) struct Server {
     cfg: Arc<Config>,
     on_transfer: Option<OnTransfer>,
     slots: Arc<Semaphore>,
-    /// Peers with a transfer under way: a resent request is not a second one.
+    /// Peers with a transfer under way or waiting for a slot: a resent
+    /// request is not a second one.
     active: Mutex<HashSet<SocketAddr>>,
+    /// Requests waiting for a slot (at most `WAITING_PER_SLOT` per slot).
+    waiting: std::sync::atomic::AtomicUsize,
 }
+
+/// Requests that may wait for a slot, per slot: past that they are dropped at once.
+const WAITING_PER_SLOT: usize = 4;
 
 impl Server {
     /// A server that reports each transfer's end to `on_transfer`.
@@ -52,7 +60,40 @@ impl Server {
             on_transfer,
             cfg,
             active: Mutex::new(HashSet::new()),
+            waiting: Default::default(),
         })
+    }
+
+    /// A transfer slot for `peer`: at once, or within the client's resend
+    /// interval (`limits.tftp_timeout`, doubled) once one frees; None (logged,
+    /// rate limited) when the server stays full.
+    async fn slot(&self, peer: SocketAddr) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let limit = self.cfg.limits.tftp_transfers.max(1);
+        let queued = self.waiting.fetch_add(1, Ordering::AcqRel) < limit * WAITING_PER_SLOT;
+        let got = if queued {
+            let wait = self.cfg.limits.tftp_timeout * 2;
+            tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        if got.is_none() {
+            crate::metrics::tftp_transfer("busy", 0);
+            crate::refusal!(
+                TFTP_REFUSALS,
+                client = %peer,
+                limit,
+                "tftp: request left unanswered: {limit} transfers under way and none ended in time (limits.tftp_transfers); the client's resend tries again"
+            );
+        }
+        got
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashSet<SocketAddr>> {
@@ -124,24 +165,20 @@ pub(crate) async fn serve(sock: UdpSocket, server: Arc<Server>, mut stop: watch:
         if !server.active().insert(peer) {
             continue; // a resent request for a transfer under way
         }
-        let Ok(permit) = server.slots.clone().try_acquire_owned() else {
-            server.active().remove(&peer);
-            crate::refusal!(
-                TFTP_REFUSALS,
-                client = %peer,
-                limit = server.cfg.limits.tftp_transfers,
-                "tftp: refused: too many transfers at once (limits.tftp_transfers)"
-            );
-            let busy = packet::error(ErrorCode::NotDefined, "server busy, try again");
-            let _ = sock.send_to(&busy, peer).await;
-            continue;
-        };
-        let slot = Slot {
-            server: server.clone(),
-            peer,
-            _permit: permit,
-        };
+        let server = server.clone();
         tokio::spawn(async move {
+            // At the cap a request waits for a slot; if none frees in time it
+            // is dropped unanswered, and the client's resend tries again
+            // (a TFTP error would end a PXE ROM's boot at once).
+            let Some(permit) = server.slot(peer).await else {
+                server.active().remove(&peer);
+                return;
+            };
+            let slot = Slot {
+                server,
+                peer,
+                _permit: permit,
+            };
             let file = req.filename.clone();
             let outcome = transfer::run(&slot.server.cfg, local, peer, req).await;
             if let Some(f) = &slot.server.on_transfer {

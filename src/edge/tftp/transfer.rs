@@ -5,7 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 
 use super::packet::{self, ErrorCode, Mode, Request};
@@ -61,7 +60,7 @@ pub(super) async fn run(
         tracing::info!(client = %peer, path = %shown, "tftp: not found");
         return "not found";
     };
-    let (mut src, len) = match Source::open(&file, req.mode).await {
+    let (mut src, len) = match super::source::Source::open(&file, req.mode).await {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(client = %peer, path = %shown, "tftp: cannot open: {e}");
@@ -137,45 +136,6 @@ fn negotiate(limits: &Limits, req: &Request, len: u64) -> Negotiated {
     n
 }
 
-/// The file's bytes as they go on the wire (netascii translated).
-struct Source {
-    file: tokio::io::BufReader<tokio::fs::File>,
-    mode: Mode,
-    pending: Vec<u8>,
-    eof: bool,
-}
-
-impl Source {
-    async fn open(path: &std::path::Path, mode: Mode) -> std::io::Result<(Source, u64)> {
-        let f = tokio::fs::File::open(path).await?;
-        let len = f.metadata().await?.len();
-        let src = Source {
-            file: tokio::io::BufReader::with_capacity(256 << 10, f),
-            mode,
-            pending: Vec::new(),
-            eof: false,
-        };
-        Ok((src, len))
-    }
-
-    /// The next block's payload; shorter than `size` only at the end.
-    async fn block(&mut self, size: usize) -> std::io::Result<Vec<u8>> {
-        let mut raw = vec![0u8; size];
-        while self.pending.len() < size && !self.eof {
-            let n = self.file.read(&mut raw).await?;
-            if n == 0 {
-                self.eof = true;
-            } else if self.mode == Mode::Netascii {
-                packet::to_netascii(&raw[..n], &mut self.pending);
-            } else {
-                self.pending.extend_from_slice(&raw[..n]);
-            }
-        }
-        let take = size.min(self.pending.len());
-        Ok(self.pending.drain(..take).collect())
-    }
-}
-
 /// Wait for an ACK from the client until `deadline`: Some(ack block),
 /// None at the deadline; a client ERROR ends the transfer. The deadline is
 /// the caller's, fixed when it sent: a client repeating an old ACK does not
@@ -210,7 +170,7 @@ fn data_packet(block: u16, payload: &[u8]) -> Vec<u8> {
 /// Send the OACK (if any option was agreed), then the file in windows.
 async fn send_file(
     sock: &UdpSocket,
-    src: &mut Source,
+    src: &mut super::source::Source,
     n: &Negotiated,
     retries: u32,
 ) -> Result<u64, Ended> {
