@@ -10,7 +10,7 @@
 #                                       and 10 % RELEASE one before booting
 #   sudo PING=300ms bench/storm.sh      with dhcp.ping_check (its cost: every
 #                                       fresh OFFER waits for the ping)
-#   sudo KILN_WRAP="valgrind --tool=massif --massif-out-file=/tmp/m.out" bench/storm.sh
+#   sudo WRAP="valgrind --tool=massif --massif-out-file=/tmp/m.out" bench/storm.sh
 #                                       run kiln under a wrapper (a heap profile)
 #   sudo KILL=1 bench/storm.sh          kill -9 kiln at a random moment of the
 #                                       storm and restart it; the storm must
@@ -48,7 +48,7 @@ clusters:
     endpoint: https://10.95.0.5:6443
 Y
 start() { # writes kiln's pid to $work/pid
-  (cd "$d" && KILN_LOG=warn exec ip netns exec $NS_S ${KILN_WRAP:-} "$KILN" serve --config kiln.yaml >> "$work/kiln.log" 2>&1 < /dev/null) &
+  (cd "$d" && KILN_LOG=warn exec ip netns exec $NS_S ${WRAP:-} "$KILN" serve --config kiln.yaml >> "$work/kiln.log" 2>&1 < /dev/null) &
   for _ in $(seq 1200); do
     ip netns exec $NS_S ss -lun | grep -q ':67 ' && break
     sleep 0.1
@@ -64,7 +64,10 @@ echo "kiln pid $pid; storm of $N machines over ${RAMP}s$( [ "$KILL" = 1 ] && ech
 killer=
 if [ "$KILL" = 1 ]; then
   at=$(awk -v r="$RAMP" 'BEGIN{srand(); printf "%.1f", 1 + rand()*r}')
-  ( trap - EXIT; sleep "$at"; u=$(usage "$pid"); kill -9 "$pid"; echo "killed kiln -9 at ${at}s (peak RSS MiB, CPU s so far: $u)" >&2;
+  ( trap - EXIT; sleep "$at"; u=$(usage "$pid"); kill -9 "$pid"
+    # As systemd does, restart once the old process is gone (its lock with it).
+    while [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do sleep 0.05; done
+    echo "killed kiln -9 at ${at}s (peak RSS MiB, CPU s so far: $u)" >&2;
     start; cp "$work/pid" "$work/pid2"; echo "restarted as $(cat "$work/pid2")" >&2 ) &
   killer=$!
 fi
@@ -90,5 +93,5 @@ print(f"kiln: {len(ms)} machines, {ready} ready, {dup} duplicate addresses, {mis
 sys.exit(0 if ready == n and dup == 0 and mismatch == 0 else 1)
 P
 # A wrapped kiln (a profiler) gets TERM and time to write its output.
-if [ -n "${KILN_WRAP:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; sleep 20; fi
+if [ -n "${WRAP:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; sleep 20; fi
 exit $rc

@@ -14,7 +14,7 @@ fn adopt_state(p: &Provisioner) -> AdoptState {
     p.store.adoption().get().unwrap_or_default()
 }
 
-fn set_adopt(p: &Provisioner, f: impl FnOnce(&mut AdoptState)) -> Result<AdoptState, BrainError> {
+fn set_adopt(p: &Provisioner, f: impl FnMut(&mut AdoptState)) -> Result<AdoptState, BrainError> {
     Ok(p.store.adoption().update(f)?)
 }
 

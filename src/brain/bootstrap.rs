@@ -49,7 +49,7 @@ pub(crate) fn cluster_views(p: &Provisioner) -> Vec<ClusterRecord> {
 fn update(
     p: &Provisioner,
     name: &str,
-    f: impl FnOnce(&mut ClusterRecord),
+    f: impl FnMut(&mut ClusterRecord),
 ) -> Result<ClusterRecord, BrainError> {
     Ok(p.store.clusters().update(name, f)?)
 }
@@ -58,7 +58,7 @@ fn update(
 async fn update_async(
     p: &Arc<Provisioner>,
     name: &str,
-    f: impl FnOnce(&mut ClusterRecord) + Send + 'static,
+    f: impl FnMut(&mut ClusterRecord) + Send + 'static,
 ) -> Result<ClusterRecord, BrainError> {
     let (p, name) = (p.clone(), name.to_string());
     crate::store::blocking(move || update(&p, &name, f)).await
@@ -188,7 +188,7 @@ impl Bootstrapper {
         let cand = candidate.clone();
         let rec = update_async(&self.p, cluster, move |r| {
             if r.bootstrap_node.is_none() && r.bootstrapped_at.is_none() {
-                if let Some(c) = cand {
+                if let Some(c) = cand.clone() {
                     r.bootstrap_node = Some(c);
                     r.decided_at = Some(now());
                     r.proved_at = Some(now());
@@ -246,7 +246,7 @@ impl Bootstrapper {
             };
             let rec = update_async(&self.p, cluster, move |r| {
                 r.attempts += 1;
-                r.last_error = err;
+                r.last_error = err.clone();
                 if done {
                     r.bootstrapped_at = Some(now());
                 }

@@ -269,8 +269,8 @@ impl Provisioner {
             let r = cur.get_or_insert_with(|| Record::new(mac, hostname, t));
             r.hostname = hostname.to_string();
             let moved = r.advance(to, t);
-            if let Some(e) = event {
-                r.last_event = Some(e);
+            if let Some(e) = &event {
+                r.last_event = Some(e.clone());
             }
             if ip.is_some() {
                 r.ip = ip;

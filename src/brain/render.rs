@@ -99,7 +99,9 @@ pub fn load_or_create_secrets(
         };
         if pinned.is_empty() {
             let fp = b.ca_fingerprints();
-            store.clusters().update(name, |r| r.ca_fingerprints = fp)?;
+            store
+                .clusters()
+                .update(name, |r| r.ca_fingerprints = fp.clone())?;
         }
         out.insert(name.clone(), b);
     }

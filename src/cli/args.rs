@@ -119,6 +119,25 @@ pub(super) enum Cmd {
         #[command(subcommand)]
         what: PatchCmd,
     },
+    /// kiln's state store: move it between redb and etcd.
+    Store {
+        #[command(subcommand)]
+        what: StoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum StoreCmd {
+    /// Copy every record between state_dir's redb file and the etcd cluster
+    /// `store:` names (`backend: etcd`), with kiln stopped. The target must
+    /// be empty; both sides are read back and compared.
+    Migrate {
+        /// Where the records go: etcd (from redb) or redb (from etcd).
+        #[arg(long, value_parser = ["etcd", "redb"])]
+        to: String,
+        #[command(flatten)]
+        at: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]

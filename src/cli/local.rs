@@ -163,3 +163,34 @@ pub(super) fn client_export(kind: &str, a: ClientArgs) -> anyhow::Result<String>
     )
     .map_err(anyhow::Error::from)
 }
+
+/// `kiln store migrate --to etcd|redb`: offline, between state_dir's redb
+/// file and the etcd cluster the config names.
+pub(super) fn store_migrate(config: &Path, to: &str) -> anyhow::Result<String> {
+    use crate::model::store::StoreSettings;
+    use crate::store::Store;
+    let cfg = crate::model::config::Config::load(config).map_err(|p| anyhow!("{p}"))?;
+    let StoreSettings::Etcd(etcd) = &cfg.store else {
+        anyhow::bail!(
+            "{}: store: name the etcd cluster first (backend: etcd, endpoints: [...]); migrate copies between it and {}",
+            config.display(),
+            cfg.state_dir.join("kiln.redb").display()
+        );
+    };
+    // The daemon's own lock: a running kiln on this state_dir stops us here.
+    crate::store::ensure_private_dir(&cfg.state_dir)?;
+    let _lock = crate::daemon::lock_state_dir(&cfg.state_dir)?;
+    let redb = Store::open(&cfg.state_dir)?;
+    let etcd = Store::open_etcd(etcd)?;
+    let (from, into) = if to == "etcd" {
+        (&redb, &etcd)
+    } else {
+        (&etcd, &redb)
+    };
+    let n = crate::store::migrate::copy(from, into)?;
+    Ok(format!(
+        "{n} records copied from {} to {}, read back and compared",
+        from.describe(),
+        into.describe()
+    ))
+}

@@ -50,6 +50,9 @@ pub fn main() -> ExitCode {
         Cmd::Talosconfig(a) => local::client_export("talosconfig", a),
         Cmd::Gen { what } => local::gen(what),
         Cmd::Assets { what } => assets::run(what),
+        Cmd::Store {
+            what: args::StoreCmd::Migrate { to, at },
+        } => local::store_migrate(&at.config, &to),
         Cmd::Explain { machine, api } => remote::explain(&machine, &api),
         Cmd::Logs {
             machine,

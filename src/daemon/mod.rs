@@ -5,6 +5,7 @@
 
 mod reload;
 mod start;
+pub(crate) use start::lock_state_dir;
 mod tasks;
 mod watchdog;
 

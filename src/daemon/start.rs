@@ -29,7 +29,7 @@ pub(super) async fn prepare(config_path: &Path) -> Result<Prepared, DaemonError>
     )))?;
     let lock = lock_state_dir(&cfg.state_dir)?;
     let api_socket = crate::edge::api::bind_socket(&cfg.api_socket())?;
-    let store = Store::open(&cfg.state_dir)?;
+    let store = Store::open_for(&cfg)?;
     let secrets = crate::brain::render::load_or_create_secrets(&cfg, &store)
         .map_err(|e| DaemonError::Setup(format!("{e}\nrefusing to start")))?;
     crate::brain::check::render_all(&cfg, &inv, &secrets).into_result(())?;
@@ -74,7 +74,7 @@ fn write_ports(cfg: &Config) -> Result<(), DaemonError> {
 
 /// Hold an exclusive lock on `state_dir/kiln.lock` for the daemon's life (the
 /// kernel drops it when the process ends, however it ends).
-fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
+pub(crate) fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("kiln.lock");

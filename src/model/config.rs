@@ -105,6 +105,8 @@ pub struct Config {
     /// token in `state_dir/api-token` (off: the Unix socket only).
     pub api_tcp: bool,
     pub limits: Limits,
+    /// Where the state lives (`store:`): redb under state_dir, or etcd.
+    pub store: super::store::StoreSettings,
 }
 
 impl Config {
@@ -172,6 +174,10 @@ impl Config {
             let spec = cluster_spec(path, name, c, secrets, &mut problems);
             clusters.insert(name.clone(), spec);
         }
+        let store = wire.store.settings(rel).unwrap_or_else(|(key, why)| {
+            problems.push(path, key, why);
+            Default::default()
+        });
         problems.into_result(Config {
             file: path.to_path_buf(),
             interface: wire.interface,
@@ -195,6 +201,7 @@ impl Config {
             clusters,
             api_tcp: wire.api_tcp,
             limits: wire.limits,
+            store,
             ipv6_router_advertisements: wire
                 .ipv6_router_advertisements
                 .unwrap_or(matches!(dhcp, DhcpMode::Full(_))),

@@ -13,5 +13,6 @@ pub mod problems;
 pub mod profile;
 pub mod schematic;
 pub mod settings;
+pub mod store;
 mod wire;
 pub mod yaml;

@@ -82,6 +82,8 @@ pub(super) struct Wire {
     pub(super) api_tcp: bool,
     #[serde(default)]
     pub(super) limits: Limits,
+    #[serde(default)]
+    pub(super) store: super::store::StoreWire,
 }
 
 #[derive(Debug, Clone, Deserialize)]

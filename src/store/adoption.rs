@@ -26,7 +26,7 @@ impl Adoption<'_> {
     }
 
     /// Change the state in one durable transaction; returns it.
-    pub fn update(&self, f: impl FnOnce(&mut AdoptState)) -> Result<AdoptState, StoreError> {
+    pub fn update(&self, mut f: impl FnMut(&mut AdoptState)) -> Result<AdoptState, StoreError> {
         self.0.modify(TABLE, KEY, |cur: Option<AdoptState>| {
             let mut s = cur.unwrap_or_default();
             f(&mut s);

@@ -57,7 +57,7 @@ impl Clusters<'_> {
     pub fn update(
         &self,
         name: &str,
-        f: impl FnOnce(&mut ClusterRecord),
+        mut f: impl FnMut(&mut ClusterRecord),
     ) -> Result<ClusterRecord, StoreError> {
         self.0.modify(TABLE, name, |cur: Option<ClusterRecord>| {
             let mut r = cur.unwrap_or_else(|| ClusterRecord {

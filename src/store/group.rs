@@ -257,7 +257,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let before = s.group.commits();
+        let before = s.group.as_ref().unwrap().commits();
         let (threads, each) = (32u8, 25u8);
         std::thread::scope(|sc| {
             for t in 0..threads {
@@ -277,7 +277,7 @@ mod tests {
             }
         });
         let writes = u64::from(threads) * u64::from(each);
-        let commits = s.group.commits() - before;
+        let commits = s.group.as_ref().unwrap().commits() - before;
         assert!(commits < writes, "{commits} commits for {writes} writes");
         drop(s);
         let s = Store::open(d.path());

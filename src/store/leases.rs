@@ -40,6 +40,9 @@ impl Leases<'_> {
     /// Apply lease changes in one durable transaction.
     pub fn apply(&self, changes: &[LeaseChange]) -> Result<(), StoreError> {
         let s = self.0;
+        if let Some(e) = &s.etcd {
+            return s.etcd_leases(e, changes);
+        }
         // Encoded first: a write that fails before the store is touched leaves nothing.
         let mut rows = Vec::with_capacity(changes.len());
         for c in changes {
@@ -64,7 +67,19 @@ impl Leases<'_> {
     pub fn all(&self) -> Result<Vec<Lease>, StoreError> {
         let s = self.0;
         s.alive()?;
-        let tx = s.db.begin_read().map_err(|e| s.db_err(e))?;
+        if let Some(e) = &s.etcd {
+            let mut out = Vec::new();
+            for (k, v) in e.list("leases") {
+                let l: Lease =
+                    serde_json::from_slice(&v).map_err(|x| s.corrupt("leases", &k, x))?;
+                if l.ip.to_string() != k {
+                    return Err(s.corrupt("leases", &k, format!("the record is for {}", l.ip)));
+                }
+                out.push(l);
+            }
+            return Ok(out);
+        }
+        let tx = s.db()?.begin_read().map_err(|e| s.db_err(e))?;
         let t = tx.open_table(TABLE).map_err(|e| s.db_err(e))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| s.db_err(e))? {

@@ -109,7 +109,7 @@ impl Machines<'_> {
     pub fn modify<R>(
         &self,
         mac: &Mac,
-        f: impl FnOnce(&mut Option<Record>) -> R,
+        mut f: impl FnMut(&mut Option<Record>) -> R,
     ) -> Result<R, StoreError> {
         self.0.modify(TABLE, &mac.to_string(), |mut cur| {
             let r = f(&mut cur);

@@ -6,10 +6,13 @@
 
 pub mod adoption;
 pub mod clusters;
+mod etcd;
 mod group;
 pub mod leases;
 pub mod machines;
+pub mod migrate;
 pub mod replacements;
+mod shared;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -64,18 +67,28 @@ pub enum StoreError {
     /// The shared commit that held this write failed (nothing of it was kept).
     #[error("store write not committed: {0}")]
     Commit(String),
+    /// etcd did not answer, or refused (`store: {backend: etcd}`).
+    #[error("store {store}: {message}")]
+    Etcd { store: String, message: String },
+    /// Another daemon changed what this write depended on first (etcd).
+    #[error("store: {0}")]
+    Conflict(String),
 }
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// The redb file (None with etcd).
+    db: Option<Arc<Database>>,
+    /// What errors name: the redb file, or etcd's endpoints and prefix.
     path: PathBuf,
     /// The first storage failure, once there was one.
     failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
-    /// The open batch every write joins.
-    group: Arc<group::Group>,
+    /// The open batch every redb write joins.
+    group: Option<Arc<group::Group>>,
     /// Its committer thread, stopped when the last handle goes.
-    _committer: Arc<group::Committer>,
+    _committer: Option<Arc<group::Committer>>,
+    /// The etcd backend (None with redb).
+    etcd: Option<Arc<etcd::Etcd>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,6 +120,37 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// The store `cfg` names (`store:`): redb under state_dir, or etcd.
+    pub fn open_for(cfg: &crate::model::config::Config) -> Result<Store, StoreError> {
+        match &cfg.store {
+            crate::model::store::StoreSettings::Redb => Store::open(&cfg.state_dir),
+            crate::model::store::StoreSettings::Etcd(e) => Store::open_etcd(e),
+        }
+    }
+
+    /// An etcd-backed store, shared with every daemon on the same prefix.
+    pub fn open_etcd(settings: &crate::model::store::EtcdSettings) -> Result<Store, StoreError> {
+        let e = etcd::Etcd::open(settings)?;
+        let s = Store {
+            db: None,
+            path: PathBuf::from(e.name.clone()),
+            failure: Arc::new(tokio::sync::watch::Sender::new(None)),
+            group: None,
+            _committer: None,
+            etcd: Some(Arc::new(e)),
+        };
+        s.verify()?;
+        Ok(s)
+    }
+
+    /// Which backend this is, in words (`kiln store`, logs).
+    pub fn describe(&self) -> String {
+        match &self.etcd {
+            Some(e) => e.name.clone(),
+            None => format!("redb {}", self.path.display()),
+        }
+    }
+
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         ensure_private_dir(state_dir)?;
@@ -142,11 +186,12 @@ impl Store {
                 source,
             })?;
         let s = Store {
-            db,
+            db: Some(db),
             path,
             failure,
-            group,
-            _committer: Arc::new(committer),
+            group: Some(group),
+            _committer: Some(Arc::new(committer)),
+            etcd: None,
         };
         // Make sure the tables exist so readers never fail on a fresh file.
         s.write(|tx| {
@@ -197,6 +242,9 @@ impl Store {
     /// A cheap end-to-end check for the watchdog: a read transaction and a
     /// durable write both complete.
     pub fn health_check(&self) -> Result<(), StoreError> {
+        if let Some(e) = &self.etcd {
+            return e.health_check();
+        }
         self.write(|tx| {
             let mut t = tx.open_table(HEALTH).map_err(|e| self.db_err(e))?;
             let now = std::time::SystemTime::now()
@@ -206,7 +254,7 @@ impl Store {
             t.insert("checked", now).map_err(|e| self.db_err(e))?;
             Ok(())
         })?;
-        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         tx.open_table(leases::TABLE).map_err(|e| self.db_err(e))?;
         Ok(())
     }
@@ -266,6 +314,12 @@ impl Store {
         key: &str,
         bytes: &[u8],
     ) -> Result<T, StoreError> {
+        // A boot token's key is a secret: an unreadable one is named by kind.
+        let key = if table.name() == tokens::TABLE.name() {
+            "(a boot token)"
+        } else {
+            key
+        };
         serde_json::from_slice(bytes).map_err(|e| self.corrupt(table.name(), key, e))
     }
 
@@ -287,20 +341,49 @@ impl Store {
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         self.alive()?;
-        self.group.write(&|e| self.db_err(e), f)
+        match &self.group {
+            Some(g) => g.write(&|e| self.db_err(e), f),
+            None => Err(StoreError::Interrupted(
+                "a redb write on an etcd store".into(),
+            )),
+        }
     }
 
-    /// Read-modify-write one JSON record in one durable transaction; `f` sees
-    /// the current value (if any) and returns the new one (None deletes).
+    /// The redb file (every redb-only path asks for it).
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db
+            .as_deref()
+            .ok_or_else(|| StoreError::Interrupted("a redb read on an etcd store".into()))
+    }
+
+    /// `<table>/<key>`: a record's key in etcd.
+    fn etcd_key(table: &str, key: &str) -> String {
+        format!("{table}/{key}")
+    }
+
+    /// Read-modify-write one JSON record in one durable write; `f` sees the
+    /// current value (if any) and returns the new one (None deletes). With
+    /// etcd, `f` runs again on the fresh value if another daemon wrote the
+    /// record first.
     fn modify<T, R>(
         &self,
         table: Records,
         key: &str,
-        f: impl FnOnce(Option<T>) -> (Option<T>, R),
+        mut f: impl FnMut(Option<T>) -> (Option<T>, R),
     ) -> Result<R, StoreError>
     where
         T: Serialize + DeserializeOwned,
     {
+        if let Some(e) = &self.etcd {
+            return e.modify(&Store::etcd_key(table.name(), key), |cur| {
+                let cur: Option<T> = cur.map(|b| self.decode(table, key, b)).transpose()?;
+                let (new, r) = f(cur);
+                let bytes = new
+                    .map(|v| self.encode(table.name(), key, &v))
+                    .transpose()?;
+                Ok((bytes, r))
+            });
+        }
         self.write(|tx| {
             let mut t = tx.open_table(table).map_err(|e| self.db_err(e))?;
             let cur: Option<T> = match t.get(key).map_err(|e| self.db_err(e))? {
@@ -324,7 +407,11 @@ impl Store {
 
     fn get<T: DeserializeOwned>(&self, table: Records, key: &str) -> Result<Option<T>, StoreError> {
         self.alive()?;
-        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        if let Some(e) = &self.etcd {
+            let v = e.get(&Store::etcd_key(table.name(), key));
+            return v.map(|v| self.decode(table, key, &v)).transpose();
+        }
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let t = tx.open_table(table).map_err(|e| self.db_err(e))?;
         let v = t.get(key).map_err(|e| self.db_err(e))?;
         v.map(|v| self.decode(table, key, v.value())).transpose()
@@ -332,7 +419,11 @@ impl Store {
 
     fn all<T: DeserializeOwned>(&self, table: Records) -> Result<Vec<T>, StoreError> {
         self.alive()?;
-        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        if let Some(e) = &self.etcd {
+            let rows = e.list(table.name());
+            return rows.iter().map(|(k, v)| self.decode(table, k, v)).collect();
+        }
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let t = tx.open_table(table).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| self.db_err(e))? {
@@ -359,6 +450,14 @@ where
 
 /// The watchdog's table: one row, the time of the last health check.
 const HEALTH: TableDefinition<'static, &'static str, u64> = TableDefinition::new("health");
+
+/// Unix seconds now.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Latch the store's first storage failure (logged once); returns the error's text.
 fn latch(

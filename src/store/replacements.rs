@@ -50,7 +50,7 @@ impl Replacements<'_> {
         self.0.modify(
             TABLE,
             &r.hostname.clone(),
-            move |_: Option<ReplaceRecord>| (Some(r), ()),
+            move |_: Option<ReplaceRecord>| (Some(r.clone()), ()),
         )
     }
 }

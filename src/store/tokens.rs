@@ -42,6 +42,9 @@ impl Tokens<'_> {
     /// earlier token (a new boot makes the old one worthless).
     pub fn put(&self, token: &str, t: &BootToken, now: u64) -> Result<(), StoreError> {
         let s = self.0;
+        if let Some(e) = &s.etcd {
+            return s.etcd_token_put(e, token, t, now);
+        }
         let v = s.encode(TABLE.name(), "(token)", t)?;
         let mac = t.mac.to_string();
         s.write(|tx| {
@@ -73,6 +76,9 @@ impl Tokens<'_> {
     /// Void the boot token of `mac` (`kiln machines reinstall`).
     pub fn void(&self, mac: &Mac) -> Result<(), StoreError> {
         let s = self.0;
+        if let Some(e) = &s.etcd {
+            return s.etcd_token_void(e, mac);
+        }
         let mac = mac.to_string();
         s.write(|tx| {
             let stale: Vec<_> = s.token_of(tx, &mac)?.into_iter().collect();

@@ -70,6 +70,7 @@ pub(super) fn cfg(full: bool) -> Config {
         ipv6_router_advertisements: full,
         api_tcp: false,
         limits: Default::default(),
+        store: Default::default(),
     }
 }
 

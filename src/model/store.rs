@@ -1,0 +1,117 @@
+//! `store:` in kiln.yaml: where kiln keeps its state. The embedded redb file
+//! under `state_dir` (the default, for one daemon), or an etcd cluster shared
+//! by several daemons (docs/ha.md).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    #[default]
+    Redb,
+    Etcd,
+}
+
+/// As written in kiln.yaml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StoreWire {
+    #[serde(default)]
+    pub(super) backend: Backend,
+    #[serde(default)]
+    pub(super) endpoints: Vec<String>,
+    #[serde(default)]
+    pub(super) prefix: Option<String>,
+    #[serde(default)]
+    pub(super) tls: Option<EtcdTls>,
+}
+
+/// Client TLS to etcd: its CA, and a client certificate if etcd asks for one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// `http(s)://host:port` or `unix:///path`.
+    pub endpoints: Vec<String>,
+    /// Every key kiln writes starts with it (default `/kiln`).
+    pub prefix: String,
+    pub tls: Option<EtcdTls>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreSettings {
+    #[default]
+    Redb,
+    Etcd(EtcdSettings),
+}
+
+impl StoreWire {
+    /// Validate; `rel` resolves paths against the config file's folder.
+    pub(super) fn settings(
+        &self,
+        rel: impl Fn(&std::path::Path) -> PathBuf,
+    ) -> Result<StoreSettings, (&'static str, String)> {
+        match self.backend {
+            Backend::Redb => {
+                if !self.endpoints.is_empty() || self.tls.is_some() {
+                    return Err((
+                        "store.endpoints",
+                        "endpoints and tls are for `backend: etcd`".into(),
+                    ));
+                }
+                Ok(StoreSettings::Redb)
+            }
+            Backend::Etcd => {
+                if self.endpoints.is_empty() {
+                    return Err((
+                        "store.endpoints",
+                        "`backend: etcd` needs at least one endpoint (http://host:2379, https://..., unix:///path)".into(),
+                    ));
+                }
+                for e in &self.endpoints {
+                    if !["http://", "https://", "unix://"]
+                        .iter()
+                        .any(|p| e.starts_with(p))
+                    {
+                        return Err((
+                            "store.endpoints",
+                            format!("{e:?}: an endpoint is http://host:port, https://host:port or unix:///path"),
+                        ));
+                    }
+                }
+                let prefix = self.prefix.clone().unwrap_or_else(|| "/kiln".into());
+                if !prefix.starts_with('/') || prefix.len() < 2 {
+                    return Err((
+                        "store.prefix",
+                        format!("{prefix:?}: a prefix starts with / and names something (default /kiln)"),
+                    ));
+                }
+                let tls = self.tls.as_ref().map(|t| EtcdTls {
+                    ca: rel(&t.ca),
+                    cert: t.cert.as_deref().map(&rel),
+                    key: t.key.as_deref().map(&rel),
+                });
+                if let Some(t) = &tls {
+                    if t.cert.is_some() != t.key.is_some() {
+                        return Err(("store.tls", "cert and key go together".into()));
+                    }
+                }
+                Ok(StoreSettings::Etcd(EtcdSettings {
+                    endpoints: self.endpoints.clone(),
+                    prefix,
+                    tls,
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The etcd backend: kiln's state under one key prefix of an etcd cluster,
+//! shared by every daemon that names the same endpoints and prefix.
+//!
+//! Each daemon keeps a replica of the prefix in memory, loaded at open and
+//! kept current by a watch, so reads never wait on the network. Every write
+//! is an etcd transaction that compares the mod revision of each key it read
+//! with the revision the replica holds: a key another daemon changed since
+//! makes the transaction fail, the replica is refreshed from etcd and the
+//! write is retried on the fresh value (read-modify-write) or refused (lease
+//! binds: an address or a MAC another daemon just bound is its). An answer
+//! from etcd means a quorum has the write: that is what durable means here.
+//!
+//! Keys: `<prefix>/<table>/<key>`, values are the same JSON records the redb
+//! backend keeps. May import: model.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+};
+
+use super::StoreError;
+use crate::model::store::EtcdSettings;
+
+/// How long one etcd call may take before kiln calls etcd unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read-modify-write attempts before a write is given up as contended.
+const TRIES: usize = 32;
+
+/// One key as the replica holds it.
+#[derive(Debug, Clone)]
+struct Held {
+    value: Vec<u8>,
+    /// etcd's mod revision of this value.
+    rev: i64,
+}
+
+/// A write to make: the key (without the prefix) and its new value (None deletes).
+pub(super) type Put = (String, Option<Vec<u8>>);
+
+/// A lookup in one view of the replica: a key's value and mod revision (0: absent).
+pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> (Option<Vec<u8>>, i64);
+
+pub(super) struct Etcd {
+    prefix: String,
+    /// One client per endpoint: a call that fails on one goes to the next.
+    clients: Vec<Client>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+    /// The runtime etcd's client and watch run on (kiln's callers are sync).
+    handle: tokio::runtime::Handle,
+    replica: Arc<RwLock<BTreeMap<String, Held>>>,
+    /// Stops the runtime thread when the store goes.
+    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Names the store in errors: the endpoints and prefix.
+    pub(super) name: String,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Etcd({})", self.name)
+    }
+}
+
+impl Etcd {
+    /// Connect, load the prefix and start following it.
+    pub(super) fn open(s: &EtcdSettings) -> Result<Etcd, StoreError> {
+        let name = format!("etcd {} {}", s.endpoints.join(","), s.prefix);
+        let err = |m: String| StoreError::Etcd {
+            store: name.clone(),
+            message: m,
+        };
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("store-etcd".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| err(format!("cannot start its thread: {e}")))?;
+        let handle = handle_rx
+            .recv()
+            .map_err(|e| err(e.to_string()))?
+            .map_err(err)?;
+        let prefix = format!("{}/", s.prefix.trim_end_matches('/'));
+        let mut clients = Vec::new();
+        for ep in &s.endpoints {
+            let (settings, ep) = (s.clone(), ep.clone());
+            clients.push(call(&handle, &name, async move {
+                connect(&settings, &ep).await
+            })?);
+        }
+        if clients.is_empty() {
+            return Err(err("no endpoints".into()));
+        }
+        let replica = Arc::new(RwLock::new(BTreeMap::new()));
+        let e = Etcd {
+            prefix,
+            clients,
+            current: Default::default(),
+            handle,
+            replica,
+            _stop: stop,
+            name,
+        };
+        let rev = e.load()?;
+        e.follow(rev);
+        Ok(e)
+    }
+
+    fn err(&self, m: impl ToString) -> StoreError {
+        StoreError::Etcd {
+            store: self.name.clone(),
+            message: m.to_string(),
+        }
+    }
+
+    /// Run `f` against the current endpoint; on a failure, against the next
+    /// ones in turn (a dead member, or one cut off from the quorum).
+    fn run<T, Fut>(&self, mut f: impl FnMut(Client) -> Fut) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        let n = self.clients.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            match call(&self.handle, &self.name, f(self.clients[at].clone())) {
+                Ok(v) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| self.err("no endpoints")))
+    }
+
+    /// Load every key under the prefix; returns the revision it was read at.
+    fn load(&self) -> Result<i64, StoreError> {
+        let p = self.prefix.clone();
+        let resp = self.run(|mut c| {
+            let p = p.clone();
+            async move {
+                c.get(p.as_bytes(), Some(GetOptions::new().with_prefix()))
+                    .await
+            }
+        })?;
+        let mut r = self.replica.write().unwrap_or_else(|e| e.into_inner());
+        r.clear();
+        for kv in resp.kvs() {
+            let Some(k) = kv.key().strip_prefix(self.prefix.as_bytes()) else {
+                continue;
+            };
+            r.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                Held {
+                    value: kv.value().to_vec(),
+                    rev: kv.mod_revision(),
+                },
+            );
+        }
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Follow the prefix from `rev` on: other daemons' writes reach the
+    /// replica. A watch that breaks is opened again from where it stopped.
+    fn follow(&self, rev: i64) {
+        let (clients, current, prefix, replica, name) = (
+            self.clients.clone(),
+            self.current.clone(),
+            self.prefix.clone(),
+            self.replica.clone(),
+            self.name.clone(),
+        );
+        self.handle.spawn(async move {
+            let mut next = rev + 1;
+            loop {
+                // The endpoint calls last succeeded on (a dead one is left by them).
+                let at = current.load(std::sync::atomic::Ordering::Relaxed) % clients.len();
+                let client = clients[at].clone();
+                let mut c = client.clone();
+                let opts = WatchOptions::new().with_prefix().with_start_revision(next);
+                match c.watch(prefix.as_bytes(), Some(opts)).await {
+                    Ok(mut stream) => loop {
+                        match stream.message().await {
+                            Ok(Some(m)) => {
+                                if m.canceled() || m.compact_revision() > 0 {
+                                    tracing::warn!(store = %name, "etcd watch cancelled ({}); reloading", m.cancel_reason());
+                                    next = reload(&client, &prefix, &replica).await.unwrap_or(next) + 1;
+                                    break;
+                                }
+                                for ev in m.events() {
+                                    if let Some(kv) = ev.kv() {
+                                        next = next.max(kv.mod_revision() + 1);
+                                        apply_event(&replica, &prefix, ev.event_type(), kv);
+                                    }
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(store = %name, "etcd watch: {e}");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(store = %name, "etcd watch: {e}");
+                        current.store(at + 1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    /// The replica's value of `key` (without the prefix).
+    pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let r = self.replica.read().unwrap_or_else(|e| e.into_inner());
+        r.get(key).map(|h| h.value.clone())
+    }
+
+    /// Every key under `table/`, with its value.
+    pub(super) fn list(&self, table: &str) -> Vec<(String, Vec<u8>)> {
+        let from = format!("{table}/");
+        let r = self.replica.read().unwrap_or_else(|e| e.into_inner());
+        r.range(from.clone()..)
+            .take_while(|(k, _)| k.starts_with(&from))
+            .map(|(k, h)| (k[from.len()..].to_string(), h.value.clone()))
+            .collect()
+    }
+
+    /// A key's value and mod revision (0: absent), read together.
+    pub(super) fn held(&self, key: &str) -> (Option<Vec<u8>>, i64) {
+        let r = self.replica.read().unwrap_or_else(|e| e.into_inner());
+        r.get(key)
+            .map_or((None, 0), |h| (Some(h.value.clone()), h.rev))
+    }
+
+    /// Run `f` on one consistent view of the replica: `f` gets a lookup of
+    /// (value, mod revision) by key. What `f` decides on, with the revisions
+    /// it saw, goes to [`Etcd::swap`].
+    pub(super) fn view<R>(
+        &self,
+        f: impl FnOnce(&dyn Fn(&str) -> (Option<Vec<u8>>, i64)) -> R,
+    ) -> R {
+        let r = self.replica.read().unwrap_or_else(|e| e.into_inner());
+        let get = |k: &str| {
+            r.get(k)
+                .map_or((None, 0), |h| (Some(h.value.clone()), h.rev))
+        };
+        f(&get)
+    }
+
+    /// Write `puts` if every key in `expect` (without the prefix) still has
+    /// the mod revision given (0: absent), the one the caller decided on:
+    /// Ok(true) written, Ok(false) another writer was first (the replica
+    /// now holds its values).
+    pub(super) fn swap(&self, expect: &[(String, i64)], puts: &[Put]) -> Result<bool, StoreError> {
+        let cmp: Vec<Compare> = expect
+            .iter()
+            .map(|(k, rev)| Compare::mod_revision(self.full(k), CompareOp::Equal, *rev))
+            .collect();
+        let read: Vec<&String> = expect.iter().map(|(k, _)| k).collect();
+        let ops: Vec<TxnOp> = puts
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(self.full(k), v.clone(), None),
+                None => TxnOp::delete(self.full(k), None),
+            })
+            .collect();
+        // On a failed compare the same transaction reads the keys back.
+        let reads: Vec<TxnOp> = read
+            .iter()
+            .map(|k| TxnOp::get(self.full(k), None))
+            .collect();
+        let resp = self.run(|mut c| {
+            let txn = Txn::new()
+                .when(cmp.clone())
+                .and_then(ops.clone())
+                .or_else(reads.clone());
+            async move { c.txn(txn).await }
+        })?;
+        let mut r = self.replica.write().unwrap_or_else(|e| e.into_inner());
+        if !resp.succeeded() {
+            for (k, op) in read.iter().zip(resp.op_responses()) {
+                let etcd_client::TxnOpResponse::Get(g) = op else {
+                    continue;
+                };
+                match g.kvs().first() {
+                    Some(kv) => r.insert(
+                        (*k).clone(),
+                        Held {
+                            value: kv.value().to_vec(),
+                            rev: kv.mod_revision(),
+                        },
+                    ),
+                    None => r.remove(*k),
+                };
+            }
+            return Ok(false);
+        }
+        let rev = resp.header().map_or(0, |h| h.revision());
+        for (k, v) in puts {
+            match v {
+                Some(v) => {
+                    let newer = r.get(k).is_some_and(|h| h.rev > rev);
+                    if !newer {
+                        r.insert(
+                            k.clone(),
+                            Held {
+                                value: v.clone(),
+                                rev,
+                            },
+                        );
+                    }
+                }
+                None => {
+                    r.remove(k);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Read `keys` from etcd (one quorum read) into the replica: a decision
+    /// the replica refuses is checked against etcd itself before it stands.
+    pub(super) fn fresh(&self, keys: &[String]) -> Result<(), StoreError> {
+        let gets: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::get(self.full(k), None))
+            .collect();
+        let resp = self.run(|mut c| {
+            let txn = Txn::new().and_then(gets.clone());
+            async move { c.txn(txn).await }
+        })?;
+        let mut r = self.replica.write().unwrap_or_else(|e| e.into_inner());
+        for (k, op) in keys.iter().zip(resp.op_responses()) {
+            let etcd_client::TxnOpResponse::Get(g) = op else {
+                continue;
+            };
+            match g.kvs().first() {
+                Some(kv) => r.insert(
+                    k.clone(),
+                    Held {
+                        value: kv.value().to_vec(),
+                        rev: kv.mod_revision(),
+                    },
+                ),
+                None => r.remove(k),
+            };
+        }
+        Ok(())
+    }
+
+    /// Read-modify-write one key: `f` gets the current value and returns the
+    /// new one (None deletes) and the caller's result; retried on the fresh
+    /// value while other writers get there first.
+    pub(super) fn modify<R>(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<&[u8]>) -> Result<(Option<Vec<u8>>, R), StoreError>,
+    ) -> Result<R, StoreError> {
+        for attempt in 0..TRIES {
+            // The value and the revision it is compared at, read together.
+            let (cur, rev) = self.held(key);
+            let (new, r) = f(cur.as_deref())?;
+            if self.swap(&[(key.to_string(), rev)], &[(key.to_string(), new)])? {
+                return Ok(r);
+            }
+            backoff(attempt);
+        }
+        Err(self.err(format!(
+            "{key}: still changed by other writers after {TRIES} tries"
+        )))
+    }
+
+    /// A quorum read and write of one key (the watchdog's check).
+    pub(super) fn health_check(&self) -> Result<(), StoreError> {
+        let now = crate::store::unix_now().to_string();
+        let k = self.full("health/checked");
+        self.run(|mut c| {
+            let (k, now) = (k.clone(), now.clone());
+            async move { c.put(k, now, None).await }
+        })?;
+        Ok(())
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// After a lost compare: a short random wait, longer each time, so two
+/// writers of one key do not keep colliding.
+pub(super) fn backoff(attempt: usize) {
+    use rand_core::RngCore;
+    let cap = 1u64 << attempt.min(6);
+    let ms = rand_core::OsRng.next_u64() % (cap + 1);
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Run `f` on the etcd runtime and wait for it (at most CALL_TIMEOUT).
+fn call<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    name: &str,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+) -> Result<T, StoreError> {
+    let err = |m: String| StoreError::Etcd {
+        store: name.to_string(),
+        message: m,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let r = tokio::time::timeout(CALL_TIMEOUT, f).await;
+        let _ = tx.send(r);
+    });
+    match rx.recv() {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => Err(err(e.to_string())),
+        Ok(Err(_)) => Err(err(format!("no answer within {CALL_TIMEOUT:?}"))),
+        Err(_) => Err(err("its runtime stopped".into())),
+    }
+}
+
+/// A client for one endpoint (connected lazily: a dead member is no error yet).
+async fn connect(s: &EtcdSettings, endpoint: &str) -> Result<Client, etcd_client::Error> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(CALL_TIMEOUT)
+        .with_timeout(CALL_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let Some(t) = &s.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| etcd_client::Error::InvalidArgs(format!("{}: {e}", p.display())))
+        };
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca)?));
+        if let (Some(c), Some(k)) = (&t.cert, &t.key) {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(c)?, read(k)?));
+        }
+        opts = opts.with_tls(tls);
+    }
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        return unix(path, opts).await;
+    }
+    Client::connect([endpoint], Some(opts)).await
+}
+
+/// A client over a Unix socket (`unix:///path`), for an etcd on this host.
+async fn unix(path: &str, opts: ConnectOptions) -> Result<Client, etcd_client::Error> {
+    let path = path.to_string();
+    let channel = tonic::transport::Endpoint::try_from("http://etcd.unix")?
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }));
+    Client::from_channel(etcd_client::Channel::Tonic(channel), Some(opts)).await
+}
+
+async fn reload(
+    client: &Client,
+    prefix: &str,
+    replica: &RwLock<BTreeMap<String, Held>>,
+) -> Option<i64> {
+    let mut c = client.clone();
+    let resp = c
+        .get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
+        .await
+        .ok()?;
+    let mut r = replica.write().unwrap_or_else(|e| e.into_inner());
+    r.clear();
+    for kv in resp.kvs() {
+        if let Some(k) = kv.key().strip_prefix(prefix.as_bytes()) {
+            r.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                Held {
+                    value: kv.value().to_vec(),
+                    rev: kv.mod_revision(),
+                },
+            );
+        }
+    }
+    resp.header().map(|h| h.revision())
+}
+
+fn apply_event(
+    replica: &RwLock<BTreeMap<String, Held>>,
+    prefix: &str,
+    t: EventType,
+    kv: &etcd_client::KeyValue,
+) {
+    let Some(k) = kv.key().strip_prefix(prefix.as_bytes()) else {
+        return;
+    };
+    let k = String::from_utf8_lossy(k).into_owned();
+    let mut r = replica.write().unwrap_or_else(|e| e.into_inner());
+    match t {
+        EventType::Put => {
+            if r.get(&k).is_none_or(|h| h.rev <= kv.mod_revision()) {
+                r.insert(
+                    k,
+                    Held {
+                        value: kv.value().to_vec(),
+                        rev: kv.mod_revision(),
+                    },
+                );
+            }
+        }
+        EventType::Delete => {
+            if r.get(&k).is_some_and(|h| h.rev < kv.mod_revision()) {
+                r.remove(&k);
+            }
+        }
+    }
+}

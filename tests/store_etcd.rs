@@ -1,0 +1,325 @@
+//! The etcd store backend against a real 3-member etcd (Debian's
+//! etcd-server), two kiln stores on one prefix standing for two daemons:
+//! no lost update, one MAC per address and one address per MAC, one
+//! Bootstrap node, tokens valid on either, a leader killed mid-writes, and
+//! `kiln store migrate` there and back with nothing lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use kiln::model::mac::Mac;
+use kiln::model::store::EtcdSettings;
+use kiln::store::leases::{Lease, LeaseChange};
+use kiln::store::{Store, StoreError};
+
+fn cluster() -> (tempfile::TempDir, common::etcd::Cluster) {
+    let d = tempfile::tempdir().unwrap();
+    let c = common::etcd::Cluster::start(d.path().join("etcd"), &["e1", "e2", "e3"]);
+    (d, c)
+}
+
+fn settings(c: &common::etcd::Cluster, prefix: &str) -> EtcdSettings {
+    EtcdSettings {
+        endpoints: (0..c.members.len()).map(|i| c.client_url(i)).collect(),
+        prefix: prefix.into(),
+        tls: None,
+    }
+}
+
+fn lease(ip: &str, mac: &str) -> Lease {
+    Lease {
+        ip: ip.parse().unwrap(),
+        mac: mac.parse().unwrap(),
+        expires: kiln::brain::now() + 3600,
+        hostname: None,
+        declined: false,
+    }
+}
+
+/// Wait until `f` holds (another daemon's write reaches this one's replica).
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_daemons_share_one_state_and_keep_its_invariants() {
+    if common::etcd::skip() {
+        return;
+    }
+    let (_d, c) = cluster();
+    let a = Store::open_etcd(&settings(&c, "/kiln")).unwrap();
+    let b = Store::open_etcd(&settings(&c, "/kiln")).unwrap();
+
+    // Read-modify-write from both at once: no update is lost.
+    std::thread::scope(|s| {
+        for st in [&a, &b] {
+            s.spawn(move || {
+                for _ in 0..40 {
+                    st.clusters().update("prod", |r| r.attempts += 1).unwrap();
+                }
+            });
+        }
+    });
+    eventually(
+        &format!(
+            "both see 80 attempts (now {} and {})",
+            a.clusters().get("prod").unwrap().attempts,
+            b.clusters().get("prod").unwrap().attempts
+        ),
+        || {
+            a.clusters().get("prod").unwrap().attempts == 80
+                && b.clusters().get("prod").unwrap().attempts == 80
+        },
+    );
+
+    // Bootstrap's decision, raced from both: one node, the same on both.
+    let decided: Vec<String> = std::thread::scope(|s| {
+        let h: Vec<_> = [("a", &a), ("b", &b)]
+            .into_iter()
+            .map(|(who, st)| {
+                s.spawn(move || {
+                    st.clusters()
+                        .update("prod", |r| {
+                            if r.bootstrap_node.is_none() {
+                                r.bootstrap_node = Some(kiln::store::clusters::Node {
+                                    mac: format!(
+                                        "52:54:00:00:00:0{}",
+                                        if who == "a" { 1 } else { 2 }
+                                    )
+                                    .parse()
+                                    .unwrap(),
+                                    hostname: format!("cp-{who}"),
+                                    ip: "10.0.0.1".parse().unwrap(),
+                                });
+                            }
+                        })
+                        .unwrap()
+                        .bootstrap_node
+                        .unwrap()
+                        .hostname
+                })
+            })
+            .collect();
+        h.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(decided[0], decided[1], "two Bootstrap nodes: {decided:?}");
+
+    // One MAC per address: b cannot take what a bound, even before b saw it.
+    a.leases()
+        .apply(&[LeaseChange::Bind(lease("10.0.0.5", "52:54:00:00:00:01"))])
+        .unwrap();
+    let e = b
+        .leases()
+        .apply(&[LeaseChange::Bind(lease("10.0.0.5", "52:54:00:00:00:02"))])
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("10.0.0.5 is bound to 52:54:00:00:00:01"),
+        "{e}"
+    );
+    // One address per MAC: b cannot give that MAC a second one.
+    let e = b
+        .leases()
+        .apply(&[LeaseChange::Bind(lease("10.0.0.6", "52:54:00:00:00:01"))])
+        .unwrap_err();
+    assert!(e.to_string().contains("already holds 10.0.0.5"), "{e}");
+    // Freed by a, the address is b's to give.
+    a.leases()
+        .apply(&[LeaseChange::Free("10.0.0.5".parse().unwrap())])
+        .unwrap();
+    b.leases()
+        .apply(&[LeaseChange::Bind(lease("10.0.0.5", "52:54:00:00:00:02"))])
+        .unwrap();
+    eventually("a sees b's lease", || {
+        a.leases().all().unwrap() == vec![lease_at(&b, "10.0.0.5")]
+    });
+
+    // A token made on a is valid on b; a new boot on b voids it on a.
+    let mac: Mac = "52:54:00:00:00:03".parse().unwrap();
+    let t = kiln::store::tokens::BootToken {
+        mac,
+        ip: Some("10.0.0.7".parse().unwrap()),
+        expires: kiln::brain::now() + 600,
+    };
+    a.tokens().put("tok-one", &t, kiln::brain::now()).unwrap();
+    eventually("b knows a's token", || {
+        b.tokens().get("tok-one").unwrap().is_some()
+    });
+    b.tokens().put("tok-two", &t, kiln::brain::now()).unwrap();
+    eventually("a's token is void everywhere", || {
+        a.tokens().get("tok-one").unwrap().is_none() && a.tokens().get("tok-two").unwrap().is_some()
+    });
+    a.tokens().void(&mac).unwrap();
+    eventually("voided on b", || {
+        b.tokens().get("tok-two").unwrap().is_none()
+    });
+}
+
+fn lease_at(s: &Store, ip: &str) -> Lease {
+    s.leases()
+        .all()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.ip.to_string() == ip)
+        .unwrap()
+}
+
+/// The etcd leader dies while a daemon writes: every write that returned
+/// Ok is there afterwards, and writes go on through the other members.
+#[test]
+fn writes_go_on_when_the_etcd_leader_dies() {
+    if common::etcd::skip() {
+        return;
+    }
+    let (_d, mut c) = cluster();
+    let a = Store::open_etcd(&settings(&c, "/kiln")).unwrap();
+    let leader = leader(&c);
+    let mut ok = Vec::new();
+    let mut failed = 0;
+    for i in 0..120u32 {
+        if i == 40 {
+            c.kill(leader);
+        }
+        let mac = Mac([2, 0, 0, 0, 0, i as u8]);
+        match a.machines().modify(&mac, |r| {
+            *r = Some(kiln::store::machines::Record::new(mac, &format!("m{i}"), 1))
+        }) {
+            Ok(()) => ok.push(mac),
+            Err(_) => failed += 1,
+        }
+    }
+    // An election takes a moment; the writes in it may fail (the caller
+    // retries, as a booting machine's client does), the rest go through.
+    assert!(failed <= 10, "{failed} writes failed");
+    assert!(ok.len() >= 110);
+    let b = Store::open_etcd(&settings(&c, "/kiln")).unwrap();
+    for mac in &ok {
+        assert!(b.machines().get(mac).unwrap().is_some(), "{mac} lost");
+    }
+}
+
+/// The member etcd calls leader (asked through member 0).
+fn leader(c: &common::etcd::Cluster) -> usize {
+    let out = c
+        .ctl(
+            0,
+            &[
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+                "--endpoints",
+                &(0..3)
+                    .map(|i| c.client_url(i))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ],
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    let leader = rows[0]["Status"]["leader"].as_u64().unwrap();
+    // etcd names members by ID; the member list maps IDs to names.
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ctl(0, &["member", "list", "-w", "json"]).unwrap()).unwrap();
+    let name = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["ID"].as_u64() == Some(leader))
+        .and_then(|m| m["name"].as_str())
+        .unwrap()
+        .to_string();
+    c.members.iter().position(|m| m.name == name).unwrap()
+}
+
+/// `kiln store migrate` from redb to etcd and back: the same records, and
+/// a store that works afterwards; the command refuses a non-empty target.
+#[test]
+fn migrate_round_trip_loses_nothing() {
+    if common::etcd::skip() {
+        return;
+    }
+    let (d, c) = cluster();
+    let state = d.path().join("state");
+    {
+        let s = Store::open(&state).unwrap();
+        for i in 0..20u8 {
+            let mac = Mac([2, 0, 0, 0, 1, i]);
+            s.machines()
+                .modify(&mac, |r| {
+                    *r = Some(kiln::store::machines::Record::new(mac, &format!("m{i}"), 1))
+                })
+                .unwrap();
+            s.leases()
+                .apply(&[LeaseChange::Bind(lease(
+                    &format!("10.0.1.{i}"),
+                    &mac.to_string(),
+                ))])
+                .unwrap();
+        }
+        s.clusters().update("prod", |r| r.attempts = 3).unwrap();
+        let t = kiln::store::tokens::BootToken {
+            mac: Mac([2, 0, 0, 0, 1, 0]),
+            ip: None,
+            expires: u64::MAX,
+        };
+        s.tokens().put("tok", &t, 1).unwrap();
+    }
+    let before = Store::open(&state).unwrap().dump().unwrap();
+    assert_eq!(before.len(), 20 + 20 + 1 + 1);
+    let cfg = d.path().join("kiln.yaml");
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"{}\"", c.client_url(i))).collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "interface: lo\nserver_address: 127.0.0.1\nstate_dir: state\nstore:\n  backend: etcd\n  endpoints: [{}]\n  prefix: /mig\n",
+            endpoints.join(", ")
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.path().join("machines.yaml"), "machines: []\n").unwrap();
+    std::fs::create_dir_all(d.path().join("profiles")).unwrap();
+    let kiln = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let cfgs = cfg.to_str().unwrap();
+    let (ok, out) = kiln(&["store", "migrate", "--to", "etcd", "--config", cfgs]);
+    assert!(ok, "{out}");
+    assert!(out.contains("42 records copied"), "{out}");
+    let (ok, out) = kiln(&["store", "migrate", "--to", "etcd", "--config", cfgs]);
+    assert!(
+        !ok && out.contains("migrate only into an empty store"),
+        "{out}"
+    );
+    let etcd = Store::open_etcd(&settings(&c, "/mig")).unwrap();
+    assert_eq!(etcd.dump().unwrap(), before);
+    drop(etcd);
+    // Back into a fresh redb file.
+    std::fs::remove_dir_all(&state).unwrap();
+    let (ok, out) = kiln(&["store", "migrate", "--to", "redb", "--config", cfgs]);
+    assert!(ok, "{out}");
+    let back = Store::open(&state).unwrap();
+    assert_eq!(back.dump().unwrap(), before);
+    // The moved tokens keep their per-MAC index: a new boot voids the old one.
+    let t = kiln::store::tokens::BootToken {
+        mac: Mac([2, 0, 0, 0, 1, 0]),
+        ip: None,
+        expires: u64::MAX,
+    };
+    back.tokens().put("tok2", &t, 2).unwrap();
+    assert!(back.tokens().get("tok").unwrap().is_none());
+}
