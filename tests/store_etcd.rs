@@ -323,3 +323,110 @@ fn migrate_round_trip_loses_nothing() {
     back.tokens().put("tok2", &t, 2).unwrap();
     assert!(back.tokens().get("tok").unwrap().is_none());
 }
+
+const MACHINES: &str = "machines:
+  - mac: 52:54:00:aa:00:01
+    hostname: cp-1
+    profile: worker
+";
+
+/// Two `kiln serve` daemons on one etcd prefix (one per host, each its own
+/// state_dir, the cluster's secrets file copied to both): a machine that
+/// fetched its script from one gets its config from the other with that
+/// script's token, the other sees its lifecycle, and a daemon without the
+/// cluster's secrets refuses to start (it would make a second PKI).
+#[test]
+fn two_daemons_serve_one_fleet_from_etcd() {
+    if common::etcd::skip() || common::skip_unless(common::have("curl"), "curl") {
+        return;
+    }
+    let (d, c) = cluster();
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"{}\"", c.client_url(i))).collect();
+    let store = format!(
+        "store:\n  backend: etcd\n  endpoints: [{}]\n  prefix: /fleet\n",
+        endpoints.join(", ")
+    );
+    let lab = |secrets: &str| {
+        use common::LoPorts;
+        let ports = common::Ports::any();
+        let yaml = format!(
+            "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nclusters:\n  lab:\n    endpoint: https://192.168.50.200:6443\n    secrets: {secrets}\n{store}",
+            ports.lo_yaml()
+        );
+        let l = common::Lab::new(&yaml, MACHINES);
+        l.ipxe_stubs();
+        l
+    };
+    let shared = d.path().join("lab-secrets.yaml");
+    let (la, lb) = (lab(shared.to_str().unwrap()), lab(shared.to_str().unwrap()));
+    let mut a = common::Kiln::start(&la.config(), None);
+    let mut b = common::Kiln::start(&lb.config(), None);
+    // Both daemons see the machine's DHCP (one segment); the script comes from a.
+    let from = common::lo_ip(1);
+    common::dhcp_claim(a.ports.proxy_dhcp, "52:54:00:aa:00:01", from);
+    common::dhcp_claim(b.ports.proxy_dhcp, "52:54:00:aa:00:01", from);
+    let script = common::script_from(a.ports.http, "52:54:00:aa:00:01", from);
+    let url = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("talos.config="))
+        .unwrap_or_else(|| panic!("no talos.config in {script}"))
+        .replace("${uuid}", "4c4c4544-0033-3910-8052-b4c04f4c4d31")
+        .replace("${mac}", "52%3A54%3A00%3Aaa%3A00%3A01")
+        .replace(
+            &format!(":{}/", a.ports.http),
+            &format!(":{}/", b.ports.http),
+        );
+    let f = from.to_string();
+    let mut got = common::curl::curl(&["--interface", &f, &url]);
+    let t0 = Instant::now();
+    while got.code != "200" && t0.elapsed() < Duration::from_secs(10) {
+        // b learns a's token through its watch, a moment after a wrote it.
+        std::thread::sleep(Duration::from_millis(100));
+        got = common::curl::curl(&["--interface", &f, &url]);
+    }
+    assert_eq!(got.code, "200", "b refused a's token: {}", got.text());
+    assert!(
+        got.text().contains("hostname: cp-1") || got.text().contains("cp-1"),
+        "{}",
+        got.text()
+    );
+    // a sees what b recorded: the config was served.
+    let api = |lab: &common::Lab| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args([
+                "machines",
+                "--output",
+                "json",
+                "--config",
+                lab.config().to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    loop {
+        let out = String::from_utf8_lossy(&api(&la).stdout).to_string();
+        if out.contains("config_served") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "a never saw b's record: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.stop();
+    b.stop();
+    // A third daemon with its own (new) secrets for the same cluster: the
+    // CA pinned in the shared store is not its own, so it refuses.
+    let lc = lab("./state/other-secrets.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--config", lc.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a daemon with other secrets started");
+    // Its secrets file is missing, and the shared store knows the cluster was
+    // provisioned: kiln never makes a second PKI for it.
+    assert!(text.contains("already provisioned this cluster"), "{text}");
+}
