@@ -30,6 +30,7 @@ pub struct Metrics {
     pub store_batch_size: Histogram,
     pub machine_state: IntGaugeVec,
     pub bootstrap_state: IntGaugeVec,
+    pub store_available: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -154,6 +155,12 @@ fn build() -> Metrics {
             "1 for each cluster's bootstrap state (pending, decided, done), 0 for the others.",
             &["cluster", "state"],
         ),
+        store_available: gauge(
+            &r,
+            "store_available",
+            "1 while the store takes writes (with etcd: a quorum answered within the fence time), 0 while kiln is fenced.",
+            &["backend"],
+        ),
         registry: r,
     }
 }
@@ -217,6 +224,14 @@ pub fn kmsg_line(result: &str) {
 
 pub fn store_commit(seconds: f64) {
     METRICS.store_commit_seconds.observe(seconds);
+}
+
+/// Whether the store is available (`backend`: redb, etcd).
+pub fn store_available(backend: &str, up: bool) {
+    METRICS
+        .store_available
+        .with_label_values(&[backend])
+        .set(i64::from(up));
 }
 
 /// Writes made durable by one group commit.

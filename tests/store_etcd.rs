@@ -430,3 +430,67 @@ fn two_daemons_serve_one_fleet_from_etcd() {
     // provisioned: kiln never makes a second PKI for it.
     assert!(text.contains("already provisioned this cluster"), "{text}");
 }
+
+/// A daemon cut off from the etcd quorum (two of three members killed)
+/// is fenced within a bounded time: /readyz says so, the metric drops to 0,
+/// DHCP goes unanswered and the config URL is refused.
+#[test]
+fn a_daemon_without_an_etcd_quorum_stops_answering() {
+    if common::etcd::skip() || common::skip_unless(common::have("curl"), "curl") {
+        return;
+    }
+    let (_d, mut c) = cluster();
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"{}\"", c.client_url(i))).collect();
+    use common::LoPorts;
+    let ports = common::Ports::any();
+    let yaml = format!(
+        "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nunknown_machines: boot\ndefault_profile: worker\nstore:\n  backend: etcd\n  endpoints: [{}]\n",
+        ports.lo_yaml(),
+        endpoints.join(", ")
+    );
+    let lab = common::Lab::new(&yaml, MACHINES);
+    lab.ipxe_stubs();
+    let mut k = common::Kiln::start(&lab.config(), None);
+    let (from, mac) = (common::lo_ip(1), "52:54:00:aa:00:01");
+    assert!(common::dhcp_answered(
+        k.ports.proxy_dhcp,
+        mac,
+        from,
+        Duration::from_secs(5)
+    ));
+    let readyz = format!("http://127.0.0.1:{}/readyz", k.ports.http);
+    assert_eq!(common::curl::curl(&[&readyz]).code, "200");
+    c.kill(1);
+    c.kill(2);
+    let t0 = Instant::now();
+    let mut r = common::curl::curl(&[&readyz]);
+    while r.code != "503" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "never fenced: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        r = common::curl::curl(&[&readyz]);
+    }
+    let fenced_after = t0.elapsed();
+    eprintln!("fenced {fenced_after:?} after the quorum went");
+    assert!(r.text().contains("no etcd quorum"), "{}", r.text());
+    // etcd's fence (5 s) plus a heartbeat and its timeout, at most.
+    assert!(fenced_after < Duration::from_secs(9), "{fenced_after:?}");
+    // The heartbeat (which sets the metric and logs) sees it within its round.
+    let metrics = format!("http://127.0.0.1:{}/metrics", k.ports.http);
+    eventually("kiln_store_available 0", || {
+        common::curl::curl(&[&metrics])
+            .text()
+            .contains("kiln_store_available{backend=\"etcd\"} 0")
+    });
+    assert!(
+        !common::dhcp_answered(k.ports.proxy_dhcp, mac, from, Duration::from_secs(2)),
+        "a fenced daemon answered DHCP"
+    );
+    let script = common::script_from(k.ports.http, mac, from);
+    assert!(!script.contains("talos.config"), "{script}");
+    k.stop();
+    assert!(k.logs().contains("fenced: no etcd quorum"), "{}", k.logs());
+}

@@ -26,6 +26,12 @@ use crate::model::store::EtcdSettings;
 
 /// How long one etcd call may take before kiln calls etcd unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A daemon that has not reached an etcd quorum for this long is fenced: its
+/// store refuses reads and writes, DHCP goes unanswered, configs are
+/// refused, `/readyz` says why. A quorum read every HEARTBEAT keeps it open.
+pub(super) const FENCE: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// Read-modify-write attempts before a write is given up as contended.
 const TRIES: usize = 32;
 
@@ -55,6 +61,9 @@ pub(super) struct Etcd {
     _stop: tokio::sync::oneshot::Sender<()>,
     /// Names the store in errors: the endpoints and prefix.
     pub(super) name: String,
+    /// When a quorum last answered (ms on a monotonic clock since `epoch`).
+    last_ok: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -117,9 +126,12 @@ impl Etcd {
             replica,
             _stop: stop,
             name,
+            last_ok: Default::default(),
+            epoch: std::time::Instant::now(),
         };
         let rev = e.load()?;
         e.follow(rev);
+        e.heartbeat();
         Ok(e)
     }
 
@@ -146,6 +158,7 @@ impl Etcd {
             match call(&self.handle, &self.name, f(self.clients[at].clone())) {
                 Ok(v) => {
                     self.current.store(at, Ordering::Relaxed);
+                    self.quorum_answered();
                     return Ok(v);
                 }
                 Err(e) => last = Some(e),
@@ -205,7 +218,9 @@ impl Etcd {
                             Ok(Some(m)) => {
                                 if m.canceled() || m.compact_revision() > 0 {
                                     tracing::warn!(store = %name, "etcd watch cancelled ({}); reloading", m.cancel_reason());
-                                    next = reload(&client, &prefix, &replica).await.unwrap_or(next) + 1;
+                                    if let Some(r) = reload(&client, &prefix, &replica).await {
+                                        next = r + 1;
+                                    }
                                     break;
                                 }
                                 for ev in m.events() {
@@ -228,6 +243,72 @@ impl Etcd {
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    fn quorum_answered(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ok
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Why this daemon is fenced, if it is: no etcd quorum answered for FENCE.
+    pub(super) fn fenced(&self) -> Option<String> {
+        let last = self.last_ok.load(std::sync::atomic::Ordering::Relaxed);
+        let since = self
+            .epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last));
+        (since > FENCE).then(|| {
+            format!(
+                "no etcd quorum for {}s (fenced after {}s): not acting on a view other daemons may have changed",
+                since.as_secs(),
+                FENCE.as_secs()
+            )
+        })
+    }
+
+    /// A quorum read every HEARTBEAT, on a thread of its own (it blocks on
+    /// etcd's answer); logs and counts each change between fenced and not.
+    fn heartbeat(&self) {
+        let key = self.full("health/checked");
+        let (clients, current, last_ok, epoch, name) = (
+            self.clients.clone(),
+            self.current.clone(),
+            self.last_ok.clone(),
+            self.epoch,
+            self.name.clone(),
+        );
+        self.handle.spawn(async move {
+            let mut fenced = false;
+            crate::metrics::store_available("etcd", true);
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let n = clients.len();
+                let first = current.load(std::sync::atomic::Ordering::Relaxed);
+                for i in 0..n {
+                    let mut c = clients[(first + i) % n].clone();
+                    // A linearizable read: only a member in a quorum answers it.
+                    let r = tokio::time::timeout(HEARTBEAT, c.get(key.as_bytes(), None)).await;
+                    if matches!(r, Ok(Ok(_))) {
+                        current.store((first + i) % n, std::sync::atomic::Ordering::Relaxed);
+                        let ms = epoch.elapsed().as_millis() as u64;
+                        last_ok.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
+                }
+                let last = Duration::from_millis(last_ok.load(std::sync::atomic::Ordering::Relaxed));
+                let now_fenced = epoch.elapsed().saturating_sub(last) > FENCE;
+                if now_fenced != fenced {
+                    fenced = now_fenced;
+                    crate::metrics::store_available("etcd", !fenced);
+                    if fenced {
+                        tracing::error!(store = %name, "fenced: no etcd quorum for {}s; not answering DHCP or serving configs until one answers", FENCE.as_secs());
+                    } else {
+                        tracing::warn!(store = %name, "an etcd quorum answers again: serving");
+                    }
+                }
             }
         });
     }

@@ -234,9 +234,16 @@ impl Store {
         first
     }
 
-    /// Why the store stopped taking writes, if it did (`/readyz`).
+    /// Why the store stopped taking writes, if it did (`/readyz`): a latched
+    /// failure, or (etcd) no quorum within the fence time.
     pub fn failure(&self) -> Option<String> {
-        self.failure.borrow().clone()
+        self.failure.borrow().clone().or_else(|| self.fenced())
+    }
+
+    /// Why this daemon must not act on its view now (etcd: no quorum within
+    /// the fence time); None with redb, or while a quorum answers.
+    pub fn fenced(&self) -> Option<String> {
+        self.etcd.as_ref().and_then(|e| e.fenced())
     }
 
     /// A cheap end-to-end check for the watchdog: a read transaction and a
@@ -288,8 +295,14 @@ impl Store {
         }
     }
 
-    /// Fail fast once the store has failed.
+    /// Fail fast once the store has failed, or while it is fenced.
     fn alive(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.fenced() {
+            return Err(StoreError::Etcd {
+                store: self.path.display().to_string(),
+                message: why,
+            });
+        }
         match &*self.failure.borrow() {
             None => Ok(()),
             Some(first) => Err(StoreError::Failed {

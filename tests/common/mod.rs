@@ -381,6 +381,15 @@ impl Lab {
 /// `proxy_dhcp` port on loopback) from `ip`, as the machine `mac` does in
 /// proxy mode: kiln then knows `ip` is `mac`'s. Waits for kiln's ACK.
 pub fn dhcp_claim(proxy_port: u16, mac: &str, ip: std::net::Ipv4Addr) {
+    assert!(
+        dhcp_answered(proxy_port, mac, ip, Duration::from_secs(20)),
+        "kiln never answered {mac}'s proxyDHCP request from {ip}"
+    );
+}
+
+/// [`dhcp_claim`]'s request, resent until kiln answers or `within` passes:
+/// whether it answered.
+pub fn dhcp_answered(proxy_port: u16, mac: &str, ip: std::net::Ipv4Addr, within: Duration) -> bool {
     use dhcproto::v4::{Architecture, DhcpOption, MessageType};
     let mac: kiln::model::mac::Mac = mac.parse().unwrap();
     let sock = std::net::UdpSocket::bind((ip, 0)).unwrap();
@@ -393,16 +402,16 @@ pub fn dhcp_claim(proxy_port: u16, mac: &str, ip: std::net::Ipv4Addr) {
     ];
     let req = kiln::edge::dhcp::packet::build_request(mac, MessageType::Request, 0x4b11, opts);
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(20) {
+    while t0.elapsed() < within {
         sock.send_to(&req, ("127.0.0.1", proxy_port)).unwrap();
         let mut buf = [0u8; 1500];
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
             if kiln::edge::dhcp::packet::parse_reply(&buf[..n]).is_some() {
-                return;
+                return true;
             }
         }
     }
-    panic!("kiln never answered {mac}'s proxyDHCP request from {ip}");
+    false
 }
 
 /// Every machine of [`LOOPBACK_MACHINES`] does proxyDHCP from its address.

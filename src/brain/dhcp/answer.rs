@@ -21,6 +21,11 @@ impl Provisioner {
         port: Port,
         src: SocketAddr,
     ) -> (Decision, Option<Pending>) {
+        // Fenced (etcd out of reach): silent, so a daemon that still has a
+        // quorum answers instead (the heartbeat logs the change once).
+        if self.store.fenced().is_some() {
+            return (Decision::Ignore(Reason::Fenced), None);
+        }
         if let Some(ip) = used_address(req, port, src) {
             self.saw(req.mac, ip);
         }

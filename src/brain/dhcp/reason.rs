@@ -42,6 +42,9 @@ pub(crate) enum Reason {
     /// INFORM whose ciaddr is not in the subnet it came from.
     InformOutside(Ipv4Addr),
     Unhandled(MessageType),
+    /// The shared store is out of reach (etcd: no quorum): another daemon may
+    /// have changed what this one would answer from.
+    Fenced,
 }
 
 impl Reason {
@@ -62,6 +65,7 @@ impl Reason {
             Reason::DeclineNotGiven(_) => "decline_not_given",
             Reason::InformOutside(_) => "inform_outside",
             Reason::Unhandled(_) => "unhandled",
+            Reason::Fenced => "store_fenced",
         }
     }
 
@@ -103,6 +107,7 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::Unhandled(t) => write!(f, "{t:?} is not handled"),
+            Reason::Fenced => f.write_str("fenced: the shared store has no quorum"),
         }
     }
 }
