@@ -17,31 +17,41 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 use super::StoreError;
 use crate::model::store::EtcdSettings;
 
 /// How long one etcd call may take before kiln calls etcd unreachable.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A daemon that has not reached an etcd quorum for this long is fenced: its
 /// store refuses reads and writes, DHCP goes unanswered, configs are
 /// refused, `/readyz` says why. A quorum read every HEARTBEAT keeps it open.
 pub(super) const FENCE: Duration = Duration::from_secs(5);
-const HEARTBEAT: Duration = Duration::from_secs(1);
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Read-modify-write attempts before a write is given up as contended.
 const TRIES: usize = 32;
 
 /// One key as the replica holds it.
 #[derive(Debug, Clone)]
-struct Held {
+pub(super) struct Held {
     value: Vec<u8>,
     /// etcd's mod revision of this value.
-    rev: i64,
+    pub(super) rev: i64,
 }
+
+impl Held {
+    pub(super) fn of(kv: &etcd_client::KeyValue) -> Held {
+        Held {
+            value: kv.value().to_vec(),
+            rev: kv.mod_revision(),
+        }
+    }
+}
+
+/// The replica: every key under the prefix (without it), as last seen.
+pub(super) type Replica = RwLock<BTreeMap<String, Held>>;
 
 /// A write to make: the key (without the prefix) and its new value (None deletes).
 pub(super) type Put = (String, Option<Vec<u8>>);
@@ -50,20 +60,20 @@ pub(super) type Put = (String, Option<Vec<u8>>);
 pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> (Option<Vec<u8>>, i64);
 
 pub(super) struct Etcd {
-    prefix: String,
+    pub(super) prefix: String,
     /// One client per endpoint: a call that fails on one goes to the next.
-    clients: Vec<Client>,
-    current: Arc<std::sync::atomic::AtomicUsize>,
+    pub(super) clients: Vec<Client>,
+    pub(super) current: Arc<std::sync::atomic::AtomicUsize>,
     /// The runtime etcd's client and watch run on (kiln's callers are sync).
-    handle: tokio::runtime::Handle,
-    replica: Arc<RwLock<BTreeMap<String, Held>>>,
+    pub(super) handle: tokio::runtime::Handle,
+    pub(super) replica: Arc<Replica>,
     /// Stops the runtime thread when the store goes.
     _stop: tokio::sync::oneshot::Sender<()>,
     /// Names the store in errors: the endpoints and prefix.
     pub(super) name: String,
     /// When a quorum last answered (ms on a monotonic clock since `epoch`).
-    last_ok: Arc<std::sync::atomic::AtomicU64>,
-    epoch: std::time::Instant,
+    pub(super) last_ok: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) epoch: std::time::Instant,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -111,7 +121,7 @@ impl Etcd {
         for ep in &s.endpoints {
             let (settings, ep) = (s.clone(), ep.clone());
             clients.push(call(&handle, &name, async move {
-                connect(&settings, &ep).await
+                super::etcd_follow::connect(&settings, &ep).await
             })?);
         }
         if clients.is_empty() {
@@ -177,74 +187,7 @@ impl Etcd {
                     .await
             }
         })?;
-        let mut r = self.replica.write().unwrap_or_else(|e| e.into_inner());
-        r.clear();
-        for kv in resp.kvs() {
-            let Some(k) = kv.key().strip_prefix(self.prefix.as_bytes()) else {
-                continue;
-            };
-            r.insert(
-                String::from_utf8_lossy(k).into_owned(),
-                Held {
-                    value: kv.value().to_vec(),
-                    rev: kv.mod_revision(),
-                },
-            );
-        }
-        Ok(resp.header().map_or(0, |h| h.revision()))
-    }
-
-    /// Follow the prefix from `rev` on: other daemons' writes reach the
-    /// replica. A watch that breaks is opened again from where it stopped.
-    fn follow(&self, rev: i64) {
-        let (clients, current, prefix, replica, name) = (
-            self.clients.clone(),
-            self.current.clone(),
-            self.prefix.clone(),
-            self.replica.clone(),
-            self.name.clone(),
-        );
-        self.handle.spawn(async move {
-            let mut next = rev + 1;
-            loop {
-                // The endpoint calls last succeeded on (a dead one is left by them).
-                let at = current.load(std::sync::atomic::Ordering::Relaxed) % clients.len();
-                let client = clients[at].clone();
-                let mut c = client.clone();
-                let opts = WatchOptions::new().with_prefix().with_start_revision(next);
-                match c.watch(prefix.as_bytes(), Some(opts)).await {
-                    Ok(mut stream) => loop {
-                        match stream.message().await {
-                            Ok(Some(m)) => {
-                                if m.canceled() || m.compact_revision() > 0 {
-                                    tracing::warn!(store = %name, "etcd watch cancelled ({}); reloading", m.cancel_reason());
-                                    if let Some(r) = reload(&client, &prefix, &replica).await {
-                                        next = r + 1;
-                                    }
-                                    break;
-                                }
-                                for ev in m.events() {
-                                    if let Some(kv) = ev.kv() {
-                                        next = next.max(kv.mod_revision() + 1);
-                                        apply_event(&replica, &prefix, ev.event_type(), kv);
-                                    }
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!(store = %name, "etcd watch: {e}");
-                                break;
-                            }
-                        }
-                    },
-                    Err(e) => {
-                        tracing::warn!(store = %name, "etcd watch: {e}");
-                        current.store(at + 1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
+        Ok(super::etcd_follow::fill(&self.replica, &self.prefix, &resp))
     }
 
     fn quorum_answered(&self) {
@@ -267,50 +210,6 @@ impl Etcd {
                 FENCE.as_secs()
             )
         })
-    }
-
-    /// A quorum read every HEARTBEAT, on a thread of its own (it blocks on
-    /// etcd's answer); logs and counts each change between fenced and not.
-    fn heartbeat(&self) {
-        let key = self.full("health/checked");
-        let (clients, current, last_ok, epoch, name) = (
-            self.clients.clone(),
-            self.current.clone(),
-            self.last_ok.clone(),
-            self.epoch,
-            self.name.clone(),
-        );
-        self.handle.spawn(async move {
-            let mut fenced = false;
-            crate::metrics::store_available("etcd", true);
-            loop {
-                tokio::time::sleep(HEARTBEAT).await;
-                let n = clients.len();
-                let first = current.load(std::sync::atomic::Ordering::Relaxed);
-                for i in 0..n {
-                    let mut c = clients[(first + i) % n].clone();
-                    // A linearizable read: only a member in a quorum answers it.
-                    let r = tokio::time::timeout(HEARTBEAT, c.get(key.as_bytes(), None)).await;
-                    if matches!(r, Ok(Ok(_))) {
-                        current.store((first + i) % n, std::sync::atomic::Ordering::Relaxed);
-                        let ms = epoch.elapsed().as_millis() as u64;
-                        last_ok.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
-                        break;
-                    }
-                }
-                let last = Duration::from_millis(last_ok.load(std::sync::atomic::Ordering::Relaxed));
-                let now_fenced = epoch.elapsed().saturating_sub(last) > FENCE;
-                if now_fenced != fenced {
-                    fenced = now_fenced;
-                    crate::metrics::store_available("etcd", !fenced);
-                    if fenced {
-                        tracing::error!(store = %name, "fenced: no etcd quorum for {}s; not answering DHCP or serving configs until one answers", FENCE.as_secs());
-                    } else {
-                        tracing::warn!(store = %name, "an etcd quorum answers again: serving");
-                    }
-                }
-            }
-        });
     }
 
     /// The replica's value of `key` (without the prefix).
@@ -387,13 +286,7 @@ impl Etcd {
                     continue;
                 };
                 match g.kvs().first() {
-                    Some(kv) => r.insert(
-                        (*k).clone(),
-                        Held {
-                            value: kv.value().to_vec(),
-                            rev: kv.mod_revision(),
-                        },
-                    ),
+                    Some(kv) => r.insert((*k).clone(), Held::of(kv)),
                     None => r.remove(*k),
                 };
             }
@@ -439,13 +332,7 @@ impl Etcd {
                 continue;
             };
             match g.kvs().first() {
-                Some(kv) => r.insert(
-                    k.clone(),
-                    Held {
-                        value: kv.value().to_vec(),
-                        rev: kv.mod_revision(),
-                    },
-                ),
+                Some(kv) => r.insert(k.clone(), Held::of(kv)),
                 None => r.remove(k),
             };
         }
@@ -485,7 +372,7 @@ impl Etcd {
         Ok(())
     }
 
-    fn full(&self, key: &str) -> String {
+    pub(super) fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 }
@@ -519,100 +406,5 @@ fn call<T: Send + 'static>(
         Ok(Ok(Err(e))) => Err(err(e.to_string())),
         Ok(Err(_)) => Err(err(format!("no answer within {CALL_TIMEOUT:?}"))),
         Err(_) => Err(err("its runtime stopped".into())),
-    }
-}
-
-/// A client for one endpoint (connected lazily: a dead member is no error yet).
-async fn connect(s: &EtcdSettings, endpoint: &str) -> Result<Client, etcd_client::Error> {
-    let mut opts = ConnectOptions::new()
-        .with_connect_timeout(CALL_TIMEOUT)
-        .with_timeout(CALL_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    if let Some(t) = &s.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p)
-                .map_err(|e| etcd_client::Error::InvalidArgs(format!("{}: {e}", p.display())))
-        };
-        let mut tls = etcd_client::TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca)?));
-        if let (Some(c), Some(k)) = (&t.cert, &t.key) {
-            tls = tls.identity(etcd_client::Identity::from_pem(read(c)?, read(k)?));
-        }
-        opts = opts.with_tls(tls);
-    }
-    if let Some(path) = endpoint.strip_prefix("unix://") {
-        return unix(path, opts).await;
-    }
-    Client::connect([endpoint], Some(opts)).await
-}
-
-/// A client over a Unix socket (`unix:///path`), for an etcd on this host.
-async fn unix(path: &str, opts: ConnectOptions) -> Result<Client, etcd_client::Error> {
-    let path = path.to_string();
-    let channel = tonic::transport::Endpoint::try_from("http://etcd.unix")?
-        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }));
-    Client::from_channel(etcd_client::Channel::Tonic(channel), Some(opts)).await
-}
-
-async fn reload(
-    client: &Client,
-    prefix: &str,
-    replica: &RwLock<BTreeMap<String, Held>>,
-) -> Option<i64> {
-    let mut c = client.clone();
-    let resp = c
-        .get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
-        .await
-        .ok()?;
-    let mut r = replica.write().unwrap_or_else(|e| e.into_inner());
-    r.clear();
-    for kv in resp.kvs() {
-        if let Some(k) = kv.key().strip_prefix(prefix.as_bytes()) {
-            r.insert(
-                String::from_utf8_lossy(k).into_owned(),
-                Held {
-                    value: kv.value().to_vec(),
-                    rev: kv.mod_revision(),
-                },
-            );
-        }
-    }
-    resp.header().map(|h| h.revision())
-}
-
-fn apply_event(
-    replica: &RwLock<BTreeMap<String, Held>>,
-    prefix: &str,
-    t: EventType,
-    kv: &etcd_client::KeyValue,
-) {
-    let Some(k) = kv.key().strip_prefix(prefix.as_bytes()) else {
-        return;
-    };
-    let k = String::from_utf8_lossy(k).into_owned();
-    let mut r = replica.write().unwrap_or_else(|e| e.into_inner());
-    match t {
-        EventType::Put => {
-            if r.get(&k).is_none_or(|h| h.rev <= kv.mod_revision()) {
-                r.insert(
-                    k,
-                    Held {
-                        value: kv.value().to_vec(),
-                        rev: kv.mod_revision(),
-                    },
-                );
-            }
-        }
-        EventType::Delete => {
-            if r.get(&k).is_some_and(|h| h.rev < kv.mod_revision()) {
-                r.remove(&k);
-            }
-        }
     }
 }

@@ -7,6 +7,7 @@
 pub mod adoption;
 pub mod clusters;
 mod etcd;
+mod etcd_follow;
 mod group;
 pub mod leases;
 pub mod machines;
