@@ -24,6 +24,7 @@ fn settings(c: &common::etcd::Cluster, prefix: &str) -> EtcdSettings {
         endpoints: (0..c.members.len()).map(|i| c.client_url(i)).collect(),
         prefix: prefix.into(),
         tls: None,
+        daemon: "test".into(),
     }
 }
 
@@ -493,4 +494,79 @@ fn a_daemon_without_an_etcd_quorum_stops_answering() {
     assert!(!script.contains("talos.config"), "{script}");
     k.stop();
     assert!(k.logs().contains("fenced: no etcd quorum"), "{}", k.logs());
+}
+
+/// Two daemons on one segment split the DHCP clients (RFC 3074 hash of the
+/// MAC, as Kea's load balancing): each client gets one answer. When one
+/// daemon is killed (-9), the other answers its clients once the dead one's
+/// liveness key runs out (3 s), and a clean stop hands them over at once.
+#[test]
+fn two_daemons_split_the_clients_and_one_takes_over() {
+    if common::etcd::skip() {
+        return;
+    }
+    let (_d, c) = cluster();
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"{}\"", c.client_url(i))).collect();
+    use common::LoPorts;
+    let lab = |name: &str| {
+        let yaml = format!(
+            "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nunknown_machines: boot\ndefault_profile: worker\nstore:\n  backend: etcd\n  endpoints: [{}]\n  daemon: {name}\n",
+            common::Ports::any().lo_yaml(),
+            endpoints.join(", ")
+        );
+        let l = common::Lab::new(&yaml, "machines: []\n");
+        l.ipxe_stubs();
+        l
+    };
+    let (la, lb) = (lab("kiln-a"), lab("kiln-b"));
+    let a = common::Kiln::start(&la.config(), None);
+    let mut b = common::Kiln::start(&lb.config(), None);
+    let macs: Vec<String> = (0..32).map(|i| format!("52:54:00:bb:00:{i:02x}")).collect();
+    let quick = Duration::from_millis(400);
+    let from = common::lo_ip(3);
+    let answers =
+        |k: &common::Kiln, mac: &str| common::dhcp_answered(k.ports.proxy_dhcp, mac, from, quick);
+    // Until each daemon sees the other's liveness key, both answer everyone.
+    eventually("each daemon sees the other", || {
+        macs.iter().any(|m| !answers(&a, m)) && macs.iter().any(|m| !answers(&b, m))
+    });
+    let mut of_a = Vec::new();
+    for m in &macs {
+        let (x, y) = (answers(&a, m), answers(&b, m));
+        assert!(x != y, "{m}: answered by a: {x}, by b: {y}");
+        if x {
+            of_a.push(m.clone());
+        }
+    }
+    assert!(
+        !of_a.is_empty() && of_a.len() < macs.len(),
+        "{} of {} to a",
+        of_a.len(),
+        macs.len()
+    );
+    // a dies outright: b takes a's clients when a's liveness key expires.
+    a.signal(9);
+    let t0 = Instant::now();
+    while !answers(&b, &of_a[0]) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "b never took over");
+    }
+    let takeover = t0.elapsed();
+    eprintln!("takeover after kill -9: {takeover:?}");
+    for m in &of_a {
+        assert!(answers(&b, m), "{m} unanswered after the takeover");
+    }
+    // a comes back: the split returns; b stopping cleanly hands over at once.
+    let mut a = common::Kiln::start(&la.config(), None);
+    eventually("a takes its share back", || !answers(&b, &of_a[0]));
+    let of_b: Vec<&String> = macs.iter().filter(|m| !of_a.contains(m)).collect();
+    b.stop();
+    let t0 = Instant::now();
+    while !answers(&a, of_b[0]) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "a never took over from a clean stop"
+        );
+    }
+    eprintln!("takeover after a clean stop: {:?}", t0.elapsed());
+    a.stop();
 }

@@ -76,6 +76,13 @@ pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    // Peers on a shared store take this daemon's DHCP clients from now on.
+    crate::store::blocking(move || {
+        store.leave();
+        Ok::<(), crate::store::StoreError>(())
+    })
+    .await
+    .ok();
     running.stop_ra();
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         while running.tasks.join_next().await.is_some() {}

@@ -26,6 +26,8 @@ pub(super) struct StoreWire {
     pub(super) prefix: Option<String>,
     #[serde(default)]
     pub(super) tls: Option<EtcdTls>,
+    #[serde(default)]
+    pub(super) daemon: Option<String>,
 }
 
 /// Client TLS to etcd: its CA, and a client certificate if etcd asks for one.
@@ -46,6 +48,9 @@ pub struct EtcdSettings {
     /// Every key kiln writes starts with it (default `/kiln`).
     pub prefix: String,
     pub tls: Option<EtcdTls>,
+    /// This daemon's name among those sharing the prefix (default: the
+    /// host's name): DHCP clients are split among the names alive.
+    pub daemon: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,12 +111,36 @@ impl StoreWire {
                         return Err(("store.tls", "cert and key go together".into()));
                     }
                 }
+                let daemon = match &self.daemon {
+                    Some(d) => d.clone(),
+                    None => host_name(),
+                };
+                if daemon.is_empty()
+                    || !daemon
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err((
+                        "store.daemon",
+                        format!("{daemon:?}: a daemon name is letters, digits, - _ and ."),
+                    ));
+                }
                 Ok(StoreSettings::Etcd(EtcdSettings {
                     endpoints: self.endpoints.clone(),
                     prefix,
                     tls,
+                    daemon,
                 }))
             }
         }
     }
+}
+
+/// The host's name (`/proc/sys/kernel/hostname`), or `kiln`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kiln".into())
 }

@@ -74,6 +74,34 @@ pub(super) struct Etcd {
     /// When a quorum last answered (ms on a monotonic clock since `epoch`).
     pub(super) last_ok: Arc<std::sync::atomic::AtomicU64>,
     pub(super) epoch: std::time::Instant,
+    /// This daemon's name, and the etcd lease its liveness key is under.
+    pub(super) daemon: String,
+    pub(super) lease: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Etcd {
+    /// Give up the liveness key at once (the peers take over this daemon's
+    /// clients now, not when the lease runs out).
+    pub(super) fn leave(&self) {
+        // -1: left; the keep-alive task stops and grants no new lease.
+        let id = self.lease.swap(-1, std::sync::atomic::Ordering::Relaxed);
+        if id > 0 {
+            let mut c = self.clients
+                [self.current.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len()]
+            .clone();
+            let _ = call(
+                &self.handle,
+                &self.name,
+                async move { c.lease_revoke(id).await },
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for Etcd {
@@ -138,10 +166,13 @@ impl Etcd {
             name,
             last_ok: Default::default(),
             epoch: std::time::Instant::now(),
+            daemon: s.daemon.clone(),
+            lease: Default::default(),
         };
         let rev = e.load()?;
         e.follow(rev);
         e.heartbeat();
+        e.stay_alive();
         Ok(e)
     }
 
@@ -210,6 +241,16 @@ impl Etcd {
                 FENCE.as_secs()
             )
         })
+    }
+
+    /// The daemons alive on this prefix (their liveness keys), this one
+    /// included, sorted.
+    pub(super) fn peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.list("daemons").into_iter().map(|(k, _)| k).collect();
+        v.push(self.daemon.clone());
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// The replica's value of `key` (without the prefix).

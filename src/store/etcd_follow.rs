@@ -12,7 +12,67 @@ use crate::model::store::EtcdSettings;
 /// How long connecting to one endpoint, or one call, may take.
 const CALL_TIMEOUT: Duration = super::etcd::CALL_TIMEOUT;
 
+/// A daemon's liveness key lives this long without a keep-alive: a daemon
+/// killed outright is taken over by its peers within it.
+pub(super) const LIVENESS_TTL: i64 = 3;
+
 impl Etcd {
+    /// Hold `daemons/<name>` under an etcd lease kept alive from here; a
+    /// lost lease is granted again and the key written again.
+    pub(super) fn stay_alive(&self) {
+        let (clients, current, key, lease, name) = (
+            self.clients.clone(),
+            self.current.clone(),
+            self.full(&format!("daemons/{}", self.daemon)),
+            self.lease.clone(),
+            self.name.clone(),
+        );
+        self.handle.spawn(async move {
+            use std::sync::atomic::Ordering;
+            while lease.load(Ordering::Relaxed) >= 0 {
+                let at = current.load(Ordering::Relaxed) % clients.len();
+                let mut c = clients[at].clone();
+                let r: Result<(), etcd_client::Error> = async {
+                    let id = c.lease_grant(LIVENESS_TTL, None).await?.id();
+                    let opts = etcd_client::PutOptions::new().with_lease(id);
+                    c.put(key.as_bytes(), "", Some(opts)).await?;
+                    // Not if the daemon left meanwhile: give the new lease up.
+                    if lease
+                        .compare_exchange(
+                            lease.load(Ordering::Relaxed).max(0),
+                            id,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_err()
+                    {
+                        let _ = c.lease_revoke(id).await;
+                        return Ok(());
+                    }
+                    let (mut keeper, mut answers) = c.lease_keep_alive(id).await?;
+                    loop {
+                        keeper.keep_alive().await?;
+                        match answers.message().await? {
+                            Some(a) if a.ttl() > 0 => {}
+                            // Expired (a long pause): grant a new one.
+                            _ => return Ok(()),
+                        }
+                        tokio::time::sleep(Duration::from_millis(LIVENESS_TTL as u64 * 1000 / 3))
+                            .await;
+                    }
+                }
+                .await;
+                if let Err(e) = r {
+                    if lease.load(Ordering::Relaxed) >= 0 {
+                        tracing::warn!(store = %name, "liveness key: {e}");
+                    }
+                    current.store(at + 1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+    }
+
     /// Follow the prefix from `rev` on: other daemons' writes reach the
     /// replica. A watch that breaks is opened again from where it stopped.
     pub(super) fn follow(&self, rev: i64) {

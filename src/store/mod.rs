@@ -241,6 +241,20 @@ impl Store {
         self.failure.borrow().clone().or_else(|| self.fenced())
     }
 
+    /// With etcd: the daemons alive on the prefix (sorted) and this one's
+    /// name, for splitting DHCP clients among them; None with redb.
+    pub fn peers(&self) -> Option<(Vec<String>, String)> {
+        self.etcd.as_ref().map(|e| (e.peers(), e.daemon.clone()))
+    }
+
+    /// A clean stop: give up this daemon's liveness key (etcd) so its peers
+    /// take its clients at once; nothing with redb.
+    pub fn leave(&self) {
+        if let Some(e) = &self.etcd {
+            e.leave();
+        }
+    }
+
     /// Why this daemon must not act on its view now (etcd: no quorum within
     /// the fence time); None with redb, or while a quorum answers.
     pub fn fenced(&self) -> Option<String> {

@@ -26,6 +26,14 @@ impl Provisioner {
         if self.store.fenced().is_some() {
             return (Decision::Ignore(Reason::Fenced), None);
         }
+        if let Some((live, me)) = self.store.peers() {
+            match super::share::answerer(&req.mac, &live) {
+                Some(a) if a != me => {
+                    return (Decision::Ignore(Reason::PeerAnswers(a.to_string())), None)
+                }
+                _ => {}
+            }
+        }
         if let Some(ip) = used_address(req, port, src) {
             self.saw(req.mac, ip);
         }

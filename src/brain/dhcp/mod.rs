@@ -7,3 +7,4 @@ pub(crate) mod msg;
 pub(crate) mod policy;
 pub(crate) mod pool;
 pub(crate) mod reason;
+pub(crate) mod share;

@@ -45,6 +45,8 @@ pub(crate) enum Reason {
     /// The shared store is out of reach (etcd: no quorum): another daemon may
     /// have changed what this one would answer from.
     Fenced,
+    /// Another daemon alive on the shared store answers this client (RFC 3074).
+    PeerAnswers(String),
 }
 
 impl Reason {
@@ -66,6 +68,7 @@ impl Reason {
             Reason::InformOutside(_) => "inform_outside",
             Reason::Unhandled(_) => "unhandled",
             Reason::Fenced => "store_fenced",
+            Reason::PeerAnswers(_) => "peer_answers",
         }
     }
 
@@ -108,6 +111,7 @@ impl fmt::Display for Reason {
             }
             Reason::Unhandled(t) => write!(f, "{t:?} is not handled"),
             Reason::Fenced => f.write_str("fenced: the shared store has no quorum"),
+            Reason::PeerAnswers(p) => write!(f, "daemon {p} answers this client (RFC 3074 split)"),
         }
     }
 }
