@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 
-use super::etcd::{Etcd, Held, Replica, FENCE, HEARTBEAT};
+use super::etcd::{Etcd, Held, Replica, CALL_TIMEOUT, FENCE, HEARTBEAT};
 use crate::model::store::EtcdSettings;
-
-/// How long connecting to one endpoint, or one call, may take.
-const CALL_TIMEOUT: Duration = super::etcd::CALL_TIMEOUT;
 
 /// A daemon's liveness key lives this long without a keep-alive: a daemon
 /// killed outright is taken over by its peers within it.

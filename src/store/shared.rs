@@ -55,18 +55,17 @@ impl Store {
         for attempt in 0..4 {
             // Decide on one view of the replica and write only if none of what
             // was looked at changed since (another daemon's bind included).
-            let expect = match e.view(|get| self.etcd_leases_allowed(get, chunk, &written)) {
-                Ok(x) => x,
-                // Refused on this daemon's view: check it against etcd itself
-                // (the replica may not have seen another daemon's release yet).
-                Err(StoreError::Conflict(_)) if attempt == 0 => {
-                    let keys: Vec<String> =
-                        e.view(|get| self.lease_keys_looked_at(get, chunk, &written));
-                    e.fresh(&keys)?;
-                    e.view(|get| self.etcd_leases_allowed(get, chunk, &written))?
-                }
-                Err(x) => return Err(x),
-            };
+            let (mut expect, mut verdict) =
+                e.view(|get| self.etcd_leases_allowed(get, chunk, &written));
+            // Refused on this daemon's view: read the keys it looked at from
+            // etcd itself (the replica may not have seen another daemon's
+            // release yet), then decide again.
+            if attempt == 0 && matches!(verdict, Err(StoreError::Conflict(_))) {
+                let keys: Vec<String> = expect.into_iter().map(|(k, _)| k).collect();
+                e.fresh(&keys)?;
+                (expect, verdict) = e.view(|get| self.etcd_leases_allowed(get, chunk, &written));
+            }
+            verdict?;
             if e.swap(&expect, &puts)? {
                 return Ok(());
             }
@@ -78,35 +77,16 @@ impl Store {
         )))
     }
 
-    /// Every key a check of `chunk` looks at (for a fresh read of them).
-    fn lease_keys_looked_at(
-        &self,
-        get: Lookup<'_>,
-        chunk: &[LeaseChange],
-        written: &[String],
-    ) -> Vec<String> {
-        let mut keys: Vec<String> = written.to_vec();
-        for c in chunk {
-            if let LeaseChange::Bind(l) = c {
-                if let (Some(ip), _) = get(&format!("lease_macs/{}", l.mac)) {
-                    keys.push(format!("leases/{}", String::from_utf8_lossy(&ip)));
-                }
-            }
-        }
-        keys.sort();
-        keys.dedup();
-        keys
-    }
-
     /// A bind may not take an address another MAC holds (unexpired), nor give
     /// a MAC a second address while it holds one this batch does not free.
-    /// Returns every key looked at, with the revision seen.
+    /// Returns every key looked at, with the revision seen (also when it
+    /// refuses: those are the keys to read afresh), and the verdict.
     fn etcd_leases_allowed(
         &self,
         get: Lookup<'_>,
         chunk: &[LeaseChange],
         written: &[String],
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> (Vec<(String, i64)>, Result<(), StoreError>) {
         let now = super::unix_now();
         let mut seen: BTreeMap<String, i64> = BTreeMap::new();
         let mut look = |k: String| {
@@ -127,33 +107,38 @@ impl Store {
                 .ok()
                 .filter(|l| l.expires > now)
         };
-        for c in chunk {
-            let LeaseChange::Bind(l) = c else { continue };
-            if let Some(cur) = unexpired(look(format!("leases/{}", l.ip))) {
-                if cur.mac != l.mac && !freed(l.ip) {
-                    return Err(StoreError::Conflict(format!(
-                        "{} is bound to {} (by another daemon) until {}",
-                        l.ip, cur.mac, cur.expires
-                    )));
+        let verdict = (|| {
+            for c in chunk {
+                let LeaseChange::Bind(l) = c else { continue };
+                if let Some(cur) = unexpired(look(format!("leases/{}", l.ip))) {
+                    if cur.mac != l.mac && !freed(l.ip) {
+                        return Err(StoreError::Conflict(format!(
+                            "{} is bound to {} (by another daemon) until {}",
+                            l.ip, cur.mac, cur.expires
+                        )));
+                    }
+                }
+                let Some(ip) = look(format!("lease_macs/{}", l.mac)) else {
+                    continue;
+                };
+                let ip = String::from_utf8_lossy(&ip).into_owned();
+                if ip == l.ip.to_string() {
+                    continue;
+                }
+                if let Some(cur) =
+                    unexpired(look(format!("leases/{ip}"))).filter(|c| c.mac == l.mac)
+                {
+                    if !freed(cur.ip) {
+                        return Err(StoreError::Conflict(format!(
+                            "{} already holds {} (bound by another daemon)",
+                            l.mac, cur.ip
+                        )));
+                    }
                 }
             }
-            let Some(ip) = look(format!("lease_macs/{}", l.mac)) else {
-                continue;
-            };
-            let ip = String::from_utf8_lossy(&ip).into_owned();
-            if ip == l.ip.to_string() {
-                continue;
-            }
-            if let Some(cur) = unexpired(look(format!("leases/{ip}"))).filter(|c| c.mac == l.mac) {
-                if !freed(cur.ip) {
-                    return Err(StoreError::Conflict(format!(
-                        "{} already holds {} (bound by another daemon)",
-                        l.mac, cur.ip
-                    )));
-                }
-            }
-        }
-        Ok(seen.into_iter().collect())
+            Ok(())
+        })();
+        (seen.into_iter().collect(), verdict)
     }
 
     /// Record `token` as `t.mac`'s one live boot token (voiding its last).
