@@ -71,19 +71,11 @@ impl Source {
     /// The next block's payload; shorter than `size` only at the end.
     pub(super) async fn block(&mut self, size: usize) -> std::io::Result<Vec<u8>> {
         if let (From::Shared { data, at }, Mode::Octet) = (&mut self.from, self.mode) {
-            let end = (*at + size).min(data.len());
-            let out = data[*at..end].to_vec();
-            *at = end;
-            return Ok(out);
+            return Ok(take(data, at, size));
         }
         while self.pending.len() < size && !self.eof {
             let chunk = match &mut self.from {
-                From::Shared { data, at } => {
-                    let end = (*at + size).min(data.len());
-                    let c = data[*at..end].to_vec();
-                    *at = end;
-                    c
-                }
+                From::Shared { data, at } => take(data, at, size),
                 From::Stream(f) => {
                     let mut raw = vec![0u8; size];
                     let n = f.read(&mut raw).await?;
@@ -102,6 +94,14 @@ impl Source {
         let take = size.min(self.pending.len());
         Ok(self.pending.drain(..take).collect())
     }
+}
+
+/// The next `size` bytes of a shared file from `at` (fewer at its end).
+fn take(data: &[u8], at: &mut usize, size: usize) -> Vec<u8> {
+    let end = (*at + size).min(data.len());
+    let out = data[*at..end].to_vec();
+    *at = end;
+    out
 }
 
 /// `path`'s contents from the cache, or read now (from the open `f`) and kept.
