@@ -72,7 +72,7 @@ if [ "$KILL" = 1 ]; then
   killer=$!
 fi
 set +e
-ip netns exec $NS_C "$STORM" --iface ks1 --server 10.95.0.1 --machines "$N" --ramp "$RAMP" --churn "${CHURN:-0}" --out "$work/storm.json"
+ip netns exec $NS_C "$STORM" --iface ks1 --machines "$N" --ramp "$RAMP" --churn "${CHURN:-0}" --out "$work/storm.json"
 rc=$?
 set -e
 [ -n "$killer" ] && wait "$killer"

@@ -49,7 +49,7 @@ pub struct Provisioner {
     inventory: RwLock<Arc<Inventory>>,
     pub store: Store,
     /// Full-mode address pool, rebuilt from the store on start.
-    pool: Mutex<Pool>,
+    pool: Arc<Mutex<Pool>>,
     /// The pool's durable changes, submitted under its lock (decision order).
     leases: crate::store::leases::LeaseWriter,
     /// Each cluster's secrets.
@@ -133,10 +133,21 @@ impl Provisioner {
             }
         }
         let cfg_state_dir = cfg.state_dir.clone();
+        let pool = Arc::new(Mutex::new(pool));
+        if matches!(cfg.dhcp, crate::model::config::DhcpMode::Full(_)) {
+            // With peers on a shared store, what they hand out is held here too.
+            let learner = pool.clone();
+            store.leases().follow(move |l| {
+                learner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .learn(&l, now());
+            });
+        }
         Ok(Provisioner {
             cfg,
             inventory: RwLock::new(Arc::new(inventory)),
-            pool: Mutex::new(pool),
+            pool,
             leases: crate::store::leases::LeaseWriter::start(store.clone())
                 .map_err(|e| StoreError::Interrupted(format!("starting the lease writer: {e}")))?,
             store,

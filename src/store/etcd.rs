@@ -56,6 +56,10 @@ pub(super) type Replica = RwLock<BTreeMap<String, Held>>;
 /// A write to make: the key (without the prefix) and its new value (None deletes).
 pub(super) type Put = (String, Option<Vec<u8>>);
 
+/// Told of every key a watch event puts (key without the prefix, value):
+/// other daemons' writes, and this daemon's own as they come back.
+pub(super) type Listener = Box<dyn Fn(&str, &[u8]) + Send + Sync>;
+
 /// A lookup in one view of the replica: a key's value and mod revision (0: absent).
 pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> (Option<Vec<u8>>, i64);
 
@@ -77,6 +81,8 @@ pub(super) struct Etcd {
     /// This daemon's name, and the etcd lease its liveness key is under.
     pub(super) daemon: String,
     pub(super) lease: Arc<std::sync::atomic::AtomicI64>,
+    /// Who hears of watch events (the DHCP pool, of leases), set once.
+    pub(super) listener: Arc<std::sync::OnceLock<Listener>>,
 }
 
 impl Drop for Etcd {
@@ -168,6 +174,7 @@ impl Etcd {
             epoch: std::time::Instant::now(),
             daemon: s.daemon.clone(),
             lease: Default::default(),
+            listener: Default::default(),
         };
         let rev = e.load()?;
         e.follow(rev);
@@ -228,6 +235,12 @@ impl Etcd {
     }
 
     /// Why this daemon is fenced, if it is: no etcd quorum answered for FENCE.
+    /// Hear of every put a watch event brings from now on (once: a second
+    /// listener is refused with false).
+    pub(super) fn listen(&self, l: Listener) -> bool {
+        self.listener.set(l).is_ok()
+    }
+
     pub(super) fn fenced(&self) -> Option<String> {
         let last = self.last_ok.load(std::sync::atomic::Ordering::Relaxed);
         let since = self

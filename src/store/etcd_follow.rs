@@ -73,12 +73,13 @@ impl Etcd {
     /// Follow the prefix from `rev` on: other daemons' writes reach the
     /// replica. A watch that breaks is opened again from where it stopped.
     pub(super) fn follow(&self, rev: i64) {
-        let (clients, current, prefix, replica, name) = (
+        let (clients, current, prefix, replica, name, listener) = (
             self.clients.clone(),
             self.current.clone(),
             self.prefix.clone(),
             self.replica.clone(),
             self.name.clone(),
+            self.listener.clone(),
         );
         self.handle.spawn(async move {
             let mut next = rev + 1;
@@ -102,7 +103,11 @@ impl Etcd {
                                 for ev in m.events() {
                                     if let Some(kv) = ev.kv() {
                                         next = next.max(kv.mod_revision() + 1);
-                                        apply_event(&replica, &prefix, ev.event_type(), kv);
+                                        // Told only when it is the newest value
+                                        // known (not an own write come back late).
+                                        if apply_event(&replica, &prefix, ev.event_type(), kv) {
+                                            tell(listener.get(), &prefix, ev.event_type(), kv);
+                                        }
                                     }
                                 }
                             }
@@ -232,23 +237,38 @@ pub(super) fn fill(replica: &Replica, prefix: &str, resp: &etcd_client::GetRespo
     resp.header().map_or(0, |h| h.revision())
 }
 
-/// One watch event into the replica (never over a newer value).
-fn apply_event(replica: &Replica, prefix: &str, t: EventType, kv: &etcd_client::KeyValue) {
-    let Some(k) = kv.key().strip_prefix(prefix.as_bytes()) else {
+/// A put, to the listener (outside the replica's lock).
+fn tell(l: Option<&super::etcd::Listener>, prefix: &str, t: EventType, kv: &etcd_client::KeyValue) {
+    let (Some(l), EventType::Put) = (l, t) else {
         return;
+    };
+    if let Some(k) = kv.key().strip_prefix(prefix.as_bytes()) {
+        l(&String::from_utf8_lossy(k), kv.value());
+    }
+}
+
+/// One watch event into the replica (never over a newer value); true when
+/// the replica holds it now (it was not older than what was there).
+fn apply_event(replica: &Replica, prefix: &str, t: EventType, kv: &etcd_client::KeyValue) -> bool {
+    let Some(k) = kv.key().strip_prefix(prefix.as_bytes()) else {
+        return false;
     };
     let k = String::from_utf8_lossy(k).into_owned();
     let mut r = replica.write().unwrap_or_else(|e| e.into_inner());
     match t {
         EventType::Put => {
-            if r.get(&k).is_none_or(|h| h.rev <= kv.mod_revision()) {
+            let current = r.get(&k).is_none_or(|h| h.rev <= kv.mod_revision());
+            if current {
                 r.insert(k, Held::of(kv));
             }
+            current
         }
         EventType::Delete => {
-            if r.get(&k).is_some_and(|h| h.rev < kv.mod_revision()) {
+            let current = r.get(&k).is_none_or(|h| h.rev < kv.mod_revision());
+            if current {
                 r.remove(&k);
             }
+            current
         }
     }
 }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use std::sync::Arc;
+
 use super::{Store, StoreError};
 use crate::model::mac::Mac;
 
@@ -94,6 +96,31 @@ impl Leases<'_> {
         }
         Ok(out)
     }
+
+    /// With etcd: `f` hears of every lease a watch event brings (other
+    /// daemons' binds, and this daemon's own coming back), so a pool can
+    /// learn what its peers handed out. An unreadable record is logged and
+    /// skipped (the bind that wrote it is refused by no one but its reader).
+    /// False: the redb store (one daemon, nothing to learn) or a listener
+    /// set before.
+    pub fn follow(&self, f: impl Fn(Lease) + Send + Sync + 'static) -> bool {
+        let Some(e) = &self.0.etcd else {
+            return false;
+        };
+        let name = e.name.clone();
+        e.listen(Box::new(move |key, value| {
+            let Some(ip) = key.strip_prefix("leases/") else {
+                return;
+            };
+            match serde_json::from_slice::<Lease>(value) {
+                Ok(l) if l.ip.to_string() == ip => f(l),
+                Ok(l) => {
+                    tracing::warn!(store = %name, "lease record {ip} is for {}: skipped", l.ip)
+                }
+                Err(x) => tracing::warn!(store = %name, "lease record {ip} is unreadable: {x}"),
+            }
+        }))
+    }
 }
 
 /// Lease writes as the DHCP policy decided them: callers submit changes (in
@@ -142,7 +169,19 @@ impl LeaseWriter {
                     }
                     let changes: Vec<LeaseChange> =
                         batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
-                    let res = store.leases().apply(&changes).map_err(std::sync::Arc::new);
+                    let res = store.leases().apply(&changes);
+                    // With etcd a batch is several transactions, and a bind
+                    // another daemon got to first fails only its own: each
+                    // job is tried alone then (what was written already is
+                    // written again, unchanged), so one refusal does not
+                    // silence the rest.
+                    if matches!(res, Err(StoreError::Conflict(_))) && batch.len() > 1 {
+                        for (c, done) in batch {
+                            let _ = done.send(store.leases().apply(&c).map_err(Arc::new));
+                        }
+                        continue;
+                    }
+                    let res = res.map_err(Arc::new);
                     for (_, done) in batch {
                         let _ = done.send(res.clone());
                     }

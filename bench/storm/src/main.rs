@@ -14,6 +14,12 @@
 //! client's ARP probe would), and another P % take one and RELEASE it, before
 //! their boot.
 //!
+//! Each machine uses the server that answered its DHCP (its server
+//! identifier) for TFTP, HTTP and events, so one storm runs against several
+//! daemons sharing a store; with `--reboot-after S` a machine whose server
+//! stops answering mid-boot starts again from DHCP, as a PXE ROM that gives
+//! up reboots.
+//!
 //! Clients retry as real ones do (DHCP 1-4 s backoff, TFTP retransmits, HTTP
 //! and gRPC reconnects), so a storm survives a kiln restart. Per-step p50/p99,
 //! errors and each machine's final address are reported (JSON with --out).
@@ -36,9 +42,6 @@ struct Opts {
     /// Client-side interface (leased addresses are added to it).
     #[arg(long)]
     iface: String,
-    /// kiln's address.
-    #[arg(long)]
-    server: Ipv4Addr,
     #[arg(long, default_value_t = 1000)]
     machines: usize,
     /// Power-on spread: machine i starts at a random point in [0, ramp) s.
@@ -56,6 +59,13 @@ struct Opts {
     /// Percent of machines that DECLINE, and percent that RELEASE, a first lease.
     #[arg(long, default_value_t = 0)]
     churn: usize,
+    /// A machine whose boot stalls after DHCP (its server gone: kiln killed)
+    /// starts again from DHCP after this many seconds, as a PXE ROM that
+    /// gives up reboots; up to --reboots times. 0: never (a stall is an error).
+    #[arg(long, default_value_t = 0)]
+    reboot_after: u64,
+    #[arg(long, default_value_t = 3)]
+    reboots: usize,
     /// Per-machine results as JSON.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -75,7 +85,6 @@ type Waiters = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<v4::Message>>>>;
 struct Dhcp {
     sock: Arc<UdpSocket>,
     waiters: Waiters,
-    server: Ipv4Addr,
     /// Addresses a squatter answers on (declined once): declined again if handed out.
     squatted: Mutex<std::collections::HashSet<Ipv4Addr>>,
     /// Leases declined again because kiln handed out a squatted address.
@@ -83,7 +92,7 @@ struct Dhcp {
 }
 
 impl Dhcp {
-    fn new(iface: &str, server: Ipv4Addr) -> std::io::Result<Dhcp> {
+    fn new(iface: &str) -> std::io::Result<Dhcp> {
         let s = socket2::Socket::new(
             socket2::Domain::IPV4,
             socket2::Type::DGRAM,
@@ -111,7 +120,6 @@ impl Dhcp {
         Ok(Dhcp {
             sock,
             waiters,
-            server,
             squatted: Default::default(),
             redeclined: Default::default(),
         })
@@ -146,23 +154,24 @@ impl Dhcp {
         self.send(&pkt).await;
     }
 
-    /// DISCOVER/OFFER/REQUEST/ACK with retries: (address, boot file).
+    /// DISCOVER/OFFER/REQUEST/ACK with retries: (address, boot file, the
+    /// server that answered: its TFTP, HTTP and events are the ones to use).
     async fn dora(
         &self,
         mac: Mac,
         xid: u32,
         ipxe: bool,
         give_up: Duration,
-    ) -> Result<(Ipv4Addr, String), String> {
+    ) -> Result<(Ipv4Addr, String, Ipv4Addr), String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.waiters.lock().unwrap().insert(xid, tx);
         let mut r = self.dora_inner(mac, xid, ipxe, give_up, &mut rx).await;
         for _ in 0..5 {
             match &r {
-                Ok((ip, _)) if self.squatted.lock().unwrap().contains(ip) => {
+                Ok((ip, _, sid)) if self.squatted.lock().unwrap().contains(ip) => {
                     self.redeclined
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.give_back(mac, xid, *ip, self.server, true).await;
+                    self.give_back(mac, xid, *ip, *sid, true).await;
                     r = self.dora_inner(mac, xid, ipxe, give_up, &mut rx).await;
                 }
                 _ => break,
@@ -179,7 +188,7 @@ impl Dhcp {
         ipxe: bool,
         give_up: Duration,
         rx: &mut mpsc::UnboundedReceiver<v4::Message>,
-    ) -> Result<(Ipv4Addr, String), String> {
+    ) -> Result<(Ipv4Addr, String, Ipv4Addr), String> {
         let t0 = Instant::now();
         let opts = || {
             let mut o = vec![
@@ -225,7 +234,11 @@ impl Dhcp {
                                 })
                                 .unwrap_or_default(),
                         };
-                        return Ok((m.yiaddr(), file));
+                        let sid = match m.opts().get(OptionCode::ServerIdentifier) {
+                            Some(DhcpOption::ServerIdentifier(s)) => *s,
+                            _ => sid,
+                        };
+                        return Ok((m.yiaddr(), file, sid));
                     }
                     Some(m) if msg_type(&m) == Some(MessageType::Nak) => break,
                     _ => {}
@@ -419,6 +432,12 @@ struct Outcome {
     ip: Option<Ipv4Addr>,
     steps: Vec<Duration>,
     error: Option<String>,
+    /// Boots told to go to the local disk (installed before a reboot).
+    local_boots: usize,
+    /// The server that answered the last DHCP.
+    server: Option<Ipv4Addr>,
+    /// Boots started again from DHCP (`--reboot-after`), each with why.
+    reboots: Vec<String>,
 }
 
 async fn machine(
@@ -443,11 +462,11 @@ async fn machine(
     if decline || pct >= 100 - o.churn {
         let xid = 0x4000_0000 | i as u32;
         match dhcp.dora(mac, xid, false, give_up).await {
-            Ok((ip, _)) => {
+            Ok((ip, _, sid)) => {
                 if decline {
                     dhcp.squatted.lock().unwrap().insert(ip);
                 }
-                dhcp.give_back(mac, xid, ip, o.server, decline).await;
+                dhcp.give_back(mac, xid, ip, sid, decline).await;
                 // kiln handles datagrams concurrently: a RELEASE sent in the
                 // same instant as the next DISCOVER may be handled after it
                 // (a real client takes far longer between the two).
@@ -456,14 +475,47 @@ async fn machine(
             Err(e) => return fail(out, "churn", e),
         }
     }
+    // Boot, and boot again from DHCP when the server stops answering.
+    let stall = if o.reboot_after > 0 {
+        Duration::from_secs(o.reboot_after)
+    } else {
+        give_up
+    };
+    for attempt in 0..=o.reboots {
+        out.steps.clear();
+        match boot(i, &o, &dhcp, &added, mac, &mut out, give_up, stall).await {
+            Ok(()) => return out,
+            Err((k, e)) if k > 0 && o.reboot_after > 0 && attempt < o.reboots => {
+                out.reboots.push(format!("{}: {e}", STEPS[k]));
+            }
+            Err((k, e)) => return fail(out, STEPS[k], e),
+        }
+    }
+    out
+}
+
+/// One boot from DHCP on; Err: the step (index in STEPS) that failed, and why.
+/// Steps after DHCP give up after `stall`.
+#[allow(clippy::too_many_arguments)]
+async fn boot(
+    i: usize,
+    o: &Opts,
+    dhcp: &Dhcp,
+    added: &Mutex<std::collections::HashSet<Ipv4Addr>>,
+    mac: Mac,
+    out: &mut Outcome,
+    give_up: Duration,
+    stall: Duration,
+) -> Result<(), (usize, String)> {
     // 1. DHCP as the PXE ROM.
     let t = Instant::now();
-    let (ip, file) = match dhcp.dora(mac, 0x5000_0000 | i as u32, false, give_up).await {
+    let (ip, file, server) = match dhcp.dora(mac, 0x5000_0000 | i as u32, false, give_up).await {
         Ok(x) => x,
-        Err(e) => return fail(out, STEPS[0], e),
+        Err(e) => return Err((0, e)),
     };
     out.steps.push(t.elapsed());
     out.ip = Some(ip);
+    out.server = Some(server);
     let fresh = added.lock().unwrap().insert(ip);
     if fresh {
         let st = tokio::process::Command::new("ip")
@@ -471,38 +523,39 @@ async fn machine(
             .status()
             .await;
         if !st.as_ref().is_ok_and(|s| s.success()) {
-            return fail(out, "setup", format!("ip addr add {ip}: {st:?}"));
+            return Err((0, format!("setup: ip addr add {ip}: {st:?}")));
         }
     }
     // 2. TFTP the boot file.
     let t = Instant::now();
-    let server_tftp = SocketAddr::new(o.server.into(), o.tftp_port);
-    match tftp(ip, server_tftp, &file, give_up).await {
+    let server_tftp = SocketAddr::new(server.into(), o.tftp_port);
+    match tftp(ip, server_tftp, &file, stall).await {
         Ok(n) if n > 0 => {}
-        Ok(_) => return fail(out, STEPS[1], format!("{file}: empty")),
-        Err(e) => return fail(out, STEPS[1], format!("{file}: {e}")),
+        Ok(_) => return Err((1, format!("{file}: empty"))),
+        Err(e) => return Err((1, format!("{file}: {e}"))),
     }
     out.steps.push(t.elapsed());
     // 3. DHCP again, as iPXE.
     let t = Instant::now();
-    let (ip2, script_url) = match dhcp.dora(mac, 0x6000_0000 | i as u32, true, give_up).await {
-        Ok(x) => x,
-        Err(e) => return fail(out, STEPS[2], e),
-    };
+    let (ip2, script_url, server) =
+        match dhcp.dora(mac, 0x6000_0000 | i as u32, true, give_up).await {
+            Ok(x) => x,
+            Err(e) => return Err((2, e)),
+        };
     out.steps.push(t.elapsed());
     if ip2 != ip {
-        return fail(out, STEPS[2], format!("address changed {ip} -> {ip2}"));
+        return Err((2, format!("address changed {ip} -> {ip2}")));
     }
     // 4. The boot script, then this machine's.
     let t = Instant::now();
-    let http = SocketAddr::new(o.server.into(), o.http_port);
+    let http = SocketAddr::new(server.into(), o.http_port);
     let path_of = |url: &str| -> String {
         url.split_once("://")
             .and_then(|(_, r)| r.find('/').map(|p| r[p..].to_string()))
             .unwrap_or_else(|| url.to_string())
     };
     let get_ok = |path: String| async move {
-        retry(give_up, || {
+        retry(stall, || {
             let path = path.clone();
             async move {
                 match http_get(ip, http, &path).await? {
@@ -514,40 +567,45 @@ async fn machine(
         .await
     };
     if let Err(e) = get_ok(path_of(&script_url)).await {
-        return fail(out, STEPS[3], e);
+        return Err((3, e));
     }
     let hyph = mac.to_string().replace(':', "-");
     let uuid = format!("00000000-0000-4000-8000-{i:012x}");
     let script = match get_ok(format!("/ipxe/{hyph}?uuid={uuid}&serial=&arch=i386")).await {
         Ok(s) => s,
-        Err(e) => return fail(out, STEPS[3], e),
+        Err(e) => return Err((3, e)),
     };
     out.steps.push(t.elapsed());
-    // 5. The config, by the talos.config= URL.
+    // 5. The config, by the talos.config= URL. A machine kiln already saw
+    // install (its events reached a daemon that died before the rest did)
+    // is told to boot from its disk: it does, and goes on to its events.
     let t = Instant::now();
-    let Some(cfg_url) = script
+    let cfg_url = script
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("talos.config="))
-    else {
-        return fail(out, STEPS[4], format!("no talos.config= in {script:?}"));
-    };
-    let cfg_path = path_of(cfg_url)
-        .replace("${uuid}", &uuid)
-        .replace("${mac}", &mac.to_string());
-    match get_ok(cfg_path).await {
-        Ok(body) if body.contains("machine:") => {}
-        Ok(body) => return fail(out, STEPS[4], format!("not a config: {:.80}", body)),
-        Err(e) => return fail(out, STEPS[4], e),
+        .find_map(|w| w.strip_prefix("talos.config="));
+    match cfg_url {
+        None if script.contains("sanboot") => out.local_boots += 1,
+        None => return Err((4, format!("no talos.config= in {script:?}"))),
+        Some(cfg_url) => {
+            let cfg_path = path_of(cfg_url)
+                .replace("${uuid}", &uuid)
+                .replace("${mac}", &mac.to_string());
+            match get_ok(cfg_path).await {
+                Ok(body) if body.contains("machine:") => {}
+                Ok(body) => return Err((4, format!("not a config: {:.80}", body))),
+                Err(e) => return Err((4, e)),
+            }
+        }
     }
     out.steps.push(t.elapsed());
     // 6. Events, booting .. ready.
     let t = Instant::now();
-    let sink = SocketAddr::new(o.server.into(), o.events_port);
-    if let Err(e) = retry(give_up, || publish(sink, ip)).await {
-        return fail(out, STEPS[5], e);
+    let sink = SocketAddr::new(server.into(), o.events_port);
+    if let Err(e) = retry(stall, || publish(sink, ip)).await {
+        return Err((5, e));
     }
     out.steps.push(t.elapsed());
-    out
+    Ok(())
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -563,8 +621,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 async fn main() {
     let o = Arc::new(Opts::parse());
     let dhcp = Arc::new(
-        Dhcp::new(&o.iface, o.server)
-            .expect("DHCP client socket on :68 (root, in the client namespace)"),
+        Dhcp::new(&o.iface).expect("DHCP client socket on :68 (root, in the client namespace)"),
     );
     let added = Arc::default();
     let t0 = Instant::now();
@@ -614,6 +671,24 @@ async fn main() {
         errors.len(),
         total.as_secs_f64()
     );
+    let rebooted = outcomes.iter().filter(|m| !m.reboots.is_empty()).count();
+    if o.reboot_after > 0 {
+        println!(
+            "machines that booted again from DHCP after a stall: {rebooted} ({} reboots; {} of them then booted from disk, installed)",
+            outcomes.iter().map(|m| m.reboots.len()).sum::<usize>(),
+            outcomes.iter().filter(|m| m.local_boots > 0).count()
+        );
+    }
+    let mut by_server: std::collections::BTreeMap<Ipv4Addr, usize> = Default::default();
+    for m in outcomes.iter().filter(|m| m.error.is_none()) {
+        *by_server
+            .entry(m.server.unwrap_or(Ipv4Addr::UNSPECIFIED))
+            .or_default() += 1;
+    }
+    if by_server.len() > 1 {
+        let v: Vec<String> = by_server.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        println!("completed by server: {}", v.join(", "));
+    }
     let squatted = dhcp.squatted.lock().unwrap().clone();
     let on_squatted = outcomes
         .iter()
@@ -648,6 +723,8 @@ async fn main() {
                     "ip": m.ip.map(|i| i.to_string()),
                     "error": m.error,
                     "steps_ms": m.steps.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+                    "reboots": m.reboots,
+                    "server": m.server.map(|i| i.to_string()),
                 })
             })
             .collect();

@@ -26,6 +26,7 @@ impl Provisioner {
         if self.store.fenced().is_some() {
             return (Decision::Ignore(Reason::Fenced), None);
         }
+        let mut share = (0, 1);
         if let Some((live, me)) = self.store.peers() {
             match super::share::answerer(&req.mac, &live) {
                 Some(a) if a != me => {
@@ -33,6 +34,7 @@ impl Provisioner {
                 }
                 _ => {}
             }
+            share = super::share::place(&live, &me);
         }
         if let Some(ip) = used_address(req, port, src) {
             self.saw(req.mac, ip);
@@ -45,6 +47,7 @@ impl Provisioner {
                 now: now(),
             };
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.set_share(share.0, share.1);
             let d = policy::decide(&ctx, req, port, &mut pool);
             let pending = match &d {
                 Decision::Reply { changes, .. } if !changes.is_empty() => {

@@ -65,6 +65,10 @@ pub(crate) struct Pool {
     /// Per range (keyed by its first address): where the next search for a
     /// never-used address starts.
     cursor: HashMap<u32, u32>,
+    /// (this daemon's place, live daemons) on a shared store: new addresses
+    /// come first from this daemon's share of each range (every n-th), so
+    /// daemons allocating at once rarely pick the same one. (0, 1): alone.
+    share: (u32, u32),
 }
 
 impl Pool {
@@ -123,6 +127,43 @@ impl Pool {
     pub(crate) fn set_reservations(&mut self, r: impl IntoIterator<Item = (Ipv4Addr, Mac)>) {
         self.reserved = r.into_iter().collect();
         self.reserved_by_mac = self.reserved.iter().map(|(ip, m)| (*m, *ip)).collect();
+    }
+
+    /// This daemon's place among `of` live daemons sharing the store (see
+    /// `share`); (0, 1) alone.
+    pub(crate) fn set_share(&mut self, place: u32, of: u32) {
+        self.share = if of > 1 && place < of {
+            (place, of)
+        } else {
+            (0, 1)
+        };
+    }
+
+    /// A lease from the shared store (another daemon's bind, or this one's
+    /// coming back): it stands over what this pool holds for the address,
+    /// an offer or another MAC's lease included. A lapsed one teaches
+    /// nothing. The MAC's other address here goes, as the store moved it.
+    pub(crate) fn learn(&mut self, l: &Lease, now: u64) {
+        if l.expires <= now {
+            return;
+        }
+        if l.declined {
+            self.forget(&l.mac, l.ip);
+            self.entries.insert(l.ip, Entry::declined(l.expires));
+            return;
+        }
+        if let Some(e) = self.entries.get_mut(&l.ip) {
+            if e.mac == l.mac && e.state == State::Bound {
+                e.expires = e.expires.max(l.expires);
+                return;
+            }
+        }
+        if let Some(old) = self.durable.insert(l.mac, l.ip).filter(|o| *o != l.ip) {
+            if self.entries.get(&old).is_some_and(|e| e.mac == l.mac) {
+                self.entries.remove(&old);
+            }
+        }
+        self.insert(l.ip, l.mac, l.expires, State::Bound);
     }
 
     /// Replace the set of retired MACs (on start and on reload).
@@ -254,27 +295,40 @@ impl Pool {
             .copied()
             .filter(|c| (lo..=hi).contains(c))
             .unwrap_or(lo);
-        let mut oldest: Option<(u64, Ipv4Addr)> = None;
-        for k in 0..size {
-            let n = lo + (start - lo + k) % size;
-            let ip = Ipv4Addr::from(n);
-            if self.reserved.contains_key(&ip) {
-                continue;
+        // With peers, this daemon's share first, then the whole range.
+        let (place, of) = self.share;
+        let passes: &[Option<(u32, u32)>] = if of > 1 {
+            &[Some((place, of)), None]
+        } else {
+            &[None]
+        };
+        for stride in passes {
+            let mut oldest: Option<(u64, Ipv4Addr)> = None;
+            for k in 0..size {
+                let n = lo + (start - lo + k) % size;
+                if stride.is_some_and(|(i, of)| (n - lo) % of != i) {
+                    continue;
+                }
+                let ip = Ipv4Addr::from(n);
+                if self.reserved.contains_key(&ip) {
+                    continue;
+                }
+                match self.entries.get(&ip) {
+                    None => {
+                        self.cursor.insert(lo, if n == hi { lo } else { n + 1 });
+                        return Ok(ip);
+                    }
+                    Some(e) if e.expires <= now && oldest.is_none_or(|(t, _)| e.expires < t) => {
+                        oldest = Some((e.expires, ip))
+                    }
+                    _ => {}
+                }
             }
-            match self.entries.get(&ip) {
-                None => {
-                    self.cursor.insert(lo, if n == hi { lo } else { n + 1 });
-                    return Ok(ip);
-                }
-                Some(e) if e.expires <= now && oldest.is_none_or(|(t, _)| e.expires < t) => {
-                    oldest = Some((e.expires, ip))
-                }
-                _ => {}
+            if let Some((_, ip)) = oldest {
+                return Ok(ip);
             }
         }
-        oldest
-            .map(|(_, ip)| ip)
-            .ok_or_else(|| PoolError::Exhausted(subnet.net.to_string()))
+        Err(PoolError::Exhausted(subnet.net.to_string()))
     }
 
     /// Bind `ip` to `mac` (REQUEST). The returned changes (the bind, and the

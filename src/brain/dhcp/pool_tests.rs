@@ -236,3 +236,105 @@ fn a_mac_that_moves_frees_its_old_row_and_restart_keeps_the_newest_lease() {
     let (p, _) = Pool::new([first, second]);
     assert_eq!(p.lease_of(&m(1), 60), Some(ip("10.0.0.10")));
 }
+
+fn wide() -> Subnet {
+    Subnet {
+        range: ("10.0.0.10".parse().unwrap(), "10.0.0.19".parse().unwrap()),
+        ..subnet()
+    }
+}
+
+/// Two daemons on one store, each with its own pool: each hands out its
+/// share of the range first (every other address), so allocating at once
+/// they pick different addresses; once its share is gone a daemon takes
+/// the rest, and never an address its peer's lease holds.
+#[test]
+fn daemons_allocate_from_their_own_share_first() {
+    let s = wide();
+    let (mut a, mut b) = (Pool::default(), Pool::default());
+    a.set_share(0, 2);
+    b.set_share(1, 2);
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..5u8 {
+        let x = a.offer(m(n), &s, None, 100).unwrap();
+        let y = b.offer(m(100 + n), &s, None, 100).unwrap();
+        assert_eq!((u32::from(x) - 10) % 2, 0, "{x}");
+        assert_eq!((u32::from(y) - 10) % 2, 1, "{y}");
+        assert!(seen.insert(x) && seen.insert(y), "{x} or {y} twice");
+        let (lx, _) = a.bind(m(n), &s, x, 3600, 100).unwrap();
+        let (ly, _) = b.bind(m(100 + n), &s, y, 3600, 100).unwrap();
+        // What each bound comes to the other through the store's watch.
+        b.learn(&lx, 100);
+        a.learn(&ly, 100);
+    }
+    // Both shares are used up: the whole range is held, by one MAC each.
+    assert!(matches!(
+        a.offer(m(50), &s, None, 100),
+        Err(PoolError::Exhausted(_))
+    ));
+    for ip in seen {
+        assert_eq!(a.mac_of(ip, 100), b.mac_of(ip, 100), "{ip}");
+    }
+}
+
+/// A peer's lease stands over what the pool held for that address (an
+/// offer, or another MAC's lease the store no longer has); it moves the
+/// MAC off its old address here; a lapsed one teaches nothing; a peer's
+/// probation holds the address for nobody.
+#[test]
+fn a_peers_lease_stands_over_the_pool() {
+    let s = wide();
+    let mut p = Pool::default();
+    let x = p.offer(m(1), &s, None, 100).unwrap();
+    let peer = Lease {
+        ip: x,
+        mac: m(2),
+        expires: 4000,
+        hostname: None,
+        declined: false,
+    };
+    p.learn(&peer, 100);
+    assert_eq!(p.mac_of(x, 100), Some(m(2)));
+    let y = p.offer(m(1), &s, None, 100).unwrap();
+    assert_ne!(x, y, "m(1) is offered another address");
+    assert!(matches!(
+        p.bind(m(1), &s, x, 3600, 100),
+        Err(PoolError::Taken { .. })
+    ));
+    // m(2) moves (the peer bound it elsewhere): its old address here is free.
+    let z = ip("10.0.0.18");
+    p.learn(
+        &Lease {
+            ip: z,
+            ..peer.clone()
+        },
+        101,
+    );
+    assert_eq!(p.mac_of(z, 101), Some(m(2)));
+    assert_eq!(p.mac_of(x, 101), None);
+    assert_eq!(p.lease_of(&m(2), 101), Some(z));
+    // A lapsed lease changes nothing.
+    p.learn(
+        &Lease {
+            ip: y,
+            expires: 50,
+            ..peer.clone()
+        },
+        101,
+    );
+    assert_eq!(p.offer(m(1), &s, None, 101).unwrap(), y);
+    // A peer's probation: held for nobody.
+    let w = ip("10.0.0.17");
+    p.learn(
+        &Lease {
+            ip: w,
+            declined: true,
+            ..peer
+        },
+        101,
+    );
+    assert!(matches!(
+        p.bind(m(3), &s, w, 3600, 101),
+        Err(PoolError::Taken { .. })
+    ));
+}

@@ -41,6 +41,16 @@ pub(crate) fn answerer<'a>(mac: &Mac, live: &'a [String]) -> Option<&'a str> {
     Some(live[i].as_str())
 }
 
+/// This daemon's place among `live` (sorted names) and their number, for
+/// the pool's share of each range; (0, 1) when it is not among them (its
+/// liveness key is not up yet): the whole range, as alone.
+pub(crate) fn place(live: &[String], me: &str) -> (u32, u32) {
+    match live.iter().position(|n| n == me) {
+        Some(i) => (i as u32, live.len() as u32),
+        None => (0, 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

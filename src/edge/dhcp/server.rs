@@ -142,7 +142,15 @@ async fn handle(
             Decision::Reply { reply, why, .. } => {
                 if let Some(pending) = pending {
                     if let Err(e) = pending.wait().await {
-                        tracing::error!("not answering: lease not stored: {e}");
+                        if let crate::store::StoreError::Conflict(_) = *e {
+                            // Another daemon bound it first: the watch brings
+                            // its lease to the pool, and the client's retry
+                            // gets another address.
+                            crate::metrics::dhcp_decision("ignored", "peer_bound_first");
+                            crate::refusal!(PEER_FIRST, msg = ?req.msg_type, "not answering: {e}");
+                        } else {
+                            tracing::error!("not answering: lease not stored: {e}");
+                        }
                         return None;
                     }
                 }
@@ -221,6 +229,8 @@ async fn checked(
 
 /// Addresses pinged for one DISCOVER before kiln stays silent.
 const PING_TRIES: usize = 4;
+
+static PEER_FIRST: crate::brain::ratelog::RateLog = crate::brain::ratelog::RateLog::new(5);
 
 static PING_UNAVAILABLE: crate::brain::ratelog::RateLog = crate::brain::ratelog::RateLog::new(1);
 
