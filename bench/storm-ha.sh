@@ -66,6 +66,8 @@ done
 ctl() { etcdctl --endpoints "unix://$e/$1.client:0" --command-timeout=3s "${@:2}"; }
 for _ in $(seq 150); do ctl e1 put health ok >/dev/null 2>&1 && break; sleep 0.2; done
 endpoints="[unix://$e/e1.client:0, unix://$e/e2.client:0, unix://$e/e3.client:0]"
+# One key for both: the cluster secrets the first daemon makes are sealed in etcd.
+"$KILN" store keygen "$work/secrets.key" > /dev/null
 
 for x in a b; do
   d=$work/kiln-$x
@@ -84,7 +86,7 @@ state_dir: ./state
 unknown_machines: boot
 default_profile: worker
 dhcp: {mode: full, subnet: 10.95.0.0/16, range: [10.95.1.0, 10.95.250.255], lease_time: 1h}
-store: {backend: etcd, endpoints: $endpoints, prefix: /kiln, daemon: $x}
+store: {backend: etcd, endpoints: $endpoints, prefix: /kiln, daemon: $x, secrets_key: $work/secrets.key}
 clusters:
   storm:
     endpoint: https://10.95.0.5:6443
@@ -104,12 +106,9 @@ usage() { # peak RSS (MiB) and CPU seconds of pid
   awk -v t="$(getconf CLK_TCK)" '{printf "%.1f\n", ($14+$15)/t}' /proc/$1/stat
 }
 start a
-# Until the secrets are in etcd, b is given a's cluster secrets (docs/ha.md).
-if [ -s "$work/kiln-a/state/storm/secrets.yaml" ]; then
-  mkdir -p "$work/kiln-b/state/storm"
-  cp -p "$work/kiln-a/state/storm/secrets.yaml" "$work/kiln-b/state/storm/"
-fi
 start b
+cmp -s "$work/kiln-a/state/storm/secrets.yaml" "$work/kiln-b/state/storm/secrets.yaml" ||
+  { echo "the daemons hold different cluster secrets" >&2; exit 1; }
 # Both liveness keys up before the storm, so the split is even from the start.
 for _ in $(seq 50); do [ "$(ctl e1 get --prefix --keys-only /kiln/daemons/ | grep -c .)" = 2 ] && break; sleep 0.2; done
 echo "daemons a $(cat "$work/pid-a"), b $(cat "$work/pid-b"); storm of $N machines over ${RAMP}s$( [ "$KILL" = 1 ] && echo ', b killed -9 mid-storm')$( [ "$LEADER" = 1 ] && echo ', the etcd leader killed mid-storm')"

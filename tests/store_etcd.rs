@@ -25,6 +25,7 @@ fn settings(c: &common::etcd::Cluster, prefix: &str) -> EtcdSettings {
         prefix: prefix.into(),
         tls: None,
         daemon: "test".into(),
+        secrets_key: None,
     }
 }
 

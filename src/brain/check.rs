@@ -88,6 +88,11 @@ pub(crate) fn warnings(cfg: &Config, inv: &Inventory) -> Vec<String> {
             w.push(format!("ports.{key}: 0 binds any port, but firmware sends to {fixed}: only a test rig wants this"));
         }
     }
+    if let crate::model::store::StoreSettings::Etcd(e) = &cfg.store {
+        if e.secrets_key.is_none() && !cfg.clusters.is_empty() {
+            w.push("store: etcd without secrets_key: each daemon needs its own copy of every cluster's secrets file (scp -p); with store.secrets_key (`kiln store keygen`) they are sealed in etcd and shared".into());
+        }
+    }
     for p in inv.profiles.values() {
         w.extend(migration_notes(p));
         let explicit = p

@@ -19,6 +19,7 @@ pub(crate) mod ratelog;
 pub(crate) mod release;
 pub mod render;
 pub(crate) mod replace;
+pub mod secrets;
 pub(crate) mod timeline;
 pub(crate) mod uki;
 

@@ -9,11 +9,10 @@ use serde_json::Value;
 use crate::model::config::{ClusterSpec, Config};
 use crate::model::contract::Contract;
 use crate::model::inventory::{Machine, Profile};
-use crate::store::{Store, StoreError};
 use crate::talos::conflicts;
 use crate::talos::generate::{generate, Options};
 use crate::talos::patch::{self, Patch};
-use crate::talos::secrets::{Bundle, SecretsError};
+use crate::talos::secrets::Bundle;
 use crate::talos::settings::hostname_patch;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,101 +25,7 @@ pub enum RenderError {
     Invalid(String),
 }
 
-/// Why the clusters' secrets cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretsStartError {
-    #[error(transparent)]
-    Secrets(#[from] SecretsError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cluster {cluster}: its secrets file {} is missing, but kiln already provisioned this cluster ({evidence}); restore that file from your backup. A new PKI would lock kiln and every client out of the running nodes", path.display())]
-    Missing {
-        cluster: String,
-        path: std::path::PathBuf,
-        /// What the store knows: the pinned OS CA, or the bootstrap record
-        /// of a kiln from before the pins.
-        evidence: String,
-    },
-    #[error("cluster {cluster}: {} holds another {which} CA than the cluster kiln provisioned (sha256 {want} pinned, {found} in the file); restore the cluster's own secrets file", path.display())]
-    OtherCa {
-        cluster: String,
-        path: std::path::PathBuf,
-        which: String,
-        want: String,
-        found: String,
-    },
-}
-
-/// Load each cluster's secrets, generating (0600) those of a cluster the
-/// store has never seen, and check them against the CA fingerprints the store
-/// pinned (pinning them the first time).
-pub fn load_or_create_secrets(
-    cfg: &Config,
-    store: &Store,
-) -> Result<BTreeMap<String, Bundle>, SecretsStartError> {
-    let mut out = BTreeMap::new();
-    for (name, c) in &cfg.clusters {
-        let known = store.clusters().find(name)?;
-        let evidence = known.as_ref().and_then(provisioned);
-        let pinned = known.map(|r| r.ca_fingerprints).unwrap_or_default();
-        let b = if c.secrets.exists() {
-            let b = Bundle::load(&c.secrets)?;
-            let have = b.ca_fingerprints();
-            for (which, want) in &pinned {
-                let found = have.get(which).cloned().unwrap_or_else(|| "none".into());
-                if &found != want {
-                    return Err(SecretsStartError::OtherCa {
-                        cluster: name.clone(),
-                        path: c.secrets.clone(),
-                        which: which.clone(),
-                        want: want.clone(),
-                        found,
-                    });
-                }
-            }
-            b
-        } else if let Some(evidence) = evidence {
-            return Err(SecretsStartError::Missing {
-                cluster: name.clone(),
-                path: c.secrets.clone(),
-                evidence,
-            });
-        } else {
-            let minor = c
-                .talos_version
-                .as_deref()
-                .and_then(|v| Contract::for_release(v).ok())
-                .map(|c| c.minor)
-                .unwrap_or(crate::model::contract::DEFAULT.minor);
-            let b = Bundle::generate(minor)?;
-            b.save(&c.secrets, false)?;
-            tracing::info!(cluster = %name, path = %c.secrets.display(), "generated cluster secrets (0600)");
-            b
-        };
-        if pinned.is_empty() {
-            let fp = b.ca_fingerprints();
-            store
-                .clusters()
-                .update(name, |r| r.ca_fingerprints = fp.clone())?;
-        }
-        out.insert(name.clone(), b);
-    }
-    Ok(out)
-}
-
-/// Why the store says this cluster was provisioned (so its PKI exists
-/// somewhere), if it does: CA pins, or a bootstrap decided by an older kiln.
-fn provisioned(r: &crate::store::clusters::ClusterRecord) -> Option<String> {
-    if let Some(os) = r.ca_fingerprints.get("os") {
-        return Some(format!("OS CA sha256 {os}"));
-    }
-    if let Some(t) = r.bootstrapped_at {
-        return Some(format!("bootstrapped at {t}"));
-    }
-    r.bootstrap_node
-        .as_ref()
-        .map(|n| format!("bootstrap decided for {}", n.hostname))
-}
+pub use super::secrets::{load_or_create_secrets, SecretsStartError};
 
 /// The installer image `profile`'s machines get: the cluster's
 /// `install_image`, else the factory installer of the profile's schematic.

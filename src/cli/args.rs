@@ -138,6 +138,13 @@ pub(super) enum StoreCmd {
         #[command(flatten)]
         at: ConfigArg,
     },
+    /// Write a new random key for `store.secrets_key` (0600, never over an
+    /// existing file): cluster secrets are sealed with it in etcd. Copy the
+    /// same file to every daemon.
+    Keygen {
+        /// Where to write it (e.g. /etc/kiln/secrets.key).
+        path: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -164,6 +164,18 @@ pub(super) fn client_export(kind: &str, a: ClientArgs) -> anyhow::Result<String>
     .map_err(anyhow::Error::from)
 }
 
+/// `kiln store keygen PATH`: a new `store.secrets_key` (0600).
+pub(super) fn store_keygen(path: &Path) -> anyhow::Result<String> {
+    crate::store::sealed::SecretsKey::generate(path)
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    let k = crate::store::sealed::SecretsKey::load(path)?;
+    Ok(format!(
+        "wrote {} (0600, key id {}): copy it to every daemon and name it in store.secrets_key\n",
+        path.display(),
+        k.id
+    ))
+}
+
 /// `kiln store migrate --to etcd|redb`: offline, between state_dir's redb
 /// file and the etcd cluster the config names.
 pub(super) fn store_migrate(config: &Path, to: &str) -> anyhow::Result<String> {

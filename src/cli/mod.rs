@@ -53,6 +53,9 @@ pub fn main() -> ExitCode {
         Cmd::Store {
             what: args::StoreCmd::Migrate { to, at },
         } => local::store_migrate(&at.config, &to),
+        Cmd::Store {
+            what: args::StoreCmd::Keygen { path },
+        } => local::store_keygen(&path),
         Cmd::Explain { machine, api } => remote::explain(&machine, &api),
         Cmd::Logs {
             machine,

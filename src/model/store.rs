@@ -28,6 +28,8 @@ pub(super) struct StoreWire {
     pub(super) tls: Option<EtcdTls>,
     #[serde(default)]
     pub(super) daemon: Option<String>,
+    #[serde(default)]
+    pub(super) secrets_key: Option<PathBuf>,
 }
 
 /// Client TLS to etcd: its CA, and a client certificate if etcd asks for one.
@@ -51,6 +53,10 @@ pub struct EtcdSettings {
     /// This daemon's name among those sharing the prefix (default: the
     /// host's name): DHCP clients are split among the names alive.
     pub daemon: String,
+    /// A 0600 file holding the key (32 bytes, hex) cluster secrets are
+    /// sealed with in etcd, the same on every daemon. None: each daemon
+    /// keeps its own copy of each secrets file (docs/ha.md).
+    pub secrets_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,10 +74,10 @@ impl StoreWire {
     ) -> Result<StoreSettings, (&'static str, String)> {
         match self.backend {
             Backend::Redb => {
-                if !self.endpoints.is_empty() || self.tls.is_some() {
+                if !self.endpoints.is_empty() || self.tls.is_some() || self.secrets_key.is_some() {
                     return Err((
                         "store.endpoints",
-                        "endpoints and tls are for `backend: etcd`".into(),
+                        "endpoints, tls and secrets_key are for `backend: etcd`".into(),
                     ));
                 }
                 Ok(StoreSettings::Redb)
@@ -130,6 +136,7 @@ impl StoreWire {
                     prefix,
                     tls,
                     daemon,
+                    secrets_key: self.secrets_key.as_deref().map(&rel),
                 }))
             }
         }

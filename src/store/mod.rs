@@ -6,6 +6,7 @@
 
 pub mod adoption;
 pub mod clusters;
+mod error;
 mod etcd;
 mod etcd_follow;
 mod group;
@@ -13,6 +14,8 @@ pub mod leases;
 pub mod machines;
 pub mod migrate;
 pub mod replacements;
+pub mod sealed;
+pub use error::StoreError;
 mod shared;
 pub mod tokens;
 
@@ -29,53 +32,6 @@ const CACHE_BYTES: usize = 16 << 20;
 /// A table of JSON records keyed by text.
 type Records = TableDefinition<'static, &'static str, &'static [u8]>;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("state directory {}: {source}", path.display())]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// redb's own error, kind kept (storage I/O, corruption, a second opener, ...).
-    #[error("store {}: {source}", path.display())]
-    Db {
-        path: PathBuf,
-        #[source]
-        source: redb::Error,
-    },
-    #[error("store {}: {table} record {key:?} cannot be encoded: {message}", path.display())]
-    Encode {
-        path: PathBuf,
-        table: String,
-        key: String,
-        message: String,
-    },
-    /// A record that does not decode: kiln never treats it as absent.
-    #[error("store {}: {table} record {key:?} is unreadable: {message}\nrestore {} from a backup (or stop kiln and remove that record); kiln does not guess what it held", path.display(), path.display())]
-    Corrupt {
-        path: PathBuf,
-        table: String,
-        key: String,
-        message: String,
-    },
-    /// A storage failure happened earlier: the store is out of service until
-    /// kiln restarts (and reopens it).
-    #[error("store {}: out of service after an earlier failure: {first}", path.display())]
-    Failed { path: PathBuf, first: String },
-    /// The blocking task that ran a write died before it answered.
-    #[error("store write did not finish: {0}")]
-    Interrupted(String),
-    /// The shared commit that held this write failed (nothing of it was kept).
-    #[error("store write not committed: {0}")]
-    Commit(String),
-    /// etcd did not answer, or refused (`store: {backend: etcd}`).
-    #[error("store {store}: {message}")]
-    Etcd { store: String, message: String },
-    /// Another daemon changed what this write depended on first (etcd).
-    #[error("store: {0}")]
-    Conflict(String),
-}
-
 #[derive(Clone)]
 pub struct Store {
     /// The redb file (None with etcd).
@@ -90,6 +46,8 @@ pub struct Store {
     _committer: Option<Arc<group::Committer>>,
     /// The etcd backend (None with redb).
     etcd: Option<Arc<etcd::Etcd>>,
+    /// What cluster secrets are sealed with in etcd (`store.secrets_key`).
+    secrets_key: Option<Arc<sealed::SecretsKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,6 +89,11 @@ impl Store {
 
     /// An etcd-backed store, shared with every daemon on the same prefix.
     pub fn open_etcd(settings: &crate::model::store::EtcdSettings) -> Result<Store, StoreError> {
+        // The key first: a daemon that cannot seal stops before it joins.
+        let key = match &settings.secrets_key {
+            Some(p) => Some(Arc::new(sealed::SecretsKey::load(p)?)),
+            None => None,
+        };
         let e = etcd::Etcd::open(settings)?;
         let s = Store {
             db: None,
@@ -139,6 +102,7 @@ impl Store {
             group: None,
             _committer: None,
             etcd: Some(Arc::new(e)),
+            secrets_key: key,
         };
         s.verify()?;
         Ok(s)
@@ -193,6 +157,7 @@ impl Store {
             group: Some(group),
             _committer: Some(Arc::new(committer)),
             etcd: None,
+            secrets_key: None,
         };
         // Make sure the tables exist so readers never fail on a fresh file.
         s.write(|tx| {
@@ -298,6 +263,9 @@ impl Store {
     }
     pub fn adoption(&self) -> adoption::Adoption<'_> {
         adoption::Adoption(self)
+    }
+    pub fn cluster_secrets(&self) -> sealed::ClusterSecrets<'_> {
+        sealed::ClusterSecrets(self)
     }
 
     /// Wrap redb's error; a storage failure also latches the store.
