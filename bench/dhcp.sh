@@ -9,6 +9,10 @@
 #   sudo SERVERS="kiln kea-mt" bench/dhcp.sh 8000 12000 16000
 #                                        (kea-mt: Kea with multi-threading on,
 #                                        2 threads, its fastest setup here)
+#   sudo SERVERS="kiln kiln-etcd kea" bench/dhcp.sh
+#                                        (kiln-etcd: kiln on a 3-member etcd,
+#                                        Debian's etcd-server over unix sockets,
+#                                        every lease a quorum write before its ACK)
 #
 # Prints a Markdown table, each cell the median of RUNS runs (default 3, SECS=5
 # each); needs root, iproute2, perfdhcp, dnsmasq, kea-dhcp4.
@@ -23,6 +27,7 @@ bench_pair kb-srv kb-cli kb0 kb1 10.98.0.1/16 10.98.255.254/16
 cargo build --release -q
 KILN=$PWD/target/release/kiln
 
+STORE=
 start_kiln() {
   mkdir -p "$work/kiln/profiles" "$work/kiln/ipxe"
   printf 'role: worker\ntalos_version: v1.13.9\nkernel: http://x/k\ninitramfs: http://x/i\n' > "$work/kiln/profiles/worker.yaml"
@@ -37,6 +42,7 @@ state_dir: ./state
 unknown_machines: boot
 default_profile: worker
 dhcp: {mode: full, subnet: 10.98.0.0/16, range: [10.98.1.0, 10.98.250.255], lease_time: 1h}
+$STORE
 Y
   KILN_LOG=warn ip netns exec $NS_S "$KILN" serve --config "$work/kiln/kiln.yaml" > "$work/kiln.log" 2>&1 &
   sleep 1.5
@@ -59,6 +65,14 @@ start_kea() {
 J
   ip netns exec $NS_S kea-dhcp4 -c "$work/kea.json" > "$work/kea.log" 2>&1 &
   sleep 1.5
+}
+# kiln on etcd: a fresh prefix each run (no leases left from the last).
+start_kiln-etcd() {
+  [ -n "${ETCD_ENDPOINTS:-}" ] || etcd_up
+  STORE="store: {backend: etcd, endpoints: $ETCD_ENDPOINTS, prefix: /bench-$RANDOM$RANDOM, daemon: bench}"
+  start_kiln
+  STORE=
+  sleep 1
 }
 KEA_MT=
 # Kea's fastest setup: multi-threading on, one thread per core here.

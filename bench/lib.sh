@@ -19,6 +19,10 @@ bench_pair() {
 }
 
 bench_cleanup() {
+  # etcd (etcd_up) runs in the host's namespace.
+  for f in "${work:-/nonexistent}"/etcd/*.pid; do
+    [ -s "$f" ] && { kill -9 "$(cat "$f")" 2>/dev/null || true; }
+  done
   # Put back the host's neighbour table limits (neigh_room).
   if [ -s "${work:-/nonexistent}/neigh" ]; then
     while read -r k v; do sysctl -qw "$k=$v" || true; done < "$work/neigh"
@@ -54,3 +58,25 @@ neigh_room() {
     net.ipv4.neigh.default.gc_thresh2=$((2 * n + 2048)) \
     net.ipv4.neigh.default.gc_thresh3=$((4 * n + 4096))
 }
+
+# etcd_up: a 3-member etcd (Debian's etcd-server) on unix sockets under
+# $work/etcd (reachable from every namespace); sets ETCD_ENDPOINTS (a YAML
+# list) and defines etcd_ctl MEMBER ARGS... Stopped by bench_cleanup.
+etcd_up() {
+  command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
+    { echo "needs etcd and etcdctl (Debian etcd-server, etcd-client)" >&2; exit 1; }
+  local e=$work/etcd m initial
+  mkdir -p "$e"
+  initial=$(for m in e1 e2 e3; do printf '%s=unix://%s.peer:0,' $m $m; done); initial=${initial%,}
+  for m in e1 e2 e3; do
+    (cd "$e" && exec etcd --name $m --data-dir "$e/$m" \
+       --listen-client-urls unix://$m.client:0 --advertise-client-urls unix://$m.client:0 \
+       --listen-peer-urls unix://$m.peer:0 --initial-advertise-peer-urls unix://$m.peer:0 \
+       --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token kiln-bench \
+       > "$e/$m.log" 2>&1) &
+    echo $! > "$e/$m.pid"
+  done
+  for _ in $(seq 150); do etcd_ctl e1 put health ok >/dev/null 2>&1 && break; sleep 0.2; done
+  ETCD_ENDPOINTS="[unix://$e/e1.client:0, unix://$e/e2.client:0, unix://$e/e3.client:0]"
+}
+etcd_ctl() { etcdctl --endpoints "unix://$work/etcd/$1.client:0" --command-timeout=3s "${@:2}"; }

@@ -16,17 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}; RAMP=${RAMP:-10}; KILL=${KILL:-0}; LEADER=${LEADER:-0}
-command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
-  { echo "needs etcd and etcdctl (Debian etcd-server, etcd-client)" >&2; exit 1; }
 [ -s /usr/lib/ipxe/undionly.kpxe ] || { echo "needs Debian's ipxe package" >&2; exit 1; }
 . bench/lib.sh
 
 NS_S="ks-a ks-b"; NS_C=ks-cli
-cleanup() { # etcd runs in the host's namespace: stopped here, then the rest
-  for f in "${work:-/nonexistent}"/etcd/*.pid; do kill -9 "$(cat "$f")" 2>/dev/null || true; done
-  bench_cleanup
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 bench_cleanup 2>/dev/null || true
 work=$(mktemp -d)
 for ns in $NS_S $NS_C; do
@@ -44,6 +38,10 @@ for x in a b; do
 done
 ip -n ks-a addr add 10.95.0.1/16 dev ka0
 ip -n ks-b addr add 10.95.0.2/16 dev kb0
+# Bridged frames skip the host's netfilter (br_netfilter, where loaded, is per
+# namespace): the storm measures kiln, not conntrack.
+ip netns exec $NS_C sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true
+ip netns exec $NS_C sysctl -qw net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
 [ "$N" -le 500 ] || neigh_room "$N"  # the host's table is big enough below
 
 PROFILE=${PROFILE:-release}
@@ -52,20 +50,7 @@ else cargo build -q -p kiln -p kiln-storm; PROFILE=debug; fi
 KILN=$PWD/target/$PROFILE/kiln
 STORM=$PWD/target/$PROFILE/kiln-storm
 
-# etcd: three members on unix sockets (reachable from every namespace).
-e=$work/etcd; mkdir -p "$e"
-initial=$(for m in e1 e2 e3; do printf '%s=unix://%s.peer:0,' $m $m; done); initial=${initial%,}
-for m in e1 e2 e3; do
-  (cd "$e" && exec etcd --name $m --data-dir "$e/$m" \
-     --listen-client-urls unix://$m.client:0 --advertise-client-urls unix://$m.client:0 \
-     --listen-peer-urls unix://$m.peer:0 --initial-advertise-peer-urls unix://$m.peer:0 \
-     --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token kiln-bench \
-     > "$e/$m.log" 2>&1) &
-  echo $! > "$e/$m.pid"
-done
-ctl() { etcdctl --endpoints "unix://$e/$1.client:0" --command-timeout=3s "${@:2}"; }
-for _ in $(seq 150); do ctl e1 put health ok >/dev/null 2>&1 && break; sleep 0.2; done
-endpoints="[unix://$e/e1.client:0, unix://$e/e2.client:0, unix://$e/e3.client:0]"
+etcd_up
 # One key for both: the cluster secrets the first daemon makes are sealed in etcd.
 "$KILN" store keygen "$work/secrets.key" > /dev/null
 
@@ -86,7 +71,7 @@ state_dir: ./state
 unknown_machines: boot
 default_profile: worker
 dhcp: {mode: full, subnet: 10.95.0.0/16, range: [10.95.1.0, 10.95.250.255], lease_time: 1h}
-store: {backend: etcd, endpoints: $endpoints, prefix: /kiln, daemon: $x, secrets_key: $work/secrets.key}
+store: {backend: etcd, endpoints: $ETCD_ENDPOINTS, prefix: /kiln, daemon: $x, secrets_key: $work/secrets.key}
 clusters:
   storm:
     endpoint: https://10.95.0.5:6443
@@ -106,11 +91,11 @@ usage() { # peak RSS (MiB) and CPU seconds of pid
   awk -v t="$(getconf CLK_TCK)" '{printf "%.1f\n", ($14+$15)/t}' /proc/$1/stat
 }
 start a
-start b
-cmp -s "$work/kiln-a/state/storm/secrets.yaml" "$work/kiln-b/state/storm/secrets.yaml" ||
+[ "${DAEMONS:-2}" = 1 ] || start b  # DAEMONS=1: a alone on the same bridge (a baseline)
+[ "${DAEMONS:-2}" = 1 ] || cmp -s "$work/kiln-a/state/storm/secrets.yaml" "$work/kiln-b/state/storm/secrets.yaml" ||
   { echo "the daemons hold different cluster secrets" >&2; exit 1; }
 # Both liveness keys up before the storm, so the split is even from the start.
-for _ in $(seq 50); do [ "$(ctl e1 get --prefix --keys-only /kiln/daemons/ | grep -c .)" = 2 ] && break; sleep 0.2; done
+for _ in $(seq 50); do [ "$(etcd_ctl e1 get --prefix --keys-only /kiln/daemons/ | grep -c .)" = "${DAEMONS:-2}" ] && break; sleep 0.2; done
 echo "daemons a $(cat "$work/pid-a"), b $(cat "$work/pid-b"); storm of $N machines over ${RAMP}s$( [ "$KILL" = 1 ] && echo ', b killed -9 mid-storm')$( [ "$LEADER" = 1 ] && echo ', the etcd leader killed mid-storm')"
 
 faults=()
@@ -123,8 +108,8 @@ fi
 if [ "$LEADER" = 1 ]; then
   ( trap - EXIT; sleep "$(awk -v a="$at" 'BEGIN{print a/2}')"
     for m in e1 e2 e3; do
-      if ctl $m endpoint status -w json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; sys.exit(0 if s["leader"]==s["header"]["member_id"] else 1)'; then
-        kill -9 "$(cat "$e/$m.pid")"; echo "etcd leader $m killed" >&2; break
+      if etcd_ctl $m endpoint status -w json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; sys.exit(0 if s["leader"]==s["header"]["member_id"] else 1)'; then
+        kill -9 "$(cat "$work/etcd/$m.pid")"; echo "etcd leader $m killed" >&2; break
       fi
     done ) &
   faults+=($!)
@@ -136,10 +121,11 @@ set -e
 for f in "${faults[@]}"; do wait "$f" || true; done
 echo
 for x in a b; do
-  p=$(cat "$work/pid-$x")
+  p=$(cat "$work/pid-$x" 2>/dev/null || echo 0)
   [ -e "/proc/$p" ] && echo "kiln $x: peak RSS MiB, CPU s: $(usage "$p")"
   echo "kiln $x: $(grep -c 'not answering' "$work/kiln-$x.log" || true) 'not answering' log lines (rate limited)"
 done
+echo "etcd (3 members, alive ones): CPU s $(for f in "$work"/etcd/*.pid; do p=$(cat "$f"); [ -e /proc/$p ] && awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' /proc/$p/stat; done | awk '{s+=$1} END {printf "%.1f", s}')"
 # kiln's shared view (through a, which lives in every mode): every machine
 # ready, each address held by one MAC, as each client was ACKed.
 ip netns exec ks-a "$KILN" machines --output json --config "$work/kiln-a/kiln.yaml" > "$work/machines.json"

@@ -187,3 +187,68 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A unix-socket relay in front of one etcd member's client socket, that a
+/// test can cut (as a network partition between one kiln and etcd) and
+/// mend. etcd itself is real; only the path to it is in the test's hands.
+pub struct Relay {
+    pub path: PathBuf,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl Relay {
+    /// Relay `path` (created) to the unix socket `to`.
+    pub fn start(path: PathBuf, to: PathBuf) -> Relay {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let l = UnixListener::bind(&path).expect("relay socket");
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open: std::sync::Arc<std::sync::Mutex<Vec<UnixStream>>> = Default::default();
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(down) = conn else { break };
+                // While cut, a new connection is closed at once.
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(up) = UnixStream::connect(&to) else {
+                    continue;
+                };
+                let mut list = o.lock().unwrap();
+                for s in [&down, &up] {
+                    list.push(s.try_clone().unwrap());
+                }
+                drop(list);
+                for (mut from, mut into) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { path, cut, open }
+    }
+
+    /// Cut: every open connection is shut and new ones are refused.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Mend: new connections go through again.
+    pub fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+}
