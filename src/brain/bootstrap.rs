@@ -124,11 +124,36 @@ impl Bootstrapper {
                     continue;
                 }
             };
-            if r.bootstrap_node.is_some() && r.bootstrapped_at.is_none() {
+            let running = self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(name);
+            if r.bootstrap_node.is_some() && r.bootstrapped_at.is_none() && !running {
                 tracing::info!(cluster = %name, "bootstrap: resuming with the recorded node");
                 self.start(name.clone(), None);
             }
         }
+    }
+
+    /// With peers on a shared store: look again every few seconds, so a
+    /// bootstrap a dead peer decided is taken over even when no control
+    /// plane's events reach this daemon (they go to the dead one's sink).
+    pub(crate) fn keep_resuming(self: &Arc<Self>) {
+        if self.p.store.peers().is_none() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if me.p.store.fenced().is_some() {
+                    continue;
+                }
+                let m = me.clone();
+                let _ = tokio::task::spawn_blocking(move || m.resume()).await;
+            }
+        });
     }
 
     /// Start (or join) the driver for `cluster`. `candidate` is only used when no
@@ -186,12 +211,15 @@ impl Bootstrapper {
             }
         }
         let cand = candidate.clone();
+        let me = self.p.store.peers().map(|(_, me)| me);
+        let by = me.clone();
         let rec = update_async(&self.p, cluster, move |r| {
             if r.bootstrap_node.is_none() && r.bootstrapped_at.is_none() {
                 if let Some(c) = cand.clone() {
                     r.bootstrap_node = Some(c);
                     r.decided_at = Some(now());
                     r.proved_at = Some(now());
+                    r.bootstrap_by = by.clone();
                 }
             }
         })
@@ -202,6 +230,11 @@ impl Bootstrapper {
         let Some(node) = rec.bootstrap_node.clone() else {
             return Ok(());
         };
+        if let Some(me) = me {
+            if !self.mine_to_call(cluster, &node, &me).await? {
+                return Ok(());
+            }
+        }
         if candidate.as_ref().is_some_and(|c| c.mac == node.mac) && rec.attempts == 0 {
             tracing::info!(cluster, hostname = %node.hostname, ip = %node.ip, "bootstrap: decided on this node (proved and recorded before the first call)");
             self.p.timeline.note(
@@ -225,6 +258,59 @@ impl Bootstrapper {
             update_async(&self.p, cluster, |r| r.proved_at = Some(now())).await?;
         }
         self.call_until_done(cluster, &node, port, &creds).await
+    }
+
+    /// Several daemons on one store: only the one the record names calls
+    /// Bootstrap. Another waits while that one is alive, and takes the call
+    /// over (compare-and-swap on the record) once it is not. False: nothing
+    /// left for this daemon to do (bootstrapped, or reset, meanwhile).
+    async fn mine_to_call(&self, cluster: &str, node: &Node, me: &str) -> Result<bool, BrainError> {
+        let mut waiting = false;
+        loop {
+            let rec = cluster_record(&self.p, cluster)?;
+            if rec.bootstrapped_at.is_some() || rec.bootstrap_node.as_ref() != Some(node) {
+                return Ok(false);
+            }
+            let prev = rec.bootstrap_by.clone();
+            let alive = |d: &str| {
+                self.p
+                    .store
+                    .peers()
+                    .is_some_and(|(live, _)| live.iter().any(|l| l == d))
+            };
+            match prev.as_deref() {
+                Some(by) if by == me => return Ok(true),
+                Some(by) if alive(by) => {
+                    if !waiting {
+                        tracing::info!(
+                            cluster,
+                            daemon = by,
+                            "bootstrap: {by} calls it; standing by while it is alive"
+                        );
+                        waiting = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => {
+                    let mine = me.to_string();
+                    let from = prev.clone();
+                    let r = update_async(&self.p, cluster, move |r| {
+                        if r.bootstrap_by == from && r.bootstrapped_at.is_none() {
+                            r.bootstrap_by = Some(mine.clone());
+                        }
+                    })
+                    .await?;
+                    if r.bootstrap_by.as_deref() == Some(me) {
+                        tracing::info!(
+                            cluster,
+                            "bootstrap: taking the call over from {} (not alive)",
+                            prev.as_deref().unwrap_or("no daemon")
+                        );
+                        return Ok(true);
+                    }
+                }
+            }
+        }
     }
 
     /// Call Bootstrap on the recorded node until it confirms, recording each
@@ -345,6 +431,7 @@ pub(crate) async fn reset(p: &Arc<Provisioner>, cluster: &str) -> Result<String,
     }
     update_async(p, cluster, |r| {
         r.bootstrap_node = None;
+        r.bootstrap_by = None;
         r.decided_at = None;
         r.attempts = 0;
         r.last_error = None;

@@ -59,6 +59,7 @@ pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let boot = Bootstrapper::new(p.clone());
     let mut running = tasks::spawn(&p, &boot, listeners, &stop_rx).await?;
     boot.resume();
+    boot.keep_resuming();
     crate::brain::replace::resume(p.clone());
     announce(&p.cfg, p.inventory().machines().len());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -30,6 +30,10 @@ pub struct ClusterRecord {
     pub proved_at: Option<u64>,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// With several daemons (etcd): the one that calls Bootstrap. Another
+    /// takes over only once this one is no longer alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_by: Option<String>,
     /// SHA-256 of the cluster's CA certificates, by name, pinned when kiln
     /// first made or loaded its secrets.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
