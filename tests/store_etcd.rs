@@ -26,6 +26,7 @@ fn settings(c: &common::etcd::Cluster, prefix: &str) -> EtcdSettings {
         tls: None,
         daemon: "test".into(),
         secrets_key: None,
+        segment: "test".into(),
     }
 }
 

@@ -2,7 +2,8 @@
 //! quorum (a real 3-member etcd; daemon b reaches it through relays the test
 //! cuts, as a partition would): b is fenced and stops answering DHCP within
 //! a bounded time, a takes b's clients when b's liveness key runs out, and
-//! once the path is mended b serves its share again.
+//! once the path is mended b serves its share again. Daemons on different
+//! segments (one per rack) do not split: each answers every client it sees.
 
 mod common;
 
@@ -105,4 +106,57 @@ fn a_daemon_cut_off_from_etcd_stops_and_its_peer_serves() {
     a.stop();
     b.stop();
     assert!(b.logs().contains("fenced: no etcd quorum"), "{}", b.logs());
+}
+
+/// One daemon per rack (`store.segment`), one shared state: no split, each
+/// answers every client that reaches it.
+#[test]
+fn daemons_on_different_segments_each_answer_their_own() {
+    if common::etcd::skip() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let c = common::etcd::Cluster::start(d.path().join("etcd"), &["e1", "e2", "e3"]);
+    let endpoints: Vec<String> = (0..3).map(|i| format!("\"{}\"", c.client_url(i))).collect();
+    use common::LoPorts;
+    let lab = |name: &str, segment: &str| {
+        let yaml = format!(
+            "{}boot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\nunknown_machines: boot\ndefault_profile: worker\nstore:\n  backend: etcd\n  endpoints: [{}]\n  daemon: {name}\n  segment: {segment}\n",
+            common::Ports::any().lo_yaml(),
+            endpoints.join(", ")
+        );
+        let l = common::Lab::new(&yaml, "machines: []\n");
+        l.ipxe_stubs();
+        l
+    };
+    let (la, lb) = (lab("rack-a", "rack-a"), lab("rack-b", "rack-b"));
+    let mut a = common::Kiln::start(&la.config(), None);
+    let mut b = common::Kiln::start(&lb.config(), None);
+    // Both are live on the prefix...
+    let t0 = Instant::now();
+    while c
+        .ctl(0, &["get", "--prefix", "--keys-only", "/kiln/daemons/"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+        < 2
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never both live");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // ...and neither leaves a client to the other.
+    let from = common::lo_ip(5);
+    for i in 0..16 {
+        let mac = format!("52:54:00:dd:00:{i:02x}");
+        for k in [&a, &b] {
+            assert!(
+                common::dhcp_answered(k.ports.proxy_dhcp, &mac, from, Duration::from_secs(2)),
+                "{mac} unanswered on its own segment"
+            );
+        }
+    }
+    a.stop();
+    b.stop();
 }

@@ -272,11 +272,12 @@ impl Bootstrapper {
                 return Ok(false);
             }
             let prev = rec.bootstrap_by.clone();
+            // Any segment: a daemon in another rack may be the caller.
             let alive = |d: &str| {
                 self.p
                     .store
-                    .peers()
-                    .is_some_and(|(live, _)| live.iter().any(|l| l == d))
+                    .alive_daemons()
+                    .is_some_and(|live| live.iter().any(|l| l == d))
             };
             match prev.as_deref() {
                 Some(by) if by == me => return Ok(true),

@@ -174,10 +174,22 @@ impl Config {
             let spec = cluster_spec(path, name, c, secrets, &mut problems);
             clusters.insert(name.clone(), spec);
         }
-        let store = wire.store.settings(rel).unwrap_or_else(|(key, why)| {
+        let mut store = wire.store.settings(rel).unwrap_or_else(|(key, why)| {
             problems.push(path, key, why);
             Default::default()
         });
+        if let super::store::StoreSettings::Etcd(e) = &mut store {
+            if e.segment.is_empty() {
+                e.segment = match &dhcp {
+                    DhcpMode::Full(f) => {
+                        let nets: Vec<String> =
+                            f.subnets.iter().map(|s| s.net.to_string()).collect();
+                        nets.join(",")
+                    }
+                    DhcpMode::Proxy => "proxy".into(),
+                };
+            }
+        }
         problems.into_result(Config {
             file: path.to_path_buf(),
             interface: wire.interface,

@@ -30,6 +30,8 @@ pub(super) struct StoreWire {
     pub(super) daemon: Option<String>,
     #[serde(default)]
     pub(super) secrets_key: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) segment: Option<String>,
 }
 
 /// Client TLS to etcd: its CA, and a client certificate if etcd asks for one.
@@ -57,6 +59,11 @@ pub struct EtcdSettings {
     /// sealed with in etcd, the same on every daemon. None: each daemon
     /// keeps its own copy of each secrets file (docs/ha.md).
     pub secrets_key: Option<PathBuf>,
+    /// The L2 segment this daemon answers DHCP on: daemons on one segment
+    /// split its clients, daemons on others (one per rack) answer their own.
+    /// Default: full mode's subnets; in proxy mode `proxy` (set it per
+    /// segment when daemons serve different ones).
+    pub segment: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,10 +81,14 @@ impl StoreWire {
     ) -> Result<StoreSettings, (&'static str, String)> {
         match self.backend {
             Backend::Redb => {
-                if !self.endpoints.is_empty() || self.tls.is_some() || self.secrets_key.is_some() {
+                if !self.endpoints.is_empty()
+                    || self.tls.is_some()
+                    || self.secrets_key.is_some()
+                    || self.segment.is_some()
+                {
                     return Err((
                         "store.endpoints",
-                        "endpoints, tls and secrets_key are for `backend: etcd`".into(),
+                        "endpoints, tls, secrets_key and segment are for `backend: etcd`".into(),
                     ));
                 }
                 Ok(StoreSettings::Redb)
@@ -137,6 +148,8 @@ impl StoreWire {
                     tls,
                     daemon,
                     secrets_key: self.secrets_key.as_deref().map(&rel),
+                    // Empty: the config fills it in from the DHCP mode.
+                    segment: self.segment.clone().unwrap_or_default(),
                 }))
             }
         }

@@ -80,6 +80,8 @@ pub(super) struct Etcd {
     pub(super) epoch: std::time::Instant,
     /// This daemon's name, and the etcd lease its liveness key is under.
     pub(super) daemon: String,
+    /// The segment it answers DHCP on (its liveness key's value).
+    pub(super) segment: String,
     pub(super) lease: Arc<std::sync::atomic::AtomicI64>,
     /// Who hears of watch events (the DHCP pool, of leases), set once.
     pub(super) listener: Arc<std::sync::OnceLock<Listener>>,
@@ -173,6 +175,7 @@ impl Etcd {
             last_ok: Default::default(),
             epoch: std::time::Instant::now(),
             daemon: s.daemon.clone(),
+            segment: s.segment.clone(),
             lease: Default::default(),
             listener: Default::default(),
         };
@@ -259,6 +262,20 @@ impl Etcd {
     /// The daemons alive on this prefix (their liveness keys), this one
     /// included, sorted.
     pub(super) fn peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .list("daemons")
+            .into_iter()
+            .filter(|(_, seg)| seg.as_slice() == self.segment.as_bytes())
+            .map(|(k, _)| k)
+            .collect();
+        v.push(self.daemon.clone());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Every daemon alive on the prefix, whatever its segment (sorted).
+    pub(super) fn alive(&self) -> Vec<String> {
         let mut v: Vec<String> = self.list("daemons").into_iter().map(|(k, _)| k).collect();
         v.push(self.daemon.clone());
         v.sort();

@@ -14,15 +14,16 @@ use crate::model::store::EtcdSettings;
 pub(super) const LIVENESS_TTL: i64 = 3;
 
 impl Etcd {
-    /// Hold `daemons/<name>` under an etcd lease kept alive from here; a
+    /// Hold `daemons/<name>` (its value: the daemon's segment) under an etcd lease kept alive from here; a
     /// lost lease is granted again and the key written again.
     pub(super) fn stay_alive(&self) {
-        let (clients, current, key, lease, name) = (
+        let (clients, current, key, lease, name, segment) = (
             self.clients.clone(),
             self.current.clone(),
             self.full(&format!("daemons/{}", self.daemon)),
             self.lease.clone(),
             self.name.clone(),
+            self.segment.clone(),
         );
         self.handle.spawn(async move {
             use std::sync::atomic::Ordering;
@@ -32,7 +33,8 @@ impl Etcd {
                 let r: Result<(), etcd_client::Error> = async {
                     let id = c.lease_grant(LIVENESS_TTL, None).await?.id();
                     let opts = etcd_client::PutOptions::new().with_lease(id);
-                    c.put(key.as_bytes(), "", Some(opts)).await?;
+                    c.put(key.as_bytes(), segment.as_bytes(), Some(opts))
+                        .await?;
                     // Not if the daemon left meanwhile: give the new lease up.
                     if lease
                         .compare_exchange(

@@ -206,10 +206,15 @@ impl Store {
         self.failure.borrow().clone().or_else(|| self.fenced())
     }
 
-    /// With etcd: the daemons alive on the prefix (sorted) and this one's
-    /// name, for splitting DHCP clients among them; None with redb.
+    /// With etcd: the daemons alive on this one's segment (sorted) and this
+    /// one's name, for splitting DHCP clients among them; None with redb.
     pub fn peers(&self) -> Option<(Vec<String>, String)> {
         self.etcd.as_ref().map(|e| (e.peers(), e.daemon.clone()))
+    }
+
+    /// With etcd: every daemon alive on the prefix, any segment (sorted).
+    pub fn alive_daemons(&self) -> Option<Vec<String>> {
+        self.etcd.as_ref().map(|e| e.alive())
     }
 
     /// A clean stop: give up this daemon's liveness key (etcd) so its peers
