@@ -27,6 +27,7 @@ fn settings(c: &common::etcd::Cluster, prefix: &str) -> EtcdSettings {
         daemon: "test".into(),
         secrets_key: None,
         segment: "test".into(),
+        service_address: None,
     }
 }
 

@@ -7,6 +7,7 @@ mod reload;
 mod start;
 pub(crate) use start::lock_state_dir;
 mod tasks;
+mod vip;
 mod watchdog;
 
 use std::path::Path;
@@ -60,6 +61,7 @@ pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let mut running = tasks::spawn(&p, &boot, listeners, &stop_rx).await?;
     boot.resume();
     boot.keep_resuming();
+    let service = vip::spawn(&p, stop_rx.clone());
     crate::brain::replace::resume(p.clone());
     announce(&p.cfg, p.inventory().machines().len());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -77,6 +79,11 @@ pub(crate) async fn serve(config_path: &Path) -> Result<(), DaemonError> {
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    // The service address goes before the liveness key, so a peer that
+    // takes it over never meets it still on this host.
+    if let Some(s) = service {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
     // Peers on a shared store take this daemon's DHCP clients from now on.
     crate::store::blocking(move || {
         store.leave();

@@ -10,4 +10,5 @@ pub(crate) mod kmsg;
 pub(crate) mod ra;
 pub(crate) mod status;
 pub(crate) mod tftp;
+pub(crate) mod vip;
 pub(crate) mod zerocopy;

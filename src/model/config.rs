@@ -122,18 +122,32 @@ impl Config {
         self.state_dir.join("kiln.sock")
     }
 
+    /// The shared service address (`store.service_address`), if any.
+    pub fn service_address(&self) -> Option<Ipv4Addr> {
+        match &self.store {
+            super::store::StoreSettings::Etcd(e) => e.service_address,
+            super::store::StoreSettings::Redb => None,
+        }
+    }
+
+    /// The address machines are told for TFTP, HTTP, configs, events and
+    /// kernel logs: the shared service address, else server_address.
+    pub fn advertised_address(&self) -> Ipv4Addr {
+        self.service_address().unwrap_or(self.server_address)
+    }
+
     pub fn http_base(&self) -> String {
-        format!("http://{}:{}", self.server_address, self.ports.http)
+        format!("http://{}:{}", self.advertised_address(), self.ports.http)
     }
 
     /// `tcp://host:port` of kiln's kernel log receiver, as Talos dials it.
     pub fn kmsg_url(&self) -> String {
-        format!("tcp://{}:{}", self.server_address, self.ports.kmsg)
+        format!("tcp://{}:{}", self.advertised_address(), self.ports.kmsg)
     }
 
     /// `host:port` of kiln's events sink, as Talos dials it.
     pub fn events_endpoint(&self) -> String {
-        format!("{}:{}", self.server_address, self.ports.events)
+        format!("{}:{}", self.advertised_address(), self.ports.events)
     }
 
     /// Load `path` with `KILN_*` overrides and validate it. All problems found are
@@ -179,6 +193,13 @@ impl Config {
             Default::default()
         });
         if let super::store::StoreSettings::Etcd(e) = &mut store {
+            if e.service_address == Some(wire.server_address) {
+                problems.push(
+                    path,
+                    "store.service_address",
+                    format!("{} is server_address: the service address is another one, that moves between daemons", wire.server_address),
+                );
+            }
             if e.segment.is_empty() {
                 e.segment = match &dhcp {
                     DhcpMode::Full(f) => {

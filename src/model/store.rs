@@ -32,6 +32,8 @@ pub(super) struct StoreWire {
     pub(super) secrets_key: Option<PathBuf>,
     #[serde(default)]
     pub(super) segment: Option<String>,
+    #[serde(default)]
+    pub(super) service_address: Option<std::net::Ipv4Addr>,
 }
 
 /// Client TLS to etcd: its CA, and a client certificate if etcd asks for one.
@@ -64,6 +66,11 @@ pub struct EtcdSettings {
     /// Default: full mode's subnets; in proxy mode `proxy` (set it per
     /// segment when daemons serve different ones).
     pub segment: String,
+    /// An address one live daemon holds at a time (elected through etcd,
+    /// announced with gratuitous ARP), that machines are told for TFTP,
+    /// HTTP, configs, events and kernel logs; DHCP stays on each daemon's
+    /// own server_address.
+    pub service_address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,10 +92,11 @@ impl StoreWire {
                     || self.tls.is_some()
                     || self.secrets_key.is_some()
                     || self.segment.is_some()
+                    || self.service_address.is_some()
                 {
                     return Err((
                         "store.endpoints",
-                        "endpoints, tls, secrets_key and segment are for `backend: etcd`".into(),
+                        "endpoints, tls, secrets_key, segment and service_address are for `backend: etcd`".into(),
                     ));
                 }
                 Ok(StoreSettings::Redb)
@@ -150,6 +158,7 @@ impl StoreWire {
                     secrets_key: self.secrets_key.as_deref().map(&rel),
                     // Empty: the config fills it in from the DHCP mode.
                     segment: self.segment.clone().unwrap_or_default(),
+                    service_address: self.service_address,
                 }))
             }
         }

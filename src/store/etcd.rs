@@ -237,19 +237,62 @@ impl Etcd {
             .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Why this daemon is fenced, if it is: no etcd quorum answered for FENCE.
     /// Hear of every put a watch event brings from now on (once: a second
     /// listener is refused with false).
     pub(super) fn listen(&self, l: Listener) -> bool {
         self.listener.set(l).is_ok()
     }
 
-    pub(super) fn fenced(&self) -> Option<String> {
+    /// How long since a quorum last answered.
+    pub(super) fn quorum_age(&self) -> Duration {
         let last = self.last_ok.load(std::sync::atomic::Ordering::Relaxed);
-        let since = self
-            .epoch
+        self.epoch
             .elapsed()
-            .saturating_sub(Duration::from_millis(last));
+            .saturating_sub(Duration::from_millis(last))
+    }
+
+    /// Hold `key` for this daemon under its liveness lease, unless another
+    /// daemon holds it: Some(holder) (this daemon's name when it is this
+    /// one), None while this daemon has no liveness lease yet. The key goes
+    /// with the lease: a dead holder loses it within the lease's TTL.
+    pub(super) fn claim(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let lease = self.lease.load(std::sync::atomic::Ordering::Relaxed);
+        if lease <= 0 {
+            return Ok(None);
+        }
+        let full = self.full(key);
+        let me = self.daemon.clone();
+        let resp = self.run(|mut c| {
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    full.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![TxnOp::put(
+                    full.clone(),
+                    me.clone(),
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )])
+                .or_else(vec![TxnOp::get(full.clone(), None)]);
+            async move { c.txn(txn).await }
+        })?;
+        if resp.succeeded() {
+            return Ok(Some(me));
+        }
+        for op in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(g) = op {
+                if let Some(kv) = g.kvs().first() {
+                    return Ok(Some(String::from_utf8_lossy(kv.value()).into_owned()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Why this daemon is fenced, if it is: no etcd quorum answered for FENCE.
+    pub(super) fn fenced(&self) -> Option<String> {
+        let since = self.quorum_age();
         (since > FENCE).then(|| {
             format!(
                 "no etcd quorum for {}s (fenced after {}s): not acting on a view other daemons may have changed",

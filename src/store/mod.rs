@@ -212,6 +212,21 @@ impl Store {
         self.etcd.as_ref().map(|e| (e.peers(), e.daemon.clone()))
     }
 
+    /// With etcd: hold `service/<addr>` (the shared service address) for
+    /// this daemon unless another does; the holder's name. None: redb, or
+    /// no liveness lease yet.
+    pub fn claim_service(&self, addr: std::net::Ipv4Addr) -> Result<Option<String>, StoreError> {
+        match &self.etcd {
+            Some(e) => e.claim(&format!("service/{addr}")),
+            None => Ok(None),
+        }
+    }
+
+    /// With etcd: how long since a quorum last answered (None: redb).
+    pub fn quorum_age(&self) -> Option<std::time::Duration> {
+        self.etcd.as_ref().map(|e| e.quorum_age())
+    }
+
     /// With etcd: every daemon alive on the prefix, any segment (sorted).
     pub fn alive_daemons(&self) -> Option<Vec<String>> {
         self.etcd.as_ref().map(|e| e.alive())

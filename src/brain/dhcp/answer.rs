@@ -26,6 +26,12 @@ impl Provisioner {
         if self.store.fenced().is_some() {
             return (Decision::Ignore(Reason::Fenced), None);
         }
+        // What the request proves is noted even when a peer answers it: with
+        // a shared service address this daemon may serve the machine's
+        // script and config, and it saw the address used first-hand.
+        if let Some(ip) = used_address(req, port, src) {
+            self.saw(req.mac, ip);
+        }
         let mut share = (0, 1);
         if let Some((live, me)) = self.store.peers() {
             match super::share::answerer(&req.mac, &live) {
@@ -35,9 +41,6 @@ impl Provisioner {
                 _ => {}
             }
             share = super::share::place(&live, &me);
-        }
-        if let Some(ip) = used_address(req, port, src) {
-            self.saw(req.mac, ip);
         }
         let inv = self.inventory();
         let decision = {

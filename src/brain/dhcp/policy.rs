@@ -100,7 +100,7 @@ pub(crate) fn boot_for(
         ClientClass::Other => None,
     };
     let mk = |file: String| Boot {
-        next_server: cfg.server_address,
+        next_server: cfg.advertised_address(),
         file,
         vendor_class,
         pxe_vendor_options: pxe,

@@ -129,11 +129,15 @@ fn reply_address(sock: &UdpSocket, cfg: &Config) -> std::net::IpAddr {
     if !bound.is_unspecified() {
         return bound;
     }
-    let server = std::net::IpAddr::V4(cfg.server_address);
-    match std::net::UdpSocket::bind((server, 0)) {
-        Ok(_) => server,
-        Err(_) => bound,
+    // The address the client was told (the shared service address, when
+    // this daemon holds it), else this daemon's own.
+    for a in [cfg.advertised_address(), cfg.server_address] {
+        let server = std::net::IpAddr::V4(a);
+        if std::net::UdpSocket::bind((server, 0)).is_ok() {
+            return server;
+        }
     }
+    bound
 }
 
 /// Serve requests on `sock` until `stop` flips. A receive error is logged
