@@ -131,15 +131,5 @@ echo "etcd (3 members, alive ones): CPU s $(for f in "$work"/etcd/*.pid; do p=$(
 ip netns exec ks-a "$KILN" machines --output json --config "$work/kiln-a/kiln.yaml" > "$work/machines.json"
 # Kept for a look afterwards: OUT=dir.
 [ -n "${OUT:-}" ] && cp "$work/storm.json" "$work/machines.json" "$work"/kiln-*.log "$OUT"/
-python3 - "$work/machines.json" "$work/storm.json" "$N" <<'P'
-import json, sys
-ms = json.load(open(sys.argv[1])); storm = json.load(open(sys.argv[2])); n = int(sys.argv[3])
-ready = sum(1 for m in ms if m["state"] == "ready")
-ips = [m["ip"] for m in ms if m.get("ip")]
-dup = len(ips) - len(set(ips))
-mine = {m["mac"]: m["ip"] for m in storm}
-mismatch = sum(1 for m in ms if m["mac"] in mine and m.get("ip") != mine[m["mac"]])
-print(f"kiln: {len(ms)} machines, {ready} ready, {dup} duplicate addresses, {mismatch} whose address differs from the client's ACK")
-sys.exit(0 if ready == n and dup == 0 and mismatch == 0 else 1)
-P
+python3 bench/check_storm.py "$work/machines.json" "$work/storm.json" "$N"
 exit $rc

@@ -81,17 +81,7 @@ echo
 echo "kiln (last incarnation): peak RSS MiB, CPU s: $(usage "$pid")"
 # kiln's own view: every machine ready, each address held by one MAC.
 ip netns exec $NS_S "$KILN" machines --output json --config "$d/kiln.yaml" > "$work/machines.json"
-python3 - "$work/machines.json" "$work/storm.json" "$N" <<'P'
-import json, sys
-ms = json.load(open(sys.argv[1])); storm = json.load(open(sys.argv[2])); n = int(sys.argv[3])
-ready = sum(1 for m in ms if m["state"] == "ready")
-ips = [m["ip"] for m in ms if m.get("ip")]
-dup = len(ips) - len(set(ips))
-mine = {m["mac"]: m["ip"] for m in storm}
-mismatch = sum(1 for m in ms if m["mac"] in mine and m.get("ip") != mine[m["mac"]])
-print(f"kiln: {len(ms)} machines, {ready} ready, {dup} duplicate addresses, {mismatch} whose address differs from the client's ACK")
-sys.exit(0 if ready == n and dup == 0 and mismatch == 0 else 1)
-P
+python3 bench/check_storm.py "$work/machines.json" "$work/storm.json" "$N"
 # A wrapped kiln (a profiler) gets TERM and time to write its output.
 if [ -n "${WRAP:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; sleep 20; fi
 exit $rc

@@ -133,21 +133,7 @@ fn two_daemons_netboot_a_cluster_and_one_dies_after_the_first_install() {
     let mut ka = Kiln::start(&la.config(), Some(&net.server));
     let mut kb = Kiln::start(&lb.config(), Some(&ns_b));
     // Both liveness keys are up before the first machine powers on.
-    let t0 = Instant::now();
-    while etcd
-        .ctl(0, &["get", "--prefix", "--keys-only", "/kiln/daemons/"])
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .count()
-        < 2
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the daemons never both went live"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    etcd.wait_daemons(2, Duration::from_secs(20));
 
     // cp-1 boots (BIOS, iPXE ROM) and installs, from whichever daemon answers it.
     let mut cp1 = Vm::spawn(&net.server, "tap1", CP1.1, Firmware::BiosIpxeRom, la.path());

@@ -133,18 +133,7 @@ fn daemons_on_different_segments_each_answer_their_own() {
     let mut a = common::Kiln::start(&la.config(), None);
     let mut b = common::Kiln::start(&lb.config(), None);
     // Both are live on the prefix...
-    let t0 = Instant::now();
-    while c
-        .ctl(0, &["get", "--prefix", "--keys-only", "/kiln/daemons/"])
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .count()
-        < 2
-    {
-        assert!(t0.elapsed() < Duration::from_secs(10), "never both live");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_daemons(2, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     // ...and neither leaves a client to the other.
     let from = common::lo_ip(5);

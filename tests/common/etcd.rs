@@ -120,6 +120,22 @@ impl Cluster {
     }
 
     /// Names of the members etcd lists (asked through member `via`).
+    /// Wait until `n` kiln daemons hold liveness keys under `/kiln`.
+    pub fn wait_daemons(&self, n: usize, within: Duration) {
+        let t0 = Instant::now();
+        while self
+            .ctl(0, &["get", "--prefix", "--keys-only", "/kiln/daemons/"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            < n
+        {
+            assert!(t0.elapsed() < within, "{n} kiln daemons never went live");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn member_names(&self, via: usize) -> Vec<String> {
         let out = self.ctl(via, &["member", "list", "-w", "json"]).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
