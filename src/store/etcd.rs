@@ -83,6 +83,8 @@ pub(super) struct Etcd {
     /// The segment it answers DHCP on (its liveness key's value).
     pub(super) segment: String,
     pub(super) lease: Arc<std::sync::atomic::AtomicI64>,
+    /// When expired boot tokens were last swept (unix seconds).
+    pub(super) last_sweep: std::sync::atomic::AtomicU64,
     /// Who hears of watch events (the DHCP pool, of leases), set once.
     pub(super) listener: Arc<std::sync::OnceLock<Listener>>,
 }
@@ -178,6 +180,7 @@ impl Etcd {
             segment: s.segment.clone(),
             lease: Default::default(),
             listener: Default::default(),
+            last_sweep: Default::default(),
         };
         let rev = e.load()?;
         e.follow(rev);

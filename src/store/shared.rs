@@ -3,7 +3,7 @@
 //! token per MAC). The single-record ones go through `Store::modify`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::etcd::{Etcd, Lookup, Put};
 use super::leases::LeaseChange;
@@ -16,8 +16,6 @@ const CHANGES_PER_TXN: usize = 32;
 /// Expired tokens are swept at most this often (seconds), this many at a time.
 const SWEEP_EVERY: u64 = 30;
 const SWEEP: usize = 64;
-
-static LAST_SWEEP: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     /// Bind and free addresses. Each bind compares the address's record and
@@ -196,9 +194,10 @@ impl Store {
 
     /// A few expired tokens to delete, every SWEEP_EVERY seconds at most.
     fn expired_tokens(&self, e: &Etcd, now: u64) -> Vec<Put> {
-        let last = LAST_SWEEP.load(Ordering::Relaxed);
+        // Per store (each daemon, each test's store), not per process.
+        let last = e.last_sweep.load(Ordering::Relaxed);
         if now < last + SWEEP_EVERY
-            || LAST_SWEEP
+            || e.last_sweep
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
