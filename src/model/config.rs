@@ -193,6 +193,18 @@ impl Config {
             Default::default()
         });
         if let super::store::StoreSettings::Etcd(e) = &mut store {
+            if let (Some(vip), DhcpMode::Full(f)) = (e.service_address, &dhcp) {
+                if let Some(sn) = f.subnets.iter().find(|sn| sn.in_range(vip)) {
+                    problems.push(
+                        path,
+                        "store.service_address",
+                        format!(
+                            "{vip} is inside the DHCP range {}-{}: the pool would hand it out",
+                            sn.range.0, sn.range.1
+                        ),
+                    );
+                }
+            }
             if e.service_address == Some(wire.server_address) {
                 problems.push(
                     path,

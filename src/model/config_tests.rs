@@ -61,3 +61,46 @@ fn proxy_mode_rejects_pool_keys() {
     let e = Config::load(&p).unwrap_err().to_string();
     assert!(e.contains("dhcp.subnet: only used in full mode"), "{e}");
 }
+
+#[test]
+fn the_etcd_store_keys_default_and_are_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let head = "interface: br0\nserver_address: 10.99.0.1\ndhcp:\n  mode: full\n  subnet: 10.99.0.0/24\n  range: [10.99.0.100, 10.99.0.200]\n";
+    let p = write(
+        d.path(),
+        &format!("{head}store: {{backend: etcd, endpoints: [\"http://10.0.0.9:2379\"], daemon: a, service_address: 10.99.0.5}}\n"),
+    );
+    let c = Config::load(&p).unwrap();
+    let crate::model::store::StoreSettings::Etcd(e) = &c.store else {
+        panic!("not etcd")
+    };
+    assert_eq!(e.segment, "10.99.0.0/24", "full mode's default segment");
+    assert_eq!(
+        c.advertised_address(),
+        "10.99.0.5".parse::<Ipv4Addr>().unwrap()
+    );
+    assert_eq!(c.http_base(), "http://10.99.0.5:8080");
+    for (vip, want) in [
+        (
+            "10.99.0.150",
+            "store.service_address: 10.99.0.150 is inside the DHCP range",
+        ),
+        (
+            "10.99.0.1",
+            "store.service_address: 10.99.0.1 is server_address",
+        ),
+    ] {
+        let p = write(
+            d.path(),
+            &format!("{head}store: {{backend: etcd, endpoints: [\"http://10.0.0.9:2379\"], service_address: {vip}}}\n"),
+        );
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    let p = write(
+        d.path(),
+        &format!("{head}store: {{service_address: 10.99.0.5}}\n"),
+    );
+    let e = Config::load(&p).unwrap_err().to_string();
+    assert!(e.contains("are for `backend: etcd`"), "{e}");
+}
