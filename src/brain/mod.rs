@@ -28,7 +28,6 @@ pub use crate::store::machines::{Record, State};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::brain::dhcp::pool::Pool;
 use crate::model::config::{Config, UnknownMachines};
@@ -38,11 +37,9 @@ use crate::store::tokens::BootToken;
 use crate::store::{Store, StoreError};
 use crate::talos::secrets::Bundle;
 
+/// Unix seconds now: the store's clock (`store::unix_now`).
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::store::unix_now()
 }
 
 pub struct Provisioner {
@@ -494,5 +491,5 @@ fn new_token() -> String {
     use rand_core::RngCore;
     let mut b = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::model::hex::encode(&b)
 }

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) struct RateLog {
     per_sec: u32,
@@ -28,10 +27,7 @@ impl RateLog {
     /// suppressed before it; `None` when it must be dropped.
     pub(crate) fn admit(&self) -> Option<u64> {
         self.total.fetch_add(1, Ordering::Relaxed);
-        let sec = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let sec = super::now();
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         if w.0 != sec {
             *w = (sec, 0);

@@ -50,10 +50,7 @@ struct Inner {
 
 impl Timeline {
     pub(crate) fn note(&self, mac: Mac, kind: &str, text: impl Into<String>) {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let at = super::now();
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = g.stamp.get(&mac).copied() {
             g.order.remove(&old);
@@ -87,10 +84,7 @@ impl Timeline {
 
     /// A DHCP packet from `mac` (after [`note`](Self::note), which keeps the MAC).
     pub(crate) fn saw(&self, mac: Mac, firmware: String, vendor_class: &[u8]) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = super::now();
         let vendor: String = String::from_utf8_lossy(vendor_class)
             .chars()
             .filter(|c| !c.is_control())

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod config;
 pub mod contract;
 pub mod files;
+pub mod hex;
 pub mod inventory;
 pub mod mac;
 pub mod patch;

@@ -34,10 +34,7 @@ pub struct Schematic {
 
 /// Hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::hex::encode(&Sha256::digest(bytes))
 }
 
 /// Go marshals maps with their keys sorted.

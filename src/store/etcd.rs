@@ -305,24 +305,26 @@ impl Etcd {
         })
     }
 
-    /// The daemons alive on this prefix (their liveness keys), this one
-    /// included, sorted.
+    /// The daemons alive on this one's segment (their liveness keys' value),
+    /// this one included, sorted.
     pub(super) fn peers(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .list("daemons")
-            .into_iter()
-            .filter(|(_, seg)| seg.as_slice() == self.segment.as_bytes())
-            .map(|(k, _)| k)
-            .collect();
-        v.push(self.daemon.clone());
-        v.sort();
-        v.dedup();
-        v
+        self.live(Some(&self.segment))
     }
 
     /// Every daemon alive on the prefix, whatever its segment (sorted).
     pub(super) fn alive(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.list("daemons").into_iter().map(|(k, _)| k).collect();
+        self.live(None)
+    }
+
+    /// The names of the liveness keys (on `segment`, if given) and this
+    /// daemon's, sorted.
+    fn live(&self, segment: Option<&str>) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .list("daemons")
+            .into_iter()
+            .filter(|(_, seg)| segment.is_none_or(|s| seg.as_slice() == s.as_bytes()))
+            .map(|(k, _)| k)
+            .collect();
         v.push(self.daemon.clone());
         v.sort();
         v.dedup();
@@ -347,9 +349,7 @@ impl Etcd {
 
     /// A key's value and mod revision (0: absent), read together.
     pub(super) fn held(&self, key: &str) -> (Option<Vec<u8>>, i64) {
-        let r = self.replica.read().unwrap_or_else(|e| e.into_inner());
-        r.get(key)
-            .map_or((None, 0), |h| (Some(h.value.clone()), h.rev))
+        self.view(|get| get(key))
     }
 
     /// Run `f` on one consistent view of the replica: `f` gets a lookup of
@@ -398,15 +398,7 @@ impl Etcd {
         })?;
         let mut r = self.replica.write().unwrap_or_else(|e| e.into_inner());
         if !resp.succeeded() {
-            for (k, op) in read.iter().zip(resp.op_responses()) {
-                let etcd_client::TxnOpResponse::Get(g) = op else {
-                    continue;
-                };
-                match g.kvs().first() {
-                    Some(kv) => r.insert((*k).clone(), Held::of(kv)),
-                    None => r.remove(*k),
-                };
-            }
+            read_back(&mut r, read.iter().copied(), &resp);
             return Ok(false);
         }
         let rev = resp.header().map_or(0, |h| h.revision());
@@ -444,15 +436,7 @@ impl Etcd {
             async move { c.txn(txn).await }
         })?;
         let mut r = self.replica.write().unwrap_or_else(|e| e.into_inner());
-        for (k, op) in keys.iter().zip(resp.op_responses()) {
-            let etcd_client::TxnOpResponse::Get(g) = op else {
-                continue;
-            };
-            match g.kvs().first() {
-                Some(kv) => r.insert(k.clone(), Held::of(kv)),
-                None => r.remove(k),
-            };
-        }
+        read_back(&mut r, keys.iter(), &resp);
         Ok(())
     }
 
@@ -491,6 +475,24 @@ impl Etcd {
 
     pub(super) fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+}
+
+/// The replica takes what a transaction's reads (one get per key, in order)
+/// found: the value, or the key's absence.
+fn read_back<'k>(
+    r: &mut BTreeMap<String, Held>,
+    keys: impl Iterator<Item = &'k String>,
+    resp: &etcd_client::TxnResponse,
+) {
+    for (k, op) in keys.zip(resp.op_responses()) {
+        let etcd_client::TxnOpResponse::Get(g) = op else {
+            continue;
+        };
+        match g.kvs().first() {
+            Some(kv) => r.insert(k.clone(), Held::of(kv)),
+            None => r.remove(k),
+        };
     }
 }
 

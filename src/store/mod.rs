@@ -254,11 +254,8 @@ impl Store {
         }
         self.write(|tx| {
             let mut t = tx.open_table(HEALTH).map_err(|e| self.db_err(e))?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            t.insert("checked", now).map_err(|e| self.db_err(e))?;
+            t.insert("checked", unix_now())
+                .map_err(|e| self.db_err(e))?;
             Ok(())
         })?;
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
@@ -468,7 +465,8 @@ where
 const HEALTH: TableDefinition<'static, &'static str, u64> = TableDefinition::new("health");
 
 /// Unix seconds now.
-pub(crate) fn unix_now() -> u64 {
+/// Unix seconds now (0 before 1970): the one clock records are stamped with.
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

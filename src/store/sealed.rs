@@ -76,15 +76,17 @@ impl SecretsKey {
         }
         let text = std::fs::read_to_string(path).map_err(|e| key_err(path, e.to_string()))?;
         let hex = text.trim();
-        let bytes = decode_hex(hex).filter(|b| b.len() == 32).ok_or_else(|| {
-            key_err(
-                path,
-                format!(
-                    "holds {} characters: a secrets key is 64 hex digits (32 bytes)",
-                    hex.len()
-                ),
-            )
-        })?;
+        let bytes = crate::model::hex::decode(hex)
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                key_err(
+                    path,
+                    format!(
+                        "holds {} characters: a secrets key is 64 hex digits (32 bytes)",
+                        hex.len()
+                    ),
+                )
+            })?;
         let unbound = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| key_err(path, "not an AES-256 key"))?;
         let digest = sha2::Sha256::new()
@@ -93,7 +95,7 @@ impl SecretsKey {
             .finalize();
         Ok(SecretsKey {
             key: LessSafeKey::new(unbound),
-            id: digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            id: crate::model::hex::encode(&digest[..8]),
             path: path.to_path_buf(),
         })
     }
@@ -105,7 +107,7 @@ impl SecretsKey {
         use std::os::unix::fs::OpenOptionsExt;
         let mut key = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut key);
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::model::hex::encode(&key);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -174,16 +176,6 @@ impl SecretsKey {
             })?;
         Ok(plain.to_vec())
     }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The shared store's cluster secrets (each cluster's secrets.yaml, sealed).

@@ -249,7 +249,7 @@ pub fn sha256_file(path: &Path) -> Result<String, FactoryError> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::model::hex::encode(&h.finalize()))
 }
 
 #[cfg(test)]

@@ -428,10 +428,7 @@ impl Bundle {
         .into_iter()
         .filter_map(|(name, ck)| {
             let der = parse_pem(&pem_of(&ck.as_ref()?.crt)?)?.1;
-            let hex: String = sha2::Sha256::digest(&der)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex = crate::model::hex::encode(&sha2::Sha256::digest(&der));
             Some((name.to_string(), hex))
         })
         .collect()

@@ -474,7 +474,7 @@ pub(crate) fn api_token(state_dir: &std::path::Path) -> Result<String, ApiSetupE
     use rand_core::RngCore;
     let mut b = [0u8; 32];
     rand_core::OsRng.fill_bytes(&mut b);
-    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let token = crate::model::hex::encode(&b);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
