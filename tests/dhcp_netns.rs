@@ -146,19 +146,8 @@ fn perfdhcp_burst_of_1000_clients_gets_no_duplicate_address() {
         return;
     }
     let mut net = Net::new("pd", "10.99.0.1/21");
-    let client = net.add_client("02:00:00:00:00:01");
     // perfdhcp sends from an address of its own (outside the pool).
-    netns::sh(&[
-        "ip",
-        "-n",
-        &client,
-        "addr",
-        "add",
-        "10.99.7.254/21",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
+    let client = net.add_host("02:00:00:00:00:01", "10.99.7.254/21");
     let lab = Lab::new(
         &full_yaml("unknown_machines: boot\ndefault_profile: worker\n"),
         MACHINES,

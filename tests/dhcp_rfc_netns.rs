@@ -93,18 +93,7 @@ fn inform_nak_and_option_82_on_the_wire() {
         return;
     }
     let mut net = Net::new("rf", "10.94.0.1/24");
-    let client = net.add_client("52:54:00:66:00:21");
-    netns::sh(&[
-        "ip",
-        "-n",
-        &client,
-        "addr",
-        "add",
-        "10.94.0.50/24",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
+    let client = net.add_host("52:54:00:66:00:21", "10.94.0.50/24");
     // The client namespace also plays a relay for 10.93.0.0/24.
     netns::sh(&[
         "ip",

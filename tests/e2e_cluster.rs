@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::guest::{self, Firmware, Vm};
 use common::netns::{self, Net};
-use common::{kiln_bin, skip_unless, Kiln, Lab};
+use common::{skip_unless, Kiln, Lab};
 
 struct M {
     host: &'static str,
@@ -261,24 +261,7 @@ fn a_whole_cluster_netboots_bios_and_uefi_with_no_hands() {
         "no TFTP of ipxe.efi"
     );
     // kiln's CLI inside the namespace, against its local API: (success, output).
-    let kiln_cli = |args: &[&str]| {
-        let o = std::process::Command::new("ip")
-            .args(["netns", "exec", &net.server])
-            .arg(kiln_bin())
-            .args(args)
-            .arg("--config")
-            .arg(lab.config())
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
-    };
+    let kiln_cli = |args: &[&str]| common::run_kiln_in(&net.server, &lab, args);
     let (ok, out) = kiln_cli(&["machines", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{ok}: {out}"));
     for m in &MS {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::guest::{self, Firmware, Vm};
 use common::netns::{self, Net};
-use common::{kiln_bin, skip_unless, Kiln, Lab};
+use common::{skip_unless, Kiln, Lab};
 
 const CP1: (&str, &str, &str) = ("cp-1", "52:54:00:e3:00:01", "10.99.1.11");
 const CP2: (&str, &str, &str) = ("cp-2", "52:54:00:e3:00:02", "10.99.1.12");
@@ -45,26 +45,6 @@ fn lab(
     l
 }
 
-/// `kiln ARGS --config <lab>` inside `ns`: (success, output).
-fn cli(ns: &str, l: &Lab, args: &[&str]) -> (bool, String) {
-    let o = std::process::Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(kiln_bin())
-        .args(args)
-        .arg("--config")
-        .arg(l.config())
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
-
 #[test]
 fn two_daemons_netboot_a_cluster_and_one_dies_after_the_first_install() {
     if netns::skip(&[])
@@ -90,18 +70,7 @@ fn two_daemons_netboot_a_cluster_and_one_dies_after_the_first_install() {
     let mut net = Net::new("e3", "10.99.1.1/24");
     net.add_tap("tap1");
     net.add_tap("tap2");
-    let ns_b = net.add_client("52:54:00:e3:00:fe");
-    netns::sh(&[
-        "ip",
-        "-n",
-        &ns_b,
-        "addr",
-        "add",
-        "10.99.1.2/24",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
+    let ns_b = net.add_host("52:54:00:e3:00:fe", "10.99.1.2/24");
 
     let mut files = std::collections::BTreeMap::new();
     files.insert("kernel-amd64".to_string(), std::fs::read(&vmlinuz).unwrap());
@@ -208,7 +177,7 @@ fn two_daemons_netboot_a_cluster_and_one_dies_after_the_first_install() {
         "{blog}"
     );
     // The survivor's view of the shared state: both ready, one bootstrap.
-    let (ok, out) = cli(&sns, sl, &["machines", "--output", "json"]);
+    let (ok, out) = common::run_kiln_in(&sns, sl, &["machines", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{ok}: {out}"));
     let state = |h: &str| {
         v.as_array()

@@ -11,18 +11,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::talos::{self, ev, Shared};
 use common::{lo_ip as ip, Kiln, Lab, LoPorts, Ports, LOOPBACK_MACHINES};
-
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn two_daemons_bootstrap_one_cluster_once() {
@@ -60,7 +52,7 @@ fn two_daemons_bootstrap_one_cluster_once() {
         ("52:54:00:aa:00:02", 2),
         ("52:54:00:aa:00:03", 3),
     ] {
-        wait(
+        common::until(
             &format!("one answer for {mac}"),
             Duration::from_secs(15),
             || {
@@ -112,7 +104,7 @@ fn two_daemons_bootstrap_one_cluster_once() {
             .map(|n| n.node.bootstrap_calls())
             .collect::<Vec<_>>()
     };
-    wait("a Bootstrap call", Duration::from_secs(30), || {
+    common::until("a Bootstrap call", Duration::from_secs(30), || {
         calls().iter().any(|c| c.len() >= 2)
     });
     let record: serde_json::Value =
@@ -136,7 +128,7 @@ fn two_daemons_bootstrap_one_cluster_once() {
             .not_ready
             .store(0, std::sync::atomic::Ordering::SeqCst);
     }
-    wait("an etcd cluster", Duration::from_secs(30), || {
+    common::until("an etcd cluster", Duration::from_secs(30), || {
         !shared.clusters.lock().unwrap().is_empty()
     });
     // Room for a second, wrong Bootstrap to show.

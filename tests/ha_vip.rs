@@ -32,15 +32,6 @@ fn has_vip(ns: &str) -> bool {
         .contains(&format!("{VIP}/32"))
 }
 
-fn wait(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < within, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    t0.elapsed()
-}
-
 #[test]
 fn the_service_address_moves_to_a_live_daemon() {
     if netns::skip(&[]) || common::etcd::skip() || common::skip_unless(common::have("curl"), "curl")
@@ -51,30 +42,8 @@ fn the_service_address_moves_to_a_live_daemon() {
     let c = common::etcd::Cluster::start(d.path().join("etcd"), &["e1", "e2", "e3"]);
     let endpoints: Vec<String> = (0..3).map(|i| format!("\"{}\"", c.client_url(i))).collect();
     let mut net = Net::new("vp", "10.99.3.1/24");
-    let ns_b = net.add_client("52:54:00:e4:00:fe");
-    netns::sh(&[
-        "ip",
-        "-n",
-        &ns_b,
-        "addr",
-        "add",
-        "10.99.3.2/24",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
-    let client = net.add_client("52:54:00:e4:00:50");
-    netns::sh(&[
-        "ip",
-        "-n",
-        &client,
-        "addr",
-        "add",
-        "10.99.3.50/24",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
+    let ns_b = net.add_host("52:54:00:e4:00:fe", "10.99.3.2/24");
+    let client = net.add_host("52:54:00:e4:00:50", "10.99.3.50/24");
     let lab = |name: &str, iface: &str, addr: &str| {
         let l = Lab::new(
             &format!("interface: {iface}\nserver_address: {addr}\nboot_assets: ./boot-assets\nstate_dir: ./state\nipxe_dirs: [./ipxe]\ndhcp:\n  mode: full\n  subnet: 10.99.3.0/24\n  range: [10.99.3.100, 10.99.3.200]\nstore:\n  backend: etcd\n  endpoints: [{}]\n  daemon: {name}\n  service_address: {VIP}\n", endpoints.join(", ")),
@@ -102,9 +71,9 @@ fn the_service_address_moves_to_a_live_daemon() {
             &["--max-time", "1", &format!("http://{VIP}:8080/boot.ipxe")],
         )
     };
-    wait("a holder", Duration::from_secs(10), || holder(&c).is_some());
+    common::until("a holder", Duration::from_secs(10), || holder(&c).is_some());
     let first = holder(&c).unwrap();
-    wait("the address on the holder", Duration::from_secs(5), || {
+    common::until("the address on the holder", Duration::from_secs(5), || {
         has_vip(&ns_of(&first))
     });
     let other = if first == "kiln-a" {
@@ -131,10 +100,10 @@ fn the_service_address_moves_to_a_live_daemon() {
     };
     dead.signal(9);
     let t0 = Instant::now();
-    wait("the survivor holds it", Duration::from_secs(10), || {
+    common::until("the survivor holds it", Duration::from_secs(10), || {
         holder(&c).as_deref() == Some(other)
     });
-    wait("reachable again", Duration::from_secs(15), || {
+    common::until("reachable again", Duration::from_secs(15), || {
         reach().code == "200"
     });
     let takeover = t0.elapsed();
@@ -144,17 +113,17 @@ fn the_service_address_moves_to_a_live_daemon() {
     // holds nothing while its peer does.
     let dead_lab = if first == "kiln-a" { &la } else { &lb };
     let mut again = Kiln::start(&dead_lab.config(), Some(&ns_of(&first)));
-    wait("the leftover address gone", Duration::from_secs(10), || {
+    common::until("the leftover address gone", Duration::from_secs(10), || {
         !has_vip(&ns_of(&first))
     });
     assert_eq!(holder(&c).as_deref(), Some(other));
     // A clean stop hands it over at once (its lease is revoked).
     live.stop();
     let t0 = Instant::now();
-    wait("handed over", Duration::from_secs(10), || {
+    common::until("handed over", Duration::from_secs(10), || {
         holder(&c).as_deref() == Some(first.as_str())
     });
-    wait(
+    common::until(
         "reachable after the hand-over",
         Duration::from_secs(10),
         || reach().code == "200",

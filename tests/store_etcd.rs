@@ -41,15 +41,6 @@ fn lease(ip: &str, mac: &str) -> Lease {
     }
 }
 
-/// Wait until `f` holds (another daemon's write reaches this one's replica).
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn two_daemons_share_one_state_and_keep_its_invariants() {
     if common::etcd::skip() {
@@ -69,12 +60,13 @@ fn two_daemons_share_one_state_and_keep_its_invariants() {
             });
         }
     });
-    eventually(
+    common::until(
         &format!(
             "both see 80 attempts (now {} and {})",
             a.clusters().get("prod").unwrap().attempts,
             b.clusters().get("prod").unwrap().attempts
         ),
+        Duration::from_secs(10),
         || {
             a.clusters().get("prod").unwrap().attempts == 80
                 && b.clusters().get("prod").unwrap().attempts == 80
@@ -140,7 +132,7 @@ fn two_daemons_share_one_state_and_keep_its_invariants() {
     b.leases()
         .apply(&[LeaseChange::Bind(lease("10.0.0.5", "52:54:00:00:00:02"))])
         .unwrap();
-    eventually("a sees b's lease", || {
+    common::until("a sees b's lease", Duration::from_secs(10), || {
         a.leases().all().unwrap() == vec![lease_at(&b, "10.0.0.5")]
     });
 
@@ -152,15 +144,20 @@ fn two_daemons_share_one_state_and_keep_its_invariants() {
         expires: kiln::brain::now() + 600,
     };
     a.tokens().put("tok-one", &t, kiln::brain::now()).unwrap();
-    eventually("b knows a's token", || {
+    common::until("b knows a's token", Duration::from_secs(10), || {
         b.tokens().get("tok-one").unwrap().is_some()
     });
     b.tokens().put("tok-two", &t, kiln::brain::now()).unwrap();
-    eventually("a's token is void everywhere", || {
-        a.tokens().get("tok-one").unwrap().is_none() && a.tokens().get("tok-two").unwrap().is_some()
-    });
+    common::until(
+        "a's token is void everywhere",
+        Duration::from_secs(10),
+        || {
+            a.tokens().get("tok-one").unwrap().is_none()
+                && a.tokens().get("tok-two").unwrap().is_some()
+        },
+    );
     a.tokens().void(&mac).unwrap();
-    eventually("voided on b", || {
+    common::until("voided on b", Duration::from_secs(10), || {
         b.tokens().get("tok-two").unwrap().is_none()
     });
 }
@@ -484,7 +481,7 @@ fn a_daemon_without_an_etcd_quorum_stops_answering() {
     assert!(fenced_after < Duration::from_secs(9), "{fenced_after:?}");
     // The heartbeat (which sets the metric and logs) sees it within its round.
     let metrics = format!("http://127.0.0.1:{}/metrics", k.ports.http);
-    eventually("kiln_store_available 0", || {
+    common::until("kiln_store_available 0", Duration::from_secs(10), || {
         common::curl::curl(&[&metrics])
             .text()
             .contains("kiln_store_available{backend=\"etcd\"} 0")
@@ -530,9 +527,11 @@ fn two_daemons_split_the_clients_and_one_takes_over() {
     let answers =
         |k: &common::Kiln, mac: &str| common::dhcp_answered(k.ports.proxy_dhcp, mac, from, quick);
     // Until each daemon sees the other's liveness key, both answer everyone.
-    eventually("each daemon sees the other", || {
-        macs.iter().any(|m| !answers(&a, m)) && macs.iter().any(|m| !answers(&b, m))
-    });
+    common::until(
+        "each daemon sees the other",
+        Duration::from_secs(10),
+        || macs.iter().any(|m| !answers(&a, m)) && macs.iter().any(|m| !answers(&b, m)),
+    );
     let mut of_a = Vec::new();
     for m in &macs {
         let (x, y) = (answers(&a, m), answers(&b, m));
@@ -560,7 +559,9 @@ fn two_daemons_split_the_clients_and_one_takes_over() {
     }
     // a comes back: the split returns; b stopping cleanly hands over at once.
     let mut a = common::Kiln::start(&la.config(), None);
-    eventually("a takes its share back", || !answers(&b, &of_a[0]));
+    common::until("a takes its share back", Duration::from_secs(10), || {
+        !answers(&b, &of_a[0])
+    });
     let of_b: Vec<&String> = macs.iter().filter(|m| !of_a.contains(m)).collect();
     b.stop();
     let t0 = Instant::now();

@@ -9,15 +9,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-fn eventually(what: &str, within: Duration, f: impl Fn() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < within, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    t0.elapsed()
-}
-
 #[test]
 fn a_daemon_cut_off_from_etcd_stops_and_its_peer_serves() {
     if common::etcd::skip() || common::skip_unless(common::have("curl"), "curl") {
@@ -52,7 +43,7 @@ fn a_daemon_cut_off_from_etcd_stops_and_its_peer_serves() {
     let from = common::lo_ip(4);
     let answers =
         |k: &common::Kiln, mac: &str| common::dhcp_answered(k.ports.proxy_dhcp, mac, from, quick);
-    eventually(
+    common::until(
         "each daemon sees the other",
         Duration::from_secs(10),
         || macs.iter().any(|m| !answers(&a, m)) && macs.iter().any(|m| !answers(&b, m)),
@@ -73,11 +64,11 @@ fn a_daemon_cut_off_from_etcd_stops_and_its_peer_serves() {
     let t0 = Instant::now();
     // a keeps its quorum: it takes b's clients once b's liveness key (3 s)
     // runs out, b being unable to keep it alive.
-    let taken = eventually("a answers b's clients", Duration::from_secs(10), || {
+    let taken = common::until("a answers b's clients", Duration::from_secs(10), || {
         answers(&a, of_b[0])
     });
     // b: fenced (the 5 s fence plus a heartbeat), silent, and says so.
-    eventually("b fenced", Duration::from_secs(10), || {
+    common::until("b fenced", Duration::from_secs(10), || {
         readyz(&b).code == "503"
     });
     let fenced = t0.elapsed();
@@ -98,7 +89,7 @@ fn a_daemon_cut_off_from_etcd_stops_and_its_peer_serves() {
     for r in &relays {
         r.mend();
     }
-    let back = eventually("b serves again", Duration::from_secs(20), || {
+    let back = common::until("b serves again", Duration::from_secs(20), || {
         readyz(&b).code == "200" && answers(&b, of_b[0])
     });
     eprintln!("mended: b answered its clients again in {back:?}");

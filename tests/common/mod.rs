@@ -30,6 +30,17 @@ pub fn skip_unless(ok: bool, what: &str) -> bool {
     true
 }
 
+/// Poll `f` until it holds; the test fails, naming `what`, once `within`
+/// passes. Returns how long it took.
+pub fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < within, "never within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -355,7 +366,19 @@ pub fn run_kiln(dir: Option<&Path>, args: &[&str]) -> (bool, String) {
     if let Some(d) = dir {
         c.current_dir(d);
     }
-    let o = c.args(args).output().unwrap();
+    outcome(c.args(args))
+}
+
+/// `kiln ARGS --config <lab's>` inside network namespace `ns` (its local
+/// API, a daemon in that namespace): (success, stdout + stderr).
+pub fn run_kiln_in(ns: &str, lab: &Lab, args: &[&str]) -> (bool, String) {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(kiln_bin()).args(args);
+    outcome(c.arg("--config").arg(lab.config()))
+}
+
+fn outcome(c: &mut Command) -> (bool, String) {
+    let o = c.output().unwrap();
     (
         o.status.success(),
         format!(

@@ -132,6 +132,14 @@ impl Net {
         ns
     }
 
+    /// [`add_client`](Self::add_client) with `cidr` on its `eth0`: a host
+    /// with a fixed address on the bridge (another kiln, a relay, a tool).
+    pub fn add_host(&mut self, mac: &str, cidr: &str) -> String {
+        let ns = self.add_client(mac);
+        must(&["ip", "-n", &ns, "addr", "add", cidr, "dev", "eth0"]);
+        ns
+    }
+
     /// A tap device on the bridge for a QEMU guest.
     pub fn add_tap(&self, name: &str) {
         must(&[
