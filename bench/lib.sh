@@ -2,9 +2,10 @@
 # the repository): two network namespaces joined by a veth pair, torn down
 # (with every process in them and the scratch directory $work) on exit.
 
-# bench_pair NS_S NS_C IF_S IF_C ADDR_S/LEN ADDR_C/LEN: sets NS_S, NS_C, work.
-bench_pair() {
-  NS_S=$1; NS_C=$2
+# bench_namespaces: the namespaces named in NS_S and NS_C (each with a
+# resolv.conf of its own, so nothing run inside touches the host's) and the
+# scratch directory $work, all torn down on exit.
+bench_namespaces() {
   trap bench_cleanup EXIT
   bench_cleanup 2>/dev/null || true
   work=$(mktemp -d)
@@ -12,6 +13,12 @@ bench_pair() {
     mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf
     ip netns add $ns; ip -n $ns link set lo up
   done
+}
+
+# bench_pair NS_S NS_C IF_S IF_C ADDR_S/LEN ADDR_C/LEN: sets NS_S, NS_C, work.
+bench_pair() {
+  NS_S=$1; NS_C=$2
+  bench_namespaces
   ip link add "$3" type veth peer name "$4"
   ip link set "$3" netns $NS_S; ip link set "$4" netns $NS_C
   ip -n $NS_S addr add "$5" dev "$3"; ip -n $NS_S link set "$3" up

@@ -20,13 +20,7 @@ N=${N:-1000}; RAMP=${RAMP:-10}; KILL=${KILL:-0}; LEADER=${LEADER:-0}
 . bench/lib.sh
 
 NS_S="ks-a ks-b"; NS_C=ks-cli
-trap bench_cleanup EXIT
-bench_cleanup 2>/dev/null || true
-work=$(mktemp -d)
-for ns in $NS_S $NS_C; do
-  mkdir -p /etc/netns/$ns; echo "# bench" > /etc/netns/$ns/resolv.conf
-  ip netns add $ns; ip -n $ns link set lo up
-done
+bench_namespaces
 ip -n $NS_C link add ksbr type bridge
 ip -n $NS_C addr add 10.95.255.254/16 dev ksbr
 ip -n $NS_C link set ksbr up
